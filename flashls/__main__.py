@@ -1,0 +1,7 @@
+"""`python -m flashls` runs the command line."""
+
+import sys
+
+from flashls.cli import main
+
+sys.exit(main())

@@ -1,0 +1,11 @@
+"""Context extraction: what text around the cursor goes into the prompt.
+
+Parsing lives in `syntax`, grammars in `languages`, the budgeted window in `window`.
+"""
+
+from flashls.context.languages import language_of_path
+from flashls.context.syntax import SyntaxTrees
+from flashls.context.window import CompletionContext, build_context, utf16_to_offset
+
+__all__ = ["CompletionContext", "SyntaxTrees", "build_context", "language_of_path",
+           "utf16_to_offset"]

@@ -1,0 +1,186 @@
+"""The prefix and suffix put into a prompt: a token budget around the cursor, cut at lines.
+
+The window's edges move in whole steps of `ANCHOR_LINES`, not per keystroke, so that
+consecutive prompts share a long common token prefix and the model's cache is reused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import tree_sitter
+
+from flashls.context.languages import SPECS
+
+ANCHOR_LINES = 16
+BLOCK_OPENERS = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen|=)\s*$")
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, slightly generous token count for code (about 3.2 characters a token)."""
+    return math.ceil(len(text) / 3.2)
+
+
+@dataclass(frozen=True)
+class CompletionContext:
+    """What the model sees around the cursor, and what post-processing needs to know."""
+
+    prefix: str
+    suffix: str
+    line_prefix: str
+    line_suffix: str
+    multiline: bool
+    indent: str
+
+
+def utf16_to_offset(text: str, line: int, character: int) -> int | None:
+    """The string offset of an LSP position, or None when it lies past the document's end."""
+    if line < 0 or character < 0:
+        return None
+    start = 0
+    for _ in range(line):
+        newline = text.find("\n", start)
+        if newline < 0:
+            return None
+        start = newline + 1
+    end = text.find("\n", start)
+    end = len(text) if end < 0 else end
+    units = 0
+    for index in range(start, end):
+        if units >= character:
+            return index if units == character else None
+        units += 2 if ord(text[index]) > 0xFFFF else 1
+    if units == character:
+        return end
+    # Clients may count a trailing "\r" as part of the line; past that is past the end.
+    return None
+
+
+def _line_start(text: str, offset: int) -> int:
+    return text.rfind("\n", 0, offset) + 1
+
+
+def _window_start(text: str, line_start: int, budget: int) -> tuple[int, int]:
+    """(offset, lines back) of the earliest whole line whose text up to the cursor fits."""
+    used = 0
+    start = line_start
+    lines_back = 0
+    while start > 0:
+        previous = text.rfind("\n", 0, start - 1) + 1
+        cost = estimate_tokens(text[previous:start])
+        if used + cost > budget:
+            break
+        used += cost
+        start = previous
+        lines_back += 1
+    return start, lines_back
+
+
+def _anchored_prefix_start(text: str, line_start: int, budget: int) -> int:
+    start, lines_back = _window_start(text, line_start, budget)
+    if start == 0:
+        return 0
+    # Drop lines until the first line's number is a multiple of ANCHOR_LINES.
+    first_row = text.count("\n", 0, start)
+    surplus = (-first_row) % ANCHOR_LINES
+    for _ in range(min(surplus, lines_back)):
+        start = text.find("\n", start) + 1
+    return start
+
+
+def _suffix_end(text: str, cursor: int, budget: int) -> int:
+    line_end = text.find("\n", cursor)
+    if line_end < 0:
+        return len(text)
+    used = estimate_tokens(text[cursor:line_end])
+    end = line_end
+    rows = 0
+    while end < len(text):
+        next_end = text.find("\n", end + 1)
+        next_end = len(text) if next_end < 0 else next_end
+        cost = estimate_tokens(text[end:next_end])
+        if used + cost > budget:
+            break
+        used += cost
+        end = next_end
+        rows += 1
+    if end < len(text):
+        # Keep a whole number of ANCHOR_LINES below the cursor line.
+        for _ in range(rows % ANCHOR_LINES):
+            end = text.rfind("\n", 0, end)
+    return end
+
+
+def _lines_of(source: bytes, first_row: int, last_row: int) -> list[str]:
+    lines = source.split(b"\n")[first_row:last_row + 1]
+    return [line.decode("utf-8", errors="replace") for line in lines]
+
+
+def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
+                   window_row: int, budget: int) -> str:
+    """Imports and enclosing headers that lie above the window, as far as `budget` allows."""
+    spec = SPECS.get(language_id)
+    if spec is None or window_row == 0:
+        return ""
+    source = tree.root_node.text or b""
+    pieces: list[str] = []
+    for node in tree.root_node.children:
+        if node.type in spec.imports and node.end_point.row < window_row:
+            pieces.extend(_lines_of(source, node.start_point.row, node.end_point.row))
+    headers: list[str] = []
+    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(cursor_byte,
+                                                                            cursor_byte)
+    while node is not None:
+        if node.type in spec.scopes and node.start_point.row < window_row:
+            body = node.child_by_field_name("body")
+            last_row = body.start_point.row if body is not None else node.start_point.row
+            last_row = min(last_row, node.start_point.row + 3, window_row - 1)
+            headers[:0] = _lines_of(source, node.start_point.row, last_row)
+        node = node.parent
+    kept: list[str] = []
+    used = 0
+    for line in headers[::-1] + pieces[::-1]:
+        used += estimate_tokens(line) + 1
+        if used > budget:
+            break
+        kept.append(line)
+    chosen = set(kept)
+    ordered = [line for line in pieces + headers if line in chosen]
+    return "\n".join(ordered) + "\n" if ordered else ""
+
+
+def _wants_multiline(text: str, line_start: int, line_prefix: str, line_suffix: str) -> bool:
+    if (line_prefix + line_suffix).strip():
+        return False
+    above = text[:max(line_start - 1, 0)].rstrip()
+    last_line = above[above.rfind("\n") + 1:]
+    return bool(BLOCK_OPENERS.search(last_line)) and not last_line.lstrip().startswith("#")
+
+
+def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter.Tree | None,
+                  prefix_budget: int, suffix_budget: int, multiline: str) -> CompletionContext:
+    """Prefix and suffix for the cursor at string offset `cursor`, within the token budgets."""
+    line_start = _line_start(text, cursor)
+    line_end = text.find("\n", cursor)
+    line_end = len(text) if line_end < 0 else line_end
+    line_prefix = text[line_start:cursor]
+    line_suffix = text[cursor:line_end]
+    outer_budget = prefix_budget // 4
+    window_budget = prefix_budget - estimate_tokens(line_prefix)
+    start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0))
+    outer = ""
+    if tree is not None and start > 0:
+        cursor_byte = len(text[:cursor].encode("utf-8", errors="surrogatepass"))
+        outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
+                               outer_budget)
+    if not outer:
+        start = _anchored_prefix_start(text, line_start, max(window_budget, 0))
+    suffix = text[cursor:_suffix_end(text, cursor, suffix_budget)]
+    wants = {"always": True, "never": False}.get(
+        multiline, _wants_multiline(text, line_start, line_prefix, line_suffix))
+    indent = line_prefix[:len(line_prefix) - len(line_prefix.lstrip())]
+    return CompletionContext(prefix=outer + text[start:cursor], suffix=suffix,
+                             line_prefix=line_prefix, line_suffix=line_suffix,
+                             multiline=wants, indent=indent)

@@ -1,0 +1,4 @@
+"""Engines turn a fill-in-the-middle request into tokens: llama.cpp in-process, or a fake.
+
+`base` holds the shared types, `worker` the single thread that owns the model.
+"""

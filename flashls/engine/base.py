@@ -1,0 +1,84 @@
+"""What every engine takes and returns: a generation request, a cancel token, a result."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Given the text generated so far, where to cut it if generation should stop now.
+StopRule = Callable[[str], "int | None"]
+
+
+class EngineError(Exception):
+    """A model could not be loaded or run; the message is meant for the user."""
+
+
+class CancelToken:
+    """Set by whoever no longer wants the answer; engines check it between steps."""
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self._event = threading.Event()
+        self.deadline = deadline
+
+    def cancel(self) -> None:
+        """Ask the engine to stop at its next check."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once `cancel` was called."""
+        return self._event.is_set()
+
+    def expired(self) -> bool:
+        """True once the wall-clock deadline, if any, has passed."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One fill-in-the-middle generation."""
+
+    prefix: str
+    suffix: str
+    max_tokens: int
+    stop: StopRule
+    # Called with the text so far after every generated token (progress, tests).
+    on_token: Callable[[str], None] | None = None
+
+
+@dataclass
+class Timings:
+    """Where the time of one generation went, in milliseconds, and how much was evaluated."""
+
+    tokenize_ms: float = 0.0
+    prompt_ms: float = 0.0
+    generate_ms: float = 0.0
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class GenerationResult:
+    """The generated middle and why generation ended."""
+
+    text: str
+    # "stop" (a stop rule cut it), "eos", "length", "deadline" or "cancelled".
+    finish: str
+    timings: Timings = field(default_factory=Timings)
+
+
+class Engine(Protocol):
+    """A model that fills in the middle; one call at a time, from one thread."""
+
+    def load(self) -> None:
+        """Load the model now; raises EngineError with a message for the user."""
+
+    def describe(self) -> str:
+        """A short description for logs and status (model file, format)."""
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        """Generate the middle for `request`, checking `cancel` between steps."""

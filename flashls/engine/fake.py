@@ -1,0 +1,76 @@
+"""A deterministic stand-in engine for protocol and timing tests; it loads no model.
+
+It "generates" a fixed text derived from the prefix, one token every `token_ms`, so
+cancellation, supersession and time budgets behave as with a real model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from flashls.engine.base import (
+    CancelToken,
+    GenerationRequest,
+    GenerationResult,
+    Timings,
+)
+
+TOKEN_CHARS = 3
+_IDENTIFIER_TAIL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def fake_middle(prefix: str) -> str:
+    """What the fake engine answers: the half-typed word finished as `<word>_done(1)`."""
+    match = _IDENTIFIER_TAIL.search(prefix)
+    if match:
+        return "_done(1)"
+    return "fake_completion(1)\n    return 2\n"
+
+
+class FakeEngine:
+    """Answers `fake_middle(prefix)` at `token_ms` milliseconds a token."""
+
+    def __init__(self, token_ms: float | None = None) -> None:
+        self.token_ms = token_ms if token_ms is not None else float(
+            os.environ.get("FLASHLS_FAKE_TOKEN_MS", "2"))
+        self.calls = 0
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def describe(self) -> str:
+        """Names itself."""
+        return "fake engine"
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        """Emit the fixed middle token by token, honouring cancel, deadline and stop rules."""
+        self.calls += 1
+        started = time.perf_counter()
+        answer = fake_middle(request.prefix)
+        text = ""
+        generated = 0
+        finish = "eos"
+        for start in range(0, len(answer), TOKEN_CHARS):
+            if generated >= request.max_tokens:
+                finish = "length"
+                break
+            time.sleep(self.token_ms / 1000)
+            text = answer[:start + TOKEN_CHARS]
+            generated += 1
+            if request.on_token is not None:
+                request.on_token(text)
+            cut = request.stop(text)
+            if cut is not None:
+                text, finish = text[:cut], "stop"
+                break
+            if cancel.cancelled:
+                finish = "cancelled"
+                break
+            if cancel.expired():
+                finish = "deadline"
+                break
+        elapsed = (time.perf_counter() - started) * 1000
+        return GenerationResult(text, finish, Timings(generate_ms=elapsed,
+                                                      generated_tokens=generated))

@@ -1,0 +1,257 @@
+"""The local engine: one long-lived llama.cpp context, greedy fill-in-the-middle decoding.
+
+It keeps the tokens whose KV cells are cached and evaluates only where a new prompt
+departs from them; it checks its cancel token between prompt chunks and between tokens.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from flashls.engine.base import (
+    CancelToken,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    Timings,
+)
+from flashls.fim import FimFormat, UnknownFormat, detect_format, format_named
+from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
+from flashls.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens decoded per llama_decode call: small enough that a cancel is noticed
+# within ~0.3 s on 2 cores, large enough to keep the matrix kernels efficient.
+PROMPT_CHUNK = 64
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def default_thread_count() -> int:
+    """Physical cores, roughly: hyper-threads slow llama.cpp's decoding down."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return available // 2 if available >= 8 else available
+
+
+def common_prefix_length(left: list[int], right: list[int]) -> int:
+    """How many leading tokens two sequences share."""
+    limit = min(len(left), len(right))
+    index = 0
+    while index < limit and left[index] == right[index]:
+        index += 1
+    return index
+
+
+class LlamaEngine:
+    """A GGUF model run in-process by llama-cpp-python."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._llm: Any = None
+        self._format: FimFormat | None = None
+        self._cached: list[int] = []
+        self._stop_ids: frozenset[int] = frozenset()
+        self._markers: tuple[int, int, int] = (0, 0, 0)
+        self._sorted_pieces: list[bytes] = []
+        self._sorted_ids: list[int] = []
+        self.model_path = resolve_model_path(settings.model)
+
+    def describe(self) -> str:
+        """Model file and prompt format."""
+        fmt = self._format.name if self._format else "not loaded"
+        return f"{self.model_path.name} ({fmt})"
+
+    def load(self) -> None:
+        """Open the model file; raises EngineError naming the file and the fix."""
+        if self._llm is not None:
+            return
+        try:
+            check_model_file(self.model_path)
+        except ModelUnavailable as error:
+            raise EngineError(str(error)) from error
+        import llama_cpp
+
+        started = time.monotonic()
+        threads = self._settings.n_threads or default_thread_count()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(self.model_path), n_ctx=self._settings.n_ctx, n_batch=512,
+                n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=self._settings.n_gpu_layers, logits_all=False, verbose=False)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise EngineError(
+                f"llama.cpp could not load {self.model_path}: {error}. The file may be "
+                f"corrupt: run `flashls models install --force` or point `flashls.model` at "
+                f"another GGUF file.") from error
+        self._format = self._choose_format(llm)
+        self._markers = tuple(self._single_token(llm, marker)  # type: ignore[assignment]
+                              for marker in self._format.sentinels())
+        stops = {self._single_token(llm, marker) for marker in self._format.stop_markers}
+        stops.update(self._markers)
+        self._stop_ids = frozenset(token for token in stops if token >= 0)
+        self._llm = llm
+        self._index_pieces()
+        log.info("loaded %s in %.1f s (%d threads)", self.describe(),
+                 time.monotonic() - started, threads)
+
+    @staticmethod
+    def _single_token(llm: Any, marker: str) -> int:
+        tokens = llm.tokenize(marker.encode(), add_bos=False, special=True)
+        return int(tokens[0]) if len(tokens) == 1 else -1
+
+    def _choose_format(self, llm: Any) -> FimFormat:
+        try:
+            if self._settings.fim_format != "auto":
+                return format_named(self._settings.fim_format)
+            return detect_format(llm.metadata,
+                                 lambda marker: self._single_token(llm, marker) >= 0)
+        except UnknownFormat as error:
+            raise EngineError(str(error)) from error
+
+    def _index_pieces(self) -> None:
+        """Sort the vocabulary's texts so token healing finds candidates by bisection."""
+        model = self._llm._model
+        pieces = []
+        for token in range(self._llm.n_vocab()):
+            if token in self._stop_ids or self._is_end(token):
+                continue
+            pieces.append((model.token_to_piece(token), token))
+        pieces.sort()
+        self._sorted_pieces = [piece for piece, _ in pieces]
+        self._sorted_ids = [token for _, token in pieces]
+
+    def _is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
+
+    def _tokenize(self, text: str) -> list[int]:
+        if not text:
+            return []
+        encoded = text.encode("utf-8", errors="replace")
+        return list(self._llm.tokenize(encoded, add_bos=False, special=False))
+
+    def _prompt(self, request: GenerationRequest) -> tuple[list[int], bytes]:
+        """Prompt tokens and the text of the prefix's last token, taken back for healing."""
+        assert self._format is not None
+        fmt = self._format
+        prefix_ids = self._tokenize(fmt.prefix_spacing + request.prefix)
+        suffix_ids = self._tokenize(request.suffix)
+        healed = b""
+        if self._settings.token_healing and prefix_ids:
+            piece = self._llm._model.token_to_piece(prefix_ids[-1])
+            if piece.strip() and b"\n" not in piece:
+                prefix_ids.pop()
+                healed = piece
+        room = self._settings.n_ctx - request.max_tokens - 8
+        if len(prefix_ids) + len(suffix_ids) > room:
+            suffix_ids = suffix_ids[:max(room // 4, room - len(prefix_ids))]
+            prefix_ids = prefix_ids[max(len(prefix_ids) - (room - len(suffix_ids)), 0):]
+        start, hole, middle = self._markers
+        bos = [self._llm.token_bos()] if self._llm._model.add_bos_token() else []
+        if fmt.order == "spm":
+            return bos + [hole] + suffix_ids + [start] + prefix_ids + [middle], healed
+        return bos + [start] + prefix_ids + [hole] + suffix_ids + [middle], healed
+
+    def _decode(self, tokens: list[int]) -> None:
+        self._llm._batch.set_batch(batch=tokens, n_past=len(self._cached), logits_all=False)
+        self._llm._ctx.decode(self._llm._batch)
+        self._cached.extend(tokens)
+
+    def _logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
+
+    def _evaluate_prompt(self, tokens: list[int], cancel: CancelToken) -> int:
+        """Bring the KV cache to `tokens`, evaluating only what differs; returns that count."""
+        keep = common_prefix_length(self._cached, tokens) if self._settings.reuse_kv_prefix \
+            else 0
+        keep = min(keep, len(tokens) - 1)  # the last token is re-run for its logits
+        self._llm._ctx.kv_cache_seq_rm(0, keep, -1)
+        del self._cached[keep:]
+        for start in range(keep, len(tokens), PROMPT_CHUNK):
+            if cancel.cancelled:
+                raise _Cancelled
+            self._decode(tokens[start:start + PROMPT_CHUNK])
+        return len(tokens) - keep
+
+    def _first_token(self, healed: bytes) -> tuple[int, bytes]:
+        logits = self._logits()
+        if not healed:
+            token = int(np.argmax(logits))
+            return token, self._llm._model.token_to_piece(token)
+        low = bisect.bisect_left(self._sorted_pieces, healed)
+        high = bisect.bisect_left(self._sorted_pieces, healed[:-1] + bytes([healed[-1] + 1])) \
+            if healed[-1] < 255 else len(self._sorted_pieces)
+        candidates = self._sorted_ids[low:high]
+        token = max(candidates, key=lambda candidate: float(logits[candidate]))
+        return token, self._llm._model.token_to_piece(token)[len(healed):]
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        """Greedy fill-in-the-middle generation for one request."""
+        self.load()
+        timings = Timings()
+        started = time.perf_counter()
+        tokens, healed = self._prompt(request)
+        timings.tokenize_ms = (time.perf_counter() - started) * 1000
+        timings.prompt_tokens = len(tokens)
+        try:
+            timings.evaluated_tokens = self._evaluate_prompt(tokens, cancel)
+        except _Cancelled:
+            timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
+            return GenerationResult("", "cancelled", timings)
+        except RuntimeError as error:
+            self._forget_cache()
+            raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
+        prompt_done = time.perf_counter()
+        timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
+        text, finish, generated = self._generate_tokens(request, cancel, healed)
+        timings.generated_tokens = generated
+        timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
+        return GenerationResult(text, finish, timings)
+
+    def _generate_tokens(self, request: GenerationRequest, cancel: CancelToken,
+                         healed: bytes) -> tuple[str, str, int]:
+        output = bytearray()
+        text = ""
+        for step in range(request.max_tokens):
+            if step == 0:
+                token, piece = self._first_token(healed)
+            else:
+                token = int(np.argmax(self._logits()))
+                piece = self._llm._model.token_to_piece(token)
+            if token in self._stop_ids or self._is_end(token):
+                return text, "eos", step
+            output += piece
+            text = output.decode("utf-8", errors="ignore")
+            if request.on_token is not None:
+                request.on_token(text)
+            cut = request.stop(text)
+            if cut is not None:
+                return text[:cut], "stop", step + 1
+            if cancel.cancelled:
+                return text, "cancelled", step + 1
+            if cancel.expired():
+                return text, "deadline", step + 1
+            try:
+                self._decode([token])
+            except RuntimeError as error:
+                self._forget_cache()
+                raise EngineError(f"llama.cpp failed while generating: {error}") from error
+        return text, "length", request.max_tokens
+
+    def _forget_cache(self) -> None:
+        self._cached = []
+        self._llm._ctx.kv_cache_clear()

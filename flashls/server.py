@@ -1,0 +1,263 @@
+"""What the editor sees: a pygls server whose handlers call the completion pipeline.
+
+Handlers stay thin: read the document, call `CompletionService`, wrap the answer in
+lsprotocol types. Errors become an empty answer plus one message to the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import os
+import sys
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from flashls import __version__, settings
+from flashls.context import language_of_path
+from flashls.engine.base import Engine, EngineError
+from flashls.service import Completion, CompletionRequest, CompletionService, Rejected
+
+log = logging.getLogger(__name__)
+
+STATUS_NOTIFICATION = "flashls/status"
+# Settings that need a new engine (a reload of the model) when they change.
+ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
+                   "reuse_kv_prefix", "token_healing")
+
+
+def make_engine(kind: str, config: settings.Settings) -> Engine:
+    """The engine for `flashls serve --engine KIND`."""
+    if kind == "fake":
+        from flashls.engine.fake import FakeEngine
+
+        return FakeEngine()
+    from flashls.engine.llama import LlamaEngine
+
+    return LlamaEngine(config)
+
+
+class FlashServer(LanguageServer):
+    """The language server: its settings, its completion service, what it told the user."""
+
+    def __init__(self, config: settings.Settings, engine_kind: str = "llama") -> None:
+        super().__init__("flashls", __version__)
+        self.config = config
+        self.engine_kind = engine_kind
+        self.service: CompletionService | None = None
+        self._reported: set[str] = set()
+
+    def ensure_service(self) -> CompletionService:
+        """The completion service, created on first use with the current settings."""
+        if self.service is None:
+            self.service = CompletionService(self.config, make_engine(self.engine_kind,
+                                                                      self.config))
+        return self.service
+
+    def apply_settings(self, raw: Any, origin: str) -> None:
+        """Merge settings from the client; tell the user about invalid ones."""
+        merged, problems = settings.merge(self.config, raw)
+        for problem in problems:
+            self.tell(types.MessageType.Warning, f"flashls ({origin}): {problem}")
+        changed = [spec.name for spec in dataclasses.fields(merged)
+                   if getattr(merged, spec.name) != getattr(self.config, spec.name)]
+        self.config = merged
+        if self.service is None:
+            return
+        if any(name in ENGINE_SETTINGS for name in changed):
+            log.info("engine settings changed (%s): reloading", ", ".join(changed))
+            self.service.worker.stop()
+            self.service = None
+            self.preload()
+        else:
+            self.service.settings = merged
+
+    def tell(self, kind: types.MessageType, message: str) -> None:
+        """Show a message once per distinct text; log it always."""
+        log.log(logging.ERROR if kind == types.MessageType.Error else logging.WARNING, message)
+        if message in self._reported:
+            return
+        self._reported.add(message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def status(self, state: str, message: str, latency_ms: float | None = None) -> None:
+        """A `flashls/status` notification for status bars."""
+        payload: dict[str, Any] = {"state": state, "message": message}
+        if latency_ms is not None:
+            payload["latencyMs"] = round(latency_ms, 1)
+        self.protocol.notify(STATUS_NOTIFICATION, payload)
+
+    def preload(self) -> None:
+        """Load the model in the background so the first completion does not pay for it."""
+        service = self.ensure_service()
+        if not self.config.preload_model:
+            return
+        self.status("loading", f"loading {service.worker.engine.describe()}")
+        future = service.worker.load()
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(self._loaded, done))
+
+    def _loaded(self, future: Any) -> None:
+        error = future.exception()
+        if error is None:
+            engine = self.ensure_service().worker.engine
+            self.status("ready", f"ready: {engine.describe()}")
+        else:
+            self.status("error", str(error))
+            self.tell(types.MessageType.Error, str(error))
+
+    async def suggest(self, uri: str, position: types.Position) -> Completion | None:
+        """The pipeline's answer for a cursor, or None when there is nothing to show."""
+        if not self.config.enable:
+            return None
+        document = self.workspace.get_text_document(uri)
+        request = CompletionRequest(
+            uri=uri, language_id=document.language_id or language_of_path(document.path),
+            text=document.source, line=position.line, character=position.character)
+        try:
+            completion = await self.ensure_service().complete(request)
+        except Rejected as reason:
+            log.debug("no completion for %s: %s", uri, reason)
+            return None
+        except EngineError as error:
+            self.status("error", str(error))
+            self.tell(types.MessageType.Error, str(error))
+            return None
+        if completion.source == "model":
+            self.status("ready", completion.finish, completion.timings.get("total_ms"))
+        log.debug("completion %r %s", completion.text, completion.timings)
+        return completion if completion.text else None
+
+
+server = FlashServer(settings.Settings())
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: FlashServer, params: types.InitializeParams) -> None:
+    """Settings from `initializationOptions`."""
+    ls.apply_settings(params.initialization_options, "initializationOptions")
+
+
+@server.feature(types.INITIALIZED)
+async def initialized(ls: FlashServer, params: types.InitializedParams) -> None:
+    """Settings from `workspace/configuration`, then start loading the model."""
+    await pull_configuration(ls)
+    ls.preload()
+
+
+async def pull_configuration(ls: FlashServer) -> None:
+    """Ask the client for the `flashls` section, if it can answer."""
+    capabilities = ls.client_capabilities.workspace
+    if capabilities is None or not capabilities.configuration:
+        return
+    try:
+        answers = await asyncio.wait_for(ls.workspace_configuration_async(
+            types.ConfigurationParams(items=[types.ConfigurationItem(
+                section=settings.SECTION)])), timeout=5)
+    except (asyncio.TimeoutError, Exception) as error:  # a client's bad answer is no crash
+        log.warning("workspace/configuration failed: %s", error)
+        return
+    if answers and isinstance(answers[0], dict):
+        ls.apply_settings(answers[0], "workspace/configuration")
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def did_change_configuration(ls: FlashServer,
+                                   params: types.DidChangeConfigurationParams) -> None:
+    """Re-read settings: from the notification if it carries them, else by asking."""
+    if isinstance(params.settings, dict) and params.settings.get(settings.SECTION):
+        ls.apply_settings(params.settings, "didChangeConfiguration")
+    else:
+        await pull_configuration(ls)
+
+
+def _reparse(ls: FlashServer, uri: str) -> None:
+    document = ls.workspace.get_text_document(uri)
+    language = document.language_id or language_of_path(document.path)
+    ls.ensure_service().document_changed(uri, language, document.source)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: FlashServer, params: types.DidOpenTextDocumentParams) -> None:
+    """Parse the opened document."""
+    _reparse(ls, params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: FlashServer, params: types.DidChangeTextDocumentParams) -> None:
+    """Reparse incrementally after pygls has applied the edits."""
+    _reparse(ls, params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: FlashServer, params: types.DidCloseTextDocumentParams) -> None:
+    """Forget the closed document's trees and cached suggestions."""
+    ls.ensure_service().document_closed(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(ls: FlashServer, params: types.InlineCompletionParams
+                            ) -> list[types.InlineCompletionItem]:
+    """Ghost text at the cursor."""
+    completion = await ls.suggest(params.text_document.uri, params.position)
+    if completion is None:
+        return []
+    here = types.Range(start=params.position, end=params.position)
+    return [types.InlineCompletionItem(insert_text=completion.text, range=here)]
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                types.CompletionOptions(trigger_characters=[".", "(", ",", " "]))
+async def completion(ls: FlashServer, params: types.CompletionParams) -> types.CompletionList:
+    """The same suggestion as a completion item, for clients without inline completion."""
+    suggestion = await ls.suggest(params.text_document.uri, params.position)
+    if suggestion is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    line = ls.workspace.get_text_document(params.text_document.uri).lines[params.position.line]
+    head = line[:params.position.character]
+    word = head[len(head.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                "0123456789_")):]
+    start = types.Position(line=params.position.line,
+                           character=params.position.character - len(word))
+    new_text = word + suggestion.text
+    item = types.CompletionItem(
+        label=new_text.split("\n", 1)[0].strip()[:80] or new_text.strip()[:80],
+        kind=types.CompletionItemKind.Snippet, detail="flashls", filter_text=new_text,
+        insert_text_format=types.InsertTextFormat.PlainText, sort_text="0",
+        text_edit=types.TextEdit(range=types.Range(start=start, end=params.position),
+                                 new_text=new_text))
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(config: settings.Settings, *, tcp: str | None = None, engine_kind: str = "llama",
+          allow_remote: bool = False) -> int:
+    """Run the server until the client disconnects."""
+    server.config = config
+    server.engine_kind = engine_kind
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        if not allow_remote and not _loopback(host):
+            print(f"flashls: refusing to listen on {host}: not a loopback address "
+                  f"(pass --allow-remote to insist)", file=sys.stderr)
+            return 2
+        server.start_tcp(host, int(port))
+        return 0
+    # Anything a library prints to fd 1 would corrupt JSON-RPC: give the protocol its own
+    # copy of stdout and point fd 1 at stderr.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    server.start_io(sys.stdin.buffer, protocol_out)
+    return 0

@@ -1,0 +1,169 @@
+"""The completion pipeline: document text and cursor in, a suggestion (or nothing) out.
+
+context -> speculative cache -> engine (on the model worker) -> post-processing.
+Nothing here speaks JSON-RPC; the server and the CLI both call `CompletionService`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from flashls.cache import SuggestionCache
+from flashls.context import CompletionContext, SyntaxTrees, build_context, utf16_to_offset
+from flashls.engine.base import CancelToken, Engine, GenerationRequest, GenerationResult
+from flashls.engine.worker import USER, ModelWorker, QueuedResult, finished_result
+from flashls.postprocess import clean, stop_rule
+from flashls.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A cursor in a document, as the editor sees it (UTF-16 columns)."""
+
+    uri: str
+    language_id: str
+    text: str
+    line: int
+    character: int
+
+
+@dataclass
+class Completion:
+    """What to insert at the cursor, where it came from, and where the time went."""
+
+    text: str
+    source: str  # "model" or "cache"
+    finish: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Rejected(Exception):
+    """The request cannot be answered (past the end, binary, too large); a reason, no error."""
+
+
+def _looks_binary(text: str) -> bool:
+    return "\x00" in text[:65536]
+
+
+class CompletionService:
+    """Holds the syntax trees, the suggestion cache and the model worker."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.worker = ModelWorker(engine)
+        self.trees = SyntaxTrees()
+        self.cache = SuggestionCache(settings.cache_entries)
+        self._in_flight: dict[str, CancelToken] = {}
+        self.last_latency_ms: float | None = None
+
+    def document_changed(self, uri: str, language_id: str, text: str) -> None:
+        """Reparse a document after an edit (incrementally; cheap)."""
+        if len(text) > self.settings.max_file_bytes or _looks_binary(text):
+            self.trees.close(uri)
+            return
+        self.trees.update(uri, language_id, text)
+
+    def document_closed(self, uri: str) -> None:
+        """Forget what was kept for a closed document."""
+        self.trees.close(uri)
+        self.cache.forget(uri)
+        token = self._in_flight.pop(uri, None)
+        if token is not None:
+            token.cancel()
+
+    def prepare(self, request: CompletionRequest) -> tuple[CompletionContext, int]:
+        """The context for a request and the cursor's string offset; raises Rejected."""
+        if len(request.text) > self.settings.max_file_bytes:
+            raise Rejected(f"document is larger than max_file_bytes "
+                           f"({self.settings.max_file_bytes})")
+        if _looks_binary(request.text):
+            raise Rejected("document looks binary")
+        cursor = utf16_to_offset(request.text, request.line, request.character)
+        if cursor is None:
+            raise Rejected(f"position {request.line}:{request.character} is past the end")
+        tree = self.trees.tree(request.uri)
+        context = build_context(
+            request.text, cursor, language_id=request.language_id, tree=tree,
+            prefix_budget=self.settings.prefix_budget_tokens,
+            suffix_budget=self.settings.suffix_budget_tokens, multiline=self.settings.multiline)
+        return context, cursor
+
+    def _from_cache(self, request: CompletionRequest, cursor: int) -> Completion | None:
+        if not self.settings.speculative_cache:
+            return None
+        remembered = self.cache.lookup(request.uri, request.text, cursor)
+        return None if remembered is None else Completion(remembered, "cache", "cache")
+
+    def _generation(self, context: CompletionContext) -> GenerationRequest:
+        return GenerationRequest(prefix=context.prefix, suffix=context.suffix,
+                                 max_tokens=self.settings.max_tokens,
+                                 stop=stop_rule(context, self.settings.max_lines))
+
+    def _finish(self, request: CompletionRequest, context: CompletionContext, cursor: int,
+                queued: QueuedResult, started: float, context_ms: float) -> Completion:
+        result: GenerationResult = finished_result(queued)
+        post_started = time.perf_counter()
+        text = clean(result.text, context) if result.finish != "cancelled" else ""
+        if self.settings.speculative_cache and result.finish != "cancelled":
+            self.cache.remember(request.uri, request.text, cursor, text)
+        timing = result.timings
+        total = (time.perf_counter() - started) * 1000
+        self.last_latency_ms = total
+        return Completion(text, "model", result.finish, {
+            "context_ms": context_ms, "queue_ms": queued.queue_ms,
+            "tokenize_ms": timing.tokenize_ms, "prompt_ms": timing.prompt_ms,
+            "generate_ms": timing.generate_ms,
+            "postprocess_ms": (time.perf_counter() - post_started) * 1000,
+            "total_ms": total, "prompt_tokens": timing.prompt_tokens,
+            "evaluated_tokens": timing.evaluated_tokens,
+            "generated_tokens": timing.generated_tokens})
+
+    def _start(self, request: CompletionRequest) -> tuple[
+            Completion | None, CompletionContext, int, float, CancelToken | None]:
+        started = time.perf_counter()
+        context, cursor = self.prepare(request)
+        cached = self._from_cache(request, cursor)
+        if cached is not None:
+            cached.timings["total_ms"] = (time.perf_counter() - started) * 1000
+            return cached, context, cursor, started, None
+        previous = self._in_flight.pop(request.uri, None)
+        if previous is not None:
+            previous.cancel()  # a newer keystroke supersedes the older request
+        deadline = time.monotonic() + self.settings.time_budget_ms / 1000
+        token = CancelToken(deadline)
+        self._in_flight[request.uri] = token
+        return None, context, cursor, started, token
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Answer one request; raises Rejected or EngineError, or CancelledError if cancelled."""
+        cached, context, cursor, started, token = self._start(request)
+        if cached is not None or token is None:
+            assert cached is not None
+            return cached
+        context_ms = (time.perf_counter() - started) * 1000
+        future = self.worker.generate(self._generation(context), token, USER)
+        try:
+            queued = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        finally:
+            if self._in_flight.get(request.uri) is token:
+                del self._in_flight[request.uri]
+        return self._finish(request, context, cursor, queued, started, context_ms)
+
+    def complete_blocking(self, request: CompletionRequest) -> Completion:
+        """The same pipeline for callers without an event loop (the CLI)."""
+        cached, context, cursor, started, token = self._start(request)
+        if cached is not None or token is None:
+            assert cached is not None
+            return cached
+        context_ms = (time.perf_counter() - started) * 1000
+        queued = self.worker.generate(self._generation(context), token, USER).result()
+        self._in_flight.pop(request.uri, None)
+        return self._finish(request, context, cursor, queued, started, context_ms)

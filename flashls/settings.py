@@ -1,0 +1,212 @@
+"""The one settings schema, and its faces: editor options, environment, CLI flags, docs.
+
+Every setting has a default, a bound and a description here; nothing else declares one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cattrs
+
+SECTION = "flashls"
+ENV_PREFIX = "FLASHLS_"
+
+
+def _setting(
+    default: Any,
+    description: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    metadata = {"description": description, "minimum": minimum, "maximum": maximum,
+                "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a user can tune; defaults suit the 0.5B default model on 2 CPU cores."""
+
+    enable: bool = _setting(True, "Offer completions at all.")
+    model: str = _setting(
+        "", "Path to a GGUF file, or a model name from `flashls models list`; "
+        "empty picks the default model.")
+    fim_format: str = _setting(
+        "auto", "Fill-in-the-middle prompt format; `auto` reads it from the GGUF's metadata.",
+        choices=("auto", "qwen", "starcoder", "deepseek", "codellama", "codegemma",
+                 "codestral"))
+    n_threads: int = _setting(
+        0, "CPU threads for the model; 0 uses the physical core count.", minimum=0,
+        maximum=512)
+    n_gpu_layers: int = _setting(
+        0, "Layers to offload to a GPU (Metal, CUDA builds); -1 offloads all.", minimum=-1,
+        maximum=1000)
+    n_ctx: int = _setting(
+        4096, "Model context size in tokens.", minimum=512, maximum=131072)
+    preload_model: bool = _setting(
+        True, "Load the model when the server starts instead of on the first request.")
+    prefix_budget_tokens: int = _setting(
+        1024, "Most tokens of text before the cursor put into the prompt.", minimum=16,
+        maximum=65536)
+    suffix_budget_tokens: int = _setting(
+        256, "Most tokens of text after the cursor put into the prompt.", minimum=0,
+        maximum=65536)
+    max_tokens: int = _setting(
+        48, "Most tokens generated for one suggestion.", minimum=1, maximum=2048)
+    max_lines: int = _setting(
+        8, "Most lines in a multi-line suggestion.", minimum=1, maximum=500)
+    multiline: str = _setting(
+        "auto", "`auto`: several lines only on an empty line after a block opener; "
+        "`always`; `never`.", choices=("auto", "always", "never"))
+    time_budget_ms: int = _setting(
+        4000, "Wall-clock limit for one suggestion; when it runs out, what was generated "
+        "so far is shown.", minimum=20, maximum=600000)
+    reuse_kv_prefix: bool = _setting(
+        True, "Keep the model's cache of the last prompt and evaluate only what changed.")
+    token_healing: bool = _setting(
+        True, "Re-generate the half-typed last token so partial words complete naturally.")
+    speculative_cache: bool = _setting(
+        True, "Answer typing that matches a shown suggestion from memory, without the model.")
+    cache_entries: int = _setting(
+        512, "Most suggestions kept in the speculative cache.", minimum=1, maximum=100000)
+    max_file_bytes: int = _setting(
+        2_000_000, "Documents larger than this get no completions.", minimum=1024,
+        maximum=1_000_000_000)
+    log_level: str = _setting(
+        "info", "Logging level for stderr or the log file.",
+        choices=("debug", "info", "warning", "error"))
+
+
+_converter = cattrs.Converter()
+
+
+def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
+    """The schema's fields, in declaration order."""
+    return dataclasses.fields(Settings)
+
+
+def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
+    """One value structured to its field's type and checked against its bounds."""
+    kind = _field_type(spec)
+    if kind is bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return lowered in ("1", "true", "yes", "on")
+    if kind is int and isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected an integer, got {value!r}")
+    coerced = _converter.structure(value, kind)
+    meta = spec.metadata
+    if meta["choices"] and coerced not in meta["choices"]:
+        raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta["minimum"] is not None and coerced < meta["minimum"]:
+        raise ValueError(f"must be at least {meta['minimum']}, got {value!r}")
+    if meta["maximum"] is not None and coerced > meta["maximum"]:
+        raise ValueError(f"must be at most {meta['maximum']}, got {value!r}")
+    return coerced
+
+
+def _field_type(spec: dataclasses.Field[Any]) -> type:
+    names = {"bool": bool, "int": int, "str": str}
+    return names[spec.type] if isinstance(spec.type, str) else spec.type  # type: ignore[return-value]
+
+
+def _camel_to_snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def merge(base: Settings, raw: Mapping[str, Any] | None) -> tuple[Settings, list[str]]:
+    """`base` overlaid with the valid entries of `raw`; invalid ones are reported, not applied."""
+    if not raw:
+        return base, []
+    if not isinstance(raw, Mapping):
+        return base, [f"settings must be an object, got {type(raw).__name__}; using defaults"]
+    if isinstance(raw.get(SECTION), Mapping):
+        raw = raw[SECTION]
+    known = {spec.name: spec for spec in setting_fields()}
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        name = _camel_to_snake(str(key))
+        spec = known.get(name)
+        if spec is None:
+            problems.append(f"unknown setting {key!r} ignored")
+            continue
+        try:
+            changes[name] = _coerce(spec, value)
+        except (ValueError, TypeError, cattrs.errors.BaseValidationError) as error:
+            problems.append(f"setting {key!r}: {error}; keeping {getattr(base, name)!r}")
+    return dataclasses.replace(base, **changes), problems
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+    """Defaults overlaid with `FLASHLS_<NAME>` environment variables."""
+    environ = os.environ if environ is None else environ
+    raw = {spec.name: environ[ENV_PREFIX + spec.name.upper()] for spec in setting_fields()
+           if ENV_PREFIX + spec.name.upper() in environ}
+    return merge(Settings(), raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per setting; unset flags stay None so they do not override anything."""
+    group = parser.add_argument_group("settings (also FLASHLS_<NAME> variables)")
+    for spec in setting_fields():
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = f"{spec.metadata['description']} (default: {spec.default!r})"
+        if _field_type(spec) is bool:
+            group.add_argument(flag, dest=spec.name, default=None,
+                               action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            group.add_argument(flag, dest=spec.name, default=None, help=help_text,
+                               choices=spec.metadata["choices"] or None)
+
+
+def from_arguments(arguments: argparse.Namespace) -> tuple[Settings, list[str]]:
+    """Environment settings overlaid with the CLI flags that were given."""
+    base, problems = from_environment()
+    given = {spec.name: getattr(arguments, spec.name) for spec in setting_fields()
+             if getattr(arguments, spec.name, None) is not None}
+    settings, more = merge(base, given)
+    return settings, problems + more
+
+
+def _json_type(spec: dataclasses.Field[Any]) -> str:
+    return {bool: "boolean", int: "integer", str: "string"}[_field_type(spec)]
+
+
+def vscode_configuration() -> dict[str, Any]:
+    """The `contributes.configuration` block of the VS Code extension."""
+    properties: dict[str, Any] = {}
+    for spec in setting_fields():
+        entry: dict[str, Any] = {"type": _json_type(spec), "default": spec.default,
+                                 "description": spec.metadata["description"]}
+        if spec.metadata["choices"]:
+            entry["enum"] = list(spec.metadata["choices"])
+        if spec.metadata["minimum"] is not None:
+            entry["minimum"] = spec.metadata["minimum"]
+        if spec.metadata["maximum"] is not None:
+            entry["maximum"] = spec.metadata["maximum"]
+        properties[f"{SECTION}.{spec.name}"] = entry
+    return {"type": "object", "title": "flashls", "properties": properties}
+
+
+def markdown_table(names: Iterable[str] | None = None) -> str:
+    """The README's settings table."""
+    rows = ["| setting | type | default | description |", "| --- | --- | --- | --- |"]
+    wanted = set(names) if names is not None else None
+    for spec in setting_fields():
+        if wanted is not None and spec.name not in wanted:
+            continue
+        rows.append(f"| `{spec.name}` | {_json_type(spec)} | `{spec.default!r}` | "
+                    f"{spec.metadata['description']} |")
+    return "\n".join(rows)

@@ -1,0 +1,111 @@
+"""Context extraction: positions, budgets, anchoring, syntax-aware headers, incremental parsing."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import textwrap
+
+import tree_sitter
+
+from flashls.context import SyntaxTrees, build_context, language_of_path, utf16_to_offset
+from flashls.context.window import ANCHOR_LINES, estimate_tokens
+
+
+def test_utf16_positions_and_past_the_end() -> None:
+    text = "a😀b\nxy"
+    assert utf16_to_offset(text, 0, 3) == 2  # the emoji counts two UTF-16 units
+    assert utf16_to_offset(text, 0, 4) == 3
+    assert utf16_to_offset(text, 1, 2) == len(text)
+    assert utf16_to_offset(text, 1, 3) is None
+    assert utf16_to_offset(text, 2, 0) is None
+    assert utf16_to_offset(text, -1, 0) is None
+
+
+def test_small_file_is_taken_whole() -> None:
+    text = "import os\n\ndef f(x):\n    return x\n"
+    cursor = text.index("return") + 3
+    context = build_context(text, cursor, language_id="python", tree=None,
+                            prefix_budget=1000, suffix_budget=1000, multiline="auto")
+    assert context.prefix + context.suffix == text
+    assert (context.line_prefix, context.line_suffix) == ("    ret", "urn x")
+    assert not context.multiline
+
+
+def _big_module() -> str:
+    body = "\n".join(f"    value_{index} = compute({index}, 'padding text')"
+                     for index in range(400))
+    return f"import os\nimport sys\n\nclass Holder:\n    def method(self):\n{body}\n"
+
+
+def test_budget_keeps_imports_and_enclosing_headers() -> None:
+    text = _big_module()
+    cursor = text.index("value_300 =")
+    tree = SyntaxTrees().update("file:///m.py", "python", text)
+    context = build_context(text, cursor, language_id="python", tree=tree,
+                            prefix_budget=400, suffix_budget=100, multiline="auto")
+    assert estimate_tokens(context.prefix) <= 400 + 20
+    assert context.prefix.startswith("import os\nimport sys\nclass Holder:\n    def method(self):\n")
+    assert "value_299" in context.prefix and "value_10 " not in context.prefix
+    assert context.suffix.startswith("value_300 =")
+    assert estimate_tokens(context.suffix) <= 100
+
+
+def test_window_start_is_anchored_while_typing() -> None:
+    text = _big_module()
+    cursor = text.index("value_300 =")
+    starts = set()
+    for typed in range(12):
+        edited = text[:cursor] + "x" * typed + text[cursor:]
+        context = build_context(edited, cursor + typed, language_id="python", tree=None,
+                                prefix_budget=400, suffix_budget=100, multiline="auto")
+        starts.add(context.prefix.split("\n", 1)[0])
+    assert len(starts) == 1
+    first_line = starts.pop()
+    assert text.split("\n").index(first_line) % ANCHOR_LINES == 0
+
+
+def test_multiline_only_after_block_opener_on_empty_line() -> None:
+    text = "def f(x):\n    \n"
+    context = build_context(text, len("def f(x):\n    "), language_id="python", tree=None,
+                            prefix_budget=100, suffix_budget=100, multiline="auto")
+    assert context.multiline and context.indent == "    "
+    text = "x = 1\n\n"
+    context = build_context(text, len("x = 1\n"), language_id="python", tree=None,
+                            prefix_budget=100, suffix_budget=100, multiline="auto")
+    assert not context.multiline
+
+
+def test_incremental_parse_matches_full_parse() -> None:
+    source = inspect.getsource(json)
+    trees = SyntaxTrees()
+    trees.update("file:///j.py", "python", source)
+    edited = source.replace("def dumps(", "def dumps_renamed(", 1)
+    edited = edited.replace("import codecs", "import codecs\nimport os", 1)
+    incremental = trees.update("file:///j.py", "python", edited)
+    parser = tree_sitter.Parser(tree_sitter.Language(__import__("tree_sitter_python").language()))
+    full = parser.parse(edited.encode())
+    assert incremental is not None
+    assert str(incremental.root_node) == str(full.root_node)
+    assert not incremental.root_node.has_error
+
+
+def test_languages_and_unknown_ones() -> None:
+    assert language_of_path("a/b.tsx") == "typescriptreact"
+    assert language_of_path("notes.xyz") == "plaintext"
+    trees = SyntaxTrees()
+    for language, text in (("go", "package main\nfunc main() {}\n"),
+                           ("rust", "fn main() {}\n"), ("c", "int main(void) { return 0; }\n"),
+                           ("cpp", "int main() {}\n"), ("java", "class A {}\n"),
+                           ("javascript", "function f() {}\n"),
+                           ("typescript", "let x: number = 1;\n")):
+        tree = trees.update(f"file:///x.{language}", language, text)
+        assert tree is not None and not tree.root_node.has_error, language
+    assert trees.update("file:///x.txt", "plaintext", "hello") is None
+    text = textwrap.dedent("""\
+        some words
+        more words
+        """)
+    context = build_context(text, 4, language_id="plaintext", tree=None, prefix_budget=50,
+                            suffix_budget=50, multiline="auto")
+    assert context.prefix == "some"

@@ -1,0 +1,50 @@
+"""The settings schema: merging, validation, CLI flags and environment variables."""
+
+from __future__ import annotations
+
+import argparse
+
+from flashls import settings
+from flashls.settings import Settings
+
+
+def test_merge_accepts_section_and_camel_case() -> None:
+    merged, problems = settings.merge(Settings(), {"flashls": {"maxTokens": 12,
+                                                               "multiline": "never"}})
+    assert (merged.max_tokens, merged.multiline, problems) == (12, "never", [])
+
+
+def test_invalid_values_keep_defaults_and_say_why() -> None:
+    merged, problems = settings.merge(Settings(), {"max_tokens": 0, "multiline": "sometimes",
+                                                   "n_ctx": "lots", "bogus": 1})
+    assert merged == Settings()
+    assert len(problems) == 4
+    assert any("max_tokens" in problem and "at least 1" in problem for problem in problems)
+    assert any("bogus" in problem for problem in problems)
+
+
+def test_boolean_strings_and_non_mapping() -> None:
+    merged, _ = settings.merge(Settings(), {"enable": "off"})
+    assert merged.enable is False
+    same, problems = settings.merge(Settings(), ["not", "a", "mapping"])  # type: ignore[arg-type]
+    assert same == Settings() and problems
+
+
+def test_environment_then_flags() -> None:
+    from_env, problems = settings.from_environment({"FLASHLS_MAX_TOKENS": "7",
+                                                    "FLASHLS_ENABLE": "false"})
+    assert (from_env.max_tokens, from_env.enable, problems) == (7, False, [])
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    parsed = parser.parse_args(["--max-tokens", "9", "--no-speculative-cache"])
+    flagged, problems = settings.from_arguments(parsed)
+    assert (flagged.max_tokens, flagged.speculative_cache, problems) == (9, False, [])
+
+
+def test_vscode_block_and_readme_table_cover_every_setting() -> None:
+    names = [spec.name for spec in settings.setting_fields()]
+    block = settings.vscode_configuration()["properties"]
+    assert list(block) == [f"flashls.{name}" for name in names]
+    assert block["flashls.multiline"]["enum"] == ["auto", "always", "never"]
+    table = settings.markdown_table()
+    assert all(f"`{name}`" in table for name in names)
