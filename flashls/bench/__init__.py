@@ -1,0 +1,29 @@
+"""`flashls bench`: measurements of flashls driven over real JSON-RPC, as an editor would.
+
+Only the command-line wiring lives here; `latency.py` holds the latency benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run_latency(arguments: argparse.Namespace) -> int:
+    from flashls.bench.latency import handler
+
+    return handler(arguments)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `bench` and its sub-commands to the `flashls` parser."""
+    from flashls.bench.latency import add_arguments
+
+    bench = subparsers.add_parser("bench", help="measure flashls over JSON-RPC")
+    kinds = bench.add_subparsers(dest="bench_command", required=True)
+    latency = kinds.add_parser(
+        "latency", help="replay typing against `flashls serve` and time each suggestion",
+        description="Re-type lines of real files one character at a time, ask for an inline "
+                    "completion after each keystroke, and compare flashls with a naive "
+                    "baseline (no KV-prefix reuse, no speculative cache).")
+    add_arguments(latency)
+    latency.set_defaults(func=_run_latency)

@@ -1,0 +1,289 @@
+"""`flashls bench latency`: start servers, replay the typing traces, report and compare.
+
+The traces come from `trace.py`, the protocol from `client.py`, the numbers from `report.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flashls import __version__, settings
+from flashls.bench import report, trace
+from flashls.bench.client import LspClient, ServerError
+from flashls.bench.replay import INLINE_COMPLETION, RequestRecord, replay_human, replay_sync
+
+CANDIDATE = "flashls"
+NAIVE = "naive"
+NAIVE_SETTINGS = ("reuse_kv_prefix", "speculative_cache")
+WARMUP_TEXT = "def add(left, right):\n    return "
+
+
+class BenchError(RuntimeError):
+    """A run that cannot give numbers; the message says why."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to type, against which servers, and how."""
+
+    files: tuple[str, ...] = ()
+    sites: int = 20
+    seed: int = 0
+    keystrokes_per_site: int = 40
+    mode: str = "sync"
+    interval_ms: float = 80.0
+    baseline: str = NAIVE
+    server_command: tuple[str, ...] = ()
+    server_args: tuple[str, ...] = ()
+    out_dir: str = "bench/results"
+    request_timeout_s: float = 30.0
+    startup_timeout_s: float = 300.0
+
+
+@dataclass
+class VariantResult:
+    """One server's run: how it started and every request it answered."""
+
+    name: str
+    command: list[str]
+    startup_ms: float
+    warmup_ms: float
+    records: list[RequestRecord]
+
+
+def naive_flags() -> list[str]:
+    """`--no-...` flags switching off the optimisations the benchmark measures."""
+    fields = {spec.name: spec for spec in settings.setting_fields()}
+    flags = []
+    for name in NAIVE_SETTINGS:
+        if fields[name].default is not True:
+            raise BenchError(f"setting {name} is no longer an on-by-default boolean")
+        flags.append("--no-" + name.replace("_", "-"))
+    return flags
+
+
+def server_command(config: BenchConfig, variant: str) -> list[str]:
+    """The command starting one variant's server."""
+    base = list(config.server_command) or [sys.executable, "-m", "flashls", "serve"]
+    extra = naive_flags() if variant == NAIVE else []
+    return [*base, *config.server_args, *extra]
+
+
+def initialize_params() -> dict[str, Any]:
+    """What an editor with inline completion support says about itself."""
+    return {
+        "processId": None, "clientInfo": {"name": "flashls-bench", "version": __version__},
+        "rootUri": None, "workspaceFolders": None, "initializationOptions": {},
+        "capabilities": {
+            "general": {"positionEncodings": ["utf-16"]},
+            "workspace": {"configuration": True},
+            "textDocument": {
+                "synchronization": {"dynamicRegistration": False, "didSave": False},
+                "inlineCompletion": {"dynamicRegistration": False},
+            },
+            "window": {"workDoneProgress": False},
+        },
+    }
+
+
+async def _initialize(client: LspClient, timeout_s: float) -> None:
+    response = await client.request("initialize", initialize_params(), timeout_s)
+    if response.error is not None:
+        raise BenchError(f"initialize failed: {response.error}")
+    capabilities = (response.result or {}).get("capabilities", {})
+    if capabilities.get("inlineCompletionProvider") in (None, False):
+        raise BenchError("the server does not advertise inlineCompletionProvider")
+    await client.notify("initialized", {})
+
+
+async def _warm_up(client: LspClient, timeout_s: float) -> None:
+    """One request on a scratch document, so model loading is not timed as typing."""
+    uri = (Path(tempfile.gettempdir()) / "flashls-bench-warmup.py").as_uri()
+    await client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": uri, "languageId": "python", "version": 1, "text": WARMUP_TEXT}})
+    response = await client.request(INLINE_COMPLETION, {
+        "textDocument": {"uri": uri}, "position": {"line": 1, "character": 11},
+        "context": {"triggerKind": 2}}, timeout_s)
+    if response.error is not None:
+        raise BenchError(f"warm-up request failed: {response.error}")
+    await client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
+async def _replay_all(client: LspClient, traces: Sequence[trace.Trace], variant: str,
+                      config: BenchConfig) -> list[RequestRecord]:
+    records: list[RequestRecord] = []
+    for index, one in enumerate(traces):
+        if config.mode == "human":
+            records += await replay_human(client, one, index, variant,
+                                          config.interval_ms / 1000, config.request_timeout_s)
+        else:
+            records += await replay_sync(client, one, index, variant, config.request_timeout_s)
+    return records
+
+
+async def run_variant(name: str, traces: Sequence[trace.Trace],
+                      config: BenchConfig) -> VariantResult:
+    """Start one server, warm it up, replay every trace, shut it down."""
+    command = server_command(config, name)
+    started = time.perf_counter()
+    client = await LspClient.start(command)
+    try:
+        await _initialize(client, config.startup_timeout_s)
+        ready = time.perf_counter()
+        await _warm_up(client, config.startup_timeout_s)
+        warm = time.perf_counter()
+        records = await _replay_all(client, traces, name, config)
+        await client.close()
+    except (ServerError, BenchError) as error:
+        tail = client.stderr_tail()
+        raise BenchError(f"{name} server ({shlex.join(command)}): {error}"
+                         + (f"\nserver stderr ends with:\n{tail}" if tail else "")) from error
+    finally:
+        await client.kill()
+    return VariantResult(name, command, (ready - started) * 1000, (warm - ready) * 1000,
+                         records)
+
+
+def load_traces(config: BenchConfig) -> list[trace.Trace]:
+    """The sites picked for this config, as typing traces."""
+    try:
+        files = trace.collect_files(config.files) if config.files else trace.default_corpus()
+    except FileNotFoundError as error:
+        raise BenchError(str(error)) from error
+    sites = trace.pick_sites(files, config.sites, config.seed)
+    if not sites:
+        raise BenchError("no line to re-type in the given files (need code lines with at "
+                         f"least {trace.MIN_SITE_CHARS} characters)")
+    return trace.build_traces(sites, config.keystrokes_per_site)
+
+
+async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
+    """Every variant over the same traces; the payload that the JSON file holds."""
+    traces = load_traces(config)
+    names = [CANDIDATE] + ([NAIVE] if config.baseline == NAIVE else [])
+    results = [await run_variant(name, traces, config) for name in names]
+    return build_payload(config, traces, results)
+
+
+def build_payload(config: BenchConfig, traces: Sequence[trace.Trace],
+                  results: Sequence[VariantResult]) -> dict[str, Any]:
+    """Config, sites, summaries, comparison and records, ready for JSON."""
+    variants: dict[str, dict[str, Any]] = {
+        result.name: {"server_command": result.command, "startup_ms": result.startup_ms,
+                      "warmup_ms": result.warmup_ms,
+                      "summary": report.summarize(result.records)}
+        for result in results}
+    comparison = (report.compare(variants[CANDIDATE]["summary"], variants[NAIVE]["summary"])
+                  if NAIVE in variants else None)
+    return {
+        "benchmark": "latency", "flashls_version": __version__,
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": dataclasses.asdict(config), "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "sites": [{"path": t.site.path, "line": t.site.line, "text": t.site.body,
+                   "keystrokes": len(t.keystrokes)} for t in traces],
+        "variants": variants, "comparison": comparison,
+        "records": [dataclasses.asdict(r) for result in results for r in result.records],
+    }
+
+
+def write_outputs(payload: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """`latency-<timestamp>.json` and the matching `.png` in `out_dir`."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path = out_dir / f"latency-{stamp}.json"
+    suffix = 1
+    while json_path.exists():
+        json_path = out_dir / f"latency-{stamp}-{suffix}.json"
+        suffix += 1
+    plot_path = json_path.with_suffix(".png")
+    report.write_json(json_path, payload)
+    latencies: dict[str, list[float]] = {name: [] for name in payload["variants"]}
+    grouped: dict[str, list[RequestRecord]] = {name: [] for name in payload["variants"]}
+    for raw in payload["records"]:
+        record = RequestRecord(**raw)
+        grouped[record.variant].append(record)
+        if record.latency_ms is not None:
+            latencies[record.variant].append(record.latency_ms)
+    report.write_plot(plot_path, latencies,
+                      {name: report.median_by_keystroke(rs) for name, rs in grouped.items()})
+    return json_path, plot_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `flashls bench latency`."""
+    defaults = BenchConfig()
+    parser.add_argument("--files", nargs="+", default=[], metavar="PATH",
+                        help="files or directories to take lines from (default: the .py "
+                             "files of Python's standard library, tests left out)")
+    parser.add_argument("--sites", type=int, default=defaults.sites,
+                        help="lines to re-type (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed for picking lines (default: %(default)s)")
+    parser.add_argument("--keystrokes-per-site", type=int,
+                        default=defaults.keystrokes_per_site, metavar="K",
+                        help="type at most the first K characters of each line "
+                             "(default: %(default)s)")
+    parser.add_argument("--mode", choices=("sync", "human"), default=defaults.mode,
+                        help="sync: wait for each answer before the next keystroke; human: "
+                             "type every --interval-ms and cancel stale requests")
+    parser.add_argument("--interval-ms", type=float, default=defaults.interval_ms,
+                        help="time between keystrokes in human mode (default: %(default)s)")
+    parser.add_argument("--baseline", choices=(NAIVE, "none"), default=defaults.baseline,
+                        help="naive: replay again against a server started with "
+                             f"{' '.join(naive_flags())}; none: skip (default: %(default)s)")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for `flashls serve`, repeatable "
+                             "(e.g. --server-arg=--engine --server-arg=fake)")
+    parser.add_argument("--server-command", default=None, metavar="CMD",
+                        help="start this command instead of `python -m flashls serve` "
+                             "(split like a shell would)")
+    parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
+                        help="where the JSON and PNG go (default: %(default)s)")
+    parser.add_argument("--request-timeout-s", type=float, default=defaults.request_timeout_s,
+                        help="longest wait for one completion (default: %(default)s)")
+    parser.add_argument("--startup-timeout-s", type=float, default=defaults.startup_timeout_s,
+                        help="longest wait for initialize and the warm-up request, which "
+                             "may load the model (default: %(default)s)")
+
+
+def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
+    """A BenchConfig from parsed options; nonsense values raise BenchError."""
+    if arguments.sites < 1 or arguments.keystrokes_per_site < 1:
+        raise BenchError("--sites and --keystrokes-per-site must be at least 1")
+    if arguments.interval_ms <= 0 or arguments.request_timeout_s <= 0:
+        raise BenchError("--interval-ms and --request-timeout-s must be positive")
+    command = shlex.split(arguments.server_command) if arguments.server_command else []
+    return BenchConfig(
+        files=tuple(arguments.files), sites=arguments.sites, seed=arguments.seed,
+        keystrokes_per_site=arguments.keystrokes_per_site, mode=arguments.mode,
+        interval_ms=arguments.interval_ms, baseline=arguments.baseline,
+        server_command=tuple(command), server_args=tuple(arguments.server_arg),
+        out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
+        startup_timeout_s=arguments.startup_timeout_s)
+
+
+def handler(arguments: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write the JSON and PNG."""
+    try:
+        config = config_from_arguments(arguments)
+        payload = asyncio.run(run_benchmark(config))
+    except BenchError as error:
+        print(f"flashls bench latency: {error}", file=sys.stderr)
+        return 1
+    json_path, plot_path = write_outputs(payload, Path(config.out_dir))
+    print(f"flashls bench latency: {len(payload['sites'])} sites, mode {config.mode}")
+    print(report.format_table(payload))
+    print(f"wrote {json_path} and {plot_path}")
+    return 0

@@ -1,0 +1,197 @@
+"""Replaying one typing trace against a running server, and what each request yielded.
+
+`replay_sync` waits for every answer; `replay_human` types on a fixed clock and cancels
+what the user has typed past, as an editor does. Statistics live in `report.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response
+from flashls.bench.trace import Keystroke, Trace, utf16_to_index
+
+INLINE_COMPLETION = "textDocument/inlineCompletion"
+TRIGGER_AUTOMATIC = 2
+SUGGESTION_CHARS_KEPT = 200
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One inline completion request: when it was answered and whether the answer was right."""
+
+    variant: str
+    site: int
+    path: str
+    line: int
+    keystroke: int  # characters of the line typed when the request was sent
+    version: int
+    outcome: str  # answered | late | cancelled | timeout | error
+    latency_ms: float | None  # None unless the answer came while its version was current
+    suggestion: str | None  # first line of the first item; None without an answer
+    rest: str  # what was left to type on the line: the ideal suggestion
+    hit: bool  # suggestion == rest (rest non-empty)
+    partial_hit: bool  # suggestion is a shorter, non-empty prefix of rest
+    stale_shown: bool  # a non-empty answer that arrived after the document moved on
+
+
+def did_open_params(trace: Trace) -> dict[str, Any]:
+    """`textDocument/didOpen` for the trace's starting text."""
+    return {"textDocument": {"uri": trace.uri, "languageId": trace.language_id, "version": 1,
+                             "text": trace.open_text}}
+
+
+def did_change_params(trace: Trace, keystroke: Keystroke) -> dict[str, Any]:
+    """An incremental `textDocument/didChange` inserting one character."""
+    where = keystroke.insert_at.to_lsp()
+    return {"textDocument": {"uri": trace.uri, "version": keystroke.version},
+            "contentChanges": [{"range": {"start": where, "end": where},
+                                "text": keystroke.text}]}
+
+
+def inline_completion_params(trace: Trace, keystroke: Keystroke) -> dict[str, Any]:
+    """`textDocument/inlineCompletion` at the cursor, triggered automatically by typing."""
+    return {"textDocument": {"uri": trace.uri}, "position": keystroke.cursor.to_lsp(),
+            "context": {"triggerKind": TRIGGER_AUTOMATIC}}
+
+
+def suggestion_first_line(result: Any, trace: Trace, keystroke: Keystroke) -> str:
+    """What the editor would show after the cursor on this line; "" when nothing."""
+    items = result.get("items") if isinstance(result, dict) else result
+    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+        return ""
+    item = items[0]
+    text = item.get("insertText", "")
+    if isinstance(text, dict):  # a snippet StringValue
+        text = text.get("value", "")
+    if not isinstance(text, str):
+        return ""
+    text = _without_typed_part(text, item.get("range"), trace, keystroke)
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
+def _without_typed_part(text: str, replaced: Any, trace: Trace, keystroke: Keystroke) -> str:
+    """An item whose range starts before the cursor repeats what is typed; drop that part."""
+    if not isinstance(replaced, dict):
+        return text
+    start = replaced.get("start", {})
+    if start.get("line") != keystroke.cursor.line:
+        return text
+    line_text = trace.site.indent + trace.site.body[: keystroke.typed]
+    begin = utf16_to_index(line_text, int(start.get("character", 0)))
+    typed_part = line_text[begin:]
+    return text[len(typed_part):] if text.startswith(typed_part) else text
+
+
+def make_record(variant: str, site_index: int, trace: Trace, keystroke: Keystroke,
+                outcome: str, latency_ms: float | None, suggestion: str | None,
+                stale_shown: bool = False) -> RequestRecord:
+    """A record, with the hit and partial-hit verdicts worked out from the suggestion."""
+    rest = keystroke.rest
+    shown = suggestion if latency_ms is not None else None
+    hit = bool(rest) and shown == rest
+    partial = bool(rest) and bool(shown) and shown != rest and rest.startswith(shown or "")
+    return RequestRecord(
+        variant=variant, site=site_index, path=trace.site.path, line=trace.site.line,
+        keystroke=keystroke.typed, version=keystroke.version, outcome=outcome,
+        latency_ms=latency_ms, suggestion=_clip(suggestion), rest=rest, hit=hit,
+        partial_hit=partial, stale_shown=stale_shown)
+
+
+def _clip(text: str | None) -> str | None:
+    return text if text is None else text[:SUGGESTION_CHARS_KEPT]
+
+
+def _outcome(response: Response | None) -> str:
+    if response is None:
+        return "timeout"
+    error = response.error
+    if error is None:
+        return "answered"
+    return "cancelled" if error.get("code") == REQUEST_CANCELLED else "error"
+
+
+async def open_document(client: LspClient, trace: Trace) -> None:
+    """Open the trace's document."""
+    await client.notify("textDocument/didOpen", did_open_params(trace))
+
+
+async def close_document(client: LspClient, trace: Trace) -> None:
+    """Close the trace's document, so the next site starts clean."""
+    await client.notify("textDocument/didClose", {"textDocument": {"uri": trace.uri}})
+
+
+async def replay_sync(client: LspClient, trace: Trace, site_index: int, variant: str,
+                      timeout_s: float) -> list[RequestRecord]:
+    """Type the trace, waiting for each answer before the next keystroke."""
+    await open_document(client, trace)
+    records = []
+    for keystroke in trace.keystrokes:
+        await client.notify("textDocument/didChange", did_change_params(trace, keystroke))
+        pending = await client.send_request(INLINE_COMPLETION,
+                                            inline_completion_params(trace, keystroke))
+        response = await client.wait(pending, timeout_s)
+        if response is None:
+            await client.cancel(pending.request_id)
+        records.append(_sync_record(variant, site_index, trace, keystroke, pending, response))
+    await close_document(client, trace)
+    return records
+
+
+def _sync_record(variant: str, site_index: int, trace: Trace, keystroke: Keystroke,
+                 pending: PendingRequest, response: Response | None) -> RequestRecord:
+    outcome = _outcome(response)
+    if response is None or outcome != "answered":
+        return make_record(variant, site_index, trace, keystroke, outcome, None, None)
+    latency_ms = (response.arrived_at - pending.sent_at) * 1000
+    suggestion = suggestion_first_line(response.result, trace, keystroke)
+    return make_record(variant, site_index, trace, keystroke, outcome, latency_ms, suggestion)
+
+
+async def replay_human(client: LspClient, trace: Trace, site_index: int, variant: str,
+                       interval_s: float, timeout_s: float) -> list[RequestRecord]:
+    """Type on a fixed clock; a keystroke cancels the request it makes out of date."""
+    await open_document(client, trace)
+    pending: list[PendingRequest] = []
+    typed_at: list[float] = []
+    start = time.perf_counter()
+    for index, keystroke in enumerate(trace.keystrokes):
+        await asyncio.sleep(max(0.0, start + index * interval_s - time.perf_counter()))
+        if pending and not pending[-1].future.done():
+            await client.cancel(pending[-1].request_id)
+        typed_at.append(time.perf_counter())
+        await client.notify("textDocument/didChange", did_change_params(trace, keystroke))
+        pending.append(await client.send_request(INLINE_COMPLETION,
+                                                 inline_completion_params(trace, keystroke)))
+    responses = await _wait_all(client, pending, timeout_s)
+    await close_document(client, trace)
+    superseded_at = [*typed_at[1:], float("inf")]
+    return [_human_record(variant, site_index, trace, keystroke, request, response, moved_on)
+            for keystroke, request, response, moved_on
+            in zip(trace.keystrokes, pending, responses, superseded_at, strict=True)]
+
+
+async def _wait_all(client: LspClient, pending: list[PendingRequest],
+                    timeout_s: float) -> list[Response | None]:
+    """Every response that comes within one shared deadline (cancelled ones included)."""
+    deadline = time.perf_counter() + timeout_s
+    return [await client.wait(request, max(0.0, deadline - time.perf_counter()))
+            for request in pending]
+
+
+def _human_record(variant: str, site_index: int, trace: Trace, keystroke: Keystroke,
+                  pending: PendingRequest, response: Response | None,
+                  superseded_at: float) -> RequestRecord:
+    """Fresh if the answer came before the next keystroke; a late non-empty one is stale."""
+    outcome = _outcome(response)
+    if response is None or outcome != "answered":
+        return make_record(variant, site_index, trace, keystroke, outcome, None, None)
+    suggestion = suggestion_first_line(response.result, trace, keystroke)
+    if response.arrived_at >= superseded_at:
+        return make_record(variant, site_index, trace, keystroke, "late", None, suggestion,
+                           stale_shown=bool(suggestion))
+    latency_ms = (response.arrived_at - pending.sent_at) * 1000
+    return make_record(variant, site_index, trace, keystroke, outcome, latency_ms, suggestion)

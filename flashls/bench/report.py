@@ -1,0 +1,193 @@
+"""Benchmark statistics and their faces: the printed table, the JSON file and the PNG plot.
+
+Works on `RequestRecord`s only; nothing here starts servers or times anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flashls.bench.replay import RequestRecord
+
+PERCENTILES = (50, 90, 99)
+SPEED_UP_STATS = ("p50", "p90", "p99", "max", "mean")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile with linear interpolation (numpy's default); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_stats(latencies: Sequence[float]) -> dict[str, float | None]:
+    """p50/p90/p99/max/mean of latencies in ms."""
+    stats: dict[str, float | None] = {f"p{q}": percentile(latencies, q) for q in PERCENTILES}
+    stats["max"] = max(latencies) if latencies else None
+    stats["mean"] = sum(latencies) / len(latencies) if latencies else None
+    return stats
+
+
+def _rate(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Counts, latency statistics and hit rates of one variant's records."""
+    latencies = [r.latency_ms for r in records if r.latency_ms is not None]
+    eligible = [r for r in records if r.rest]
+    outcomes = {name: sum(r.outcome == name for r in records)
+                for name in ("answered", "late", "cancelled", "timeout", "error")}
+    hits = sum(r.hit for r in eligible)
+    partial_hits = sum(r.partial_hit for r in eligible)
+    suggested = sum(bool(r.suggestion) for r in records if r.outcome in ("answered", "late"))
+    stale = sum(r.stale_shown for r in records)
+    return {
+        "requests": len(records), **outcomes, "latency_ms": latency_stats(latencies),
+        "eligible": len(eligible), "hits": hits, "partial_hits": partial_hits,
+        "hit_rate": _rate(hits, len(eligible)),
+        "partial_hit_rate": _rate(partial_hits, len(eligible)),
+        "suggestions": suggested, "stale_shown": stale, "stale_rate": _rate(stale, suggested),
+    }
+
+
+def compare(candidate: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """Speed-ups (baseline latency / candidate latency) and hit-rate differences."""
+    speed_ups: dict[str, float | None] = {}
+    for stat in SPEED_UP_STATS:
+        ours, theirs = candidate["latency_ms"][stat], baseline["latency_ms"][stat]
+        speed_ups[stat] = theirs / ours if ours and theirs is not None else None
+    return {"speed_up": speed_ups,
+            "hit_rate_difference": _difference(candidate["hit_rate"], baseline["hit_rate"]),
+            "partial_hit_rate_difference": _difference(candidate["partial_hit_rate"],
+                                                       baseline["partial_hit_rate"])}
+
+
+def _difference(ours: float | None, theirs: float | None) -> float | None:
+    return ours - theirs if ours is not None and theirs is not None else None
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _table_rows(variant: Mapping[str, Any], human: bool) -> list[tuple[str, str]]:
+    summary = variant["summary"]
+    latency = summary["latency_ms"]
+    rows = [("requests", str(summary["requests"])),
+            ("answered in time" if human else "answered", str(summary["answered"]))]
+    if human:
+        rows += [("answered late", str(summary["late"])),
+                 ("cancelled", str(summary["cancelled"]))]
+    rows += [("timeouts", str(summary["timeout"]))]
+    rows += [(f"{stat} ms", _ms(latency[stat])) for stat in ("p50", "p90", "p99", "max")]
+    rows += [("hit rate", _percent(summary["hit_rate"])),
+             ("partial-hit rate", _percent(summary["partial_hit_rate"]))]
+    if human:
+        rows += [("stale shown", _percent(summary["stale_rate"]))]
+    rows += [("startup ms", _ms(variant["startup_ms"])), ("warm-up ms", _ms(variant["warmup_ms"]))]
+    return rows
+
+
+def format_table(payload: Mapping[str, Any]) -> str:
+    """The short comparison printed at the end of a run."""
+    variants = payload["variants"]
+    human = payload["config"]["mode"] == "human"
+    columns = {name: dict(_table_rows(variant, human)) for name, variant in variants.items()}
+    labels = [label for label, _ in _table_rows(next(iter(variants.values())), human)]
+    width = max(len(label) for label in labels) + 2
+    lines = [" " * width + "".join(f"{name:>12}" for name in columns)]
+    for label in labels:
+        lines.append(f"{label:<{width}}" + "".join(f"{column[label]:>12}"
+                                                  for column in columns.values()))
+    lines += _comparison_lines(payload.get("comparison"))
+    return "\n".join(lines)
+
+
+def _comparison_lines(comparison: Mapping[str, Any] | None) -> list[str]:
+    if not comparison:
+        return []
+    lines = [f"{stat} speed-up x{value:.2f}"
+             for stat, value in comparison["speed_up"].items()
+             if stat != "mean" and value is not None]
+    difference = comparison["hit_rate_difference"]
+    if difference is not None:
+        lines.append(f"hit rate difference {100 * difference:+.1f} points")
+    return lines
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    """The whole run, config and per-request records included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_plot(path: Path, latencies: Mapping[str, Sequence[float]],
+               by_keystroke: Mapping[str, Mapping[int, float]]) -> None:
+    """ECDF of latencies per variant (log scale, p50/p90 marked) and median per keystroke."""
+    from matplotlib.figure import Figure  # imported late: matplotlib takes a while to load
+
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    ecdf_axes, position_axes = figure.subplots(1, 2)
+    for index, (name, values) in enumerate(latencies.items()):
+        color = f"C{index}"
+        _plot_ecdf(ecdf_axes, name, sorted(values), color)
+        medians = by_keystroke.get(name, {})
+        position_axes.plot(list(medians), list(medians.values()), marker=".", color=color,
+                           label=name)
+    ecdf_axes.set(xscale="log", xlabel="latency (ms, log scale)", ylabel="fraction of requests",
+                  title="Latency distribution (dashed p50, dotted p90)")
+    _plain_log_labels(ecdf_axes.xaxis)
+    position_axes.set(xlabel="characters typed on the line", ylabel="median latency (ms)",
+                      title="Latency while typing", ylim=(0, None))
+    for axes in (ecdf_axes, position_axes):
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def _plain_log_labels(axis: Any) -> None:
+    """Label a log axis 1, 2, 5, 10, 20, 50... instead of 10^0 with crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value: float, _position: int) -> str:
+        if value <= 0:
+            return ""
+        leading = round(value / 10 ** math.floor(math.log10(value)))
+        return f"{value:g}" if leading in (1, 2, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_formatter(FuncFormatter(label))
+
+
+def _plot_ecdf(axes: Any, name: str, ordered: list[float], color: str) -> None:
+    if not ordered:
+        return
+    fractions = [(rank + 1) / len(ordered) for rank in range(len(ordered))]
+    axes.step(ordered, fractions, where="post", color=color, label=name)
+    for q, style in ((50, "--"), (90, ":")):
+        value = percentile(ordered, q)
+        axes.axvline(value, color=color, linestyle=style, linewidth=1)
+
+
+def median_by_keystroke(records: Sequence[RequestRecord]) -> dict[int, float]:
+    """Median latency for each number of characters typed on the line."""
+    grouped: dict[int, list[float]] = {}
+    for record in records:
+        if record.latency_ms is not None:
+            grouped.setdefault(record.keystroke, []).append(record.latency_ms)
+    return {position: percentile(values, 50) or 0.0
+            for position, values in sorted(grouped.items())}
