@@ -18,6 +18,8 @@ def _configure_logging(level: str, log_file: str | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pygls logs every message at INFO; keep that for --log-level debug.
+    logging.getLogger("pygls").setLevel("DEBUG" if level == "debug" else "WARNING")
 
 
 def _run_serve(arguments: argparse.Namespace) -> int:

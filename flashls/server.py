@@ -117,7 +117,8 @@ class FlashServer(LanguageServer):
         document = self.workspace.get_text_document(uri)
         request = CompletionRequest(
             uri=uri, language_id=document.language_id or language_of_path(document.path),
-            text=document.source, line=position.line, character=position.character)
+            text=document.source, line=position.line, character=position.character,
+            position_encoding=str(self.workspace.position_encoding or "utf-16"))
         try:
             completion = await self.ensure_service().complete(request)
         except Rejected as reason:
@@ -217,12 +218,14 @@ async def completion(ls: FlashServer, params: types.CompletionParams) -> types.C
     suggestion = await ls.suggest(params.text_document.uri, params.position)
     if suggestion is None:
         return types.CompletionList(is_incomplete=True, items=[])
-    line = ls.workspace.get_text_document(params.text_document.uri).lines[params.position.line]
-    head = line[:params.position.character]
+    document = ls.workspace.get_text_document(params.text_document.uri)
+    cursor = document.position_codec.position_from_client_units(document.lines,
+                                                                 params.position)
+    head = document.lines[params.position.line][:cursor.character]
     word = head[len(head.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                 "0123456789_")):]
-    start = types.Position(line=params.position.line,
-                           character=params.position.character - len(word))
+    start = document.position_codec.position_to_client_units(
+        document.lines, types.Position(line=cursor.line, character=cursor.character - len(word)))
     new_text = word + suggestion.text
     item = types.CompletionItem(
         label=new_text.split("\n", 1)[0].strip()[:80] or new_text.strip()[:80],

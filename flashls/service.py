@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from flashls.cache import SuggestionCache
-from flashls.context import CompletionContext, SyntaxTrees, build_context, utf16_to_offset
+from flashls.context import CompletionContext, SyntaxTrees, build_context, position_to_offset
 from flashls.engine.base import CancelToken, Engine, GenerationRequest, GenerationResult
 from flashls.engine.worker import USER, ModelWorker, QueuedResult, finished_result
 from flashls.postprocess import clean, stop_rule
@@ -30,6 +30,7 @@ class CompletionRequest:
     text: str
     line: int
     character: int
+    position_encoding: str = "utf-16"
 
 
 @dataclass
@@ -83,7 +84,8 @@ class CompletionService:
                            f"({self.settings.max_file_bytes})")
         if _looks_binary(request.text):
             raise Rejected("document looks binary")
-        cursor = utf16_to_offset(request.text, request.line, request.character)
+        cursor = position_to_offset(request.text, request.line, request.character,
+                                    request.position_encoding)
         if cursor is None:
             raise Rejected(f"position {request.line}:{request.character} is past the end")
         tree = self.trees.tree(request.uri)

@@ -105,7 +105,7 @@ def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
         raise ValueError(f"expected an integer, got {value!r}")
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"expected an integer, got {value!r}")
-    coerced = _converter.structure(value, kind)
+    coerced: Any = _converter.structure(value, kind)
     meta = spec.metadata
     if meta["choices"] and coerced not in meta["choices"]:
         raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {value!r}")
@@ -118,7 +118,10 @@ def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
 
 def _field_type(spec: dataclasses.Field[Any]) -> type:
     names = {"bool": bool, "int": int, "str": str}
-    return names[spec.type] if isinstance(spec.type, str) else spec.type  # type: ignore[return-value]
+    if isinstance(spec.type, str):
+        return names[spec.type]
+    assert isinstance(spec.type, type)
+    return spec.type
 
 
 def _camel_to_snake(name: str) -> str:

@@ -8,18 +8,20 @@ import textwrap
 
 import tree_sitter
 
-from flashls.context import SyntaxTrees, build_context, language_of_path, utf16_to_offset
+from flashls.context import SyntaxTrees, build_context, language_of_path, position_to_offset
 from flashls.context.window import ANCHOR_LINES, estimate_tokens
 
 
 def test_utf16_positions_and_past_the_end() -> None:
     text = "a😀b\nxy"
-    assert utf16_to_offset(text, 0, 3) == 2  # the emoji counts two UTF-16 units
-    assert utf16_to_offset(text, 0, 4) == 3
-    assert utf16_to_offset(text, 1, 2) == len(text)
-    assert utf16_to_offset(text, 1, 3) is None
-    assert utf16_to_offset(text, 2, 0) is None
-    assert utf16_to_offset(text, -1, 0) is None
+    assert position_to_offset(text, 0, 3) == 2  # the emoji counts two UTF-16 units
+    assert position_to_offset(text, 0, 4) == 3
+    assert position_to_offset(text, 1, 2) == len(text)
+    assert position_to_offset(text, 1, 3) is None
+    assert position_to_offset(text, 2, 0) is None
+    assert position_to_offset(text, -1, 0) is None
+    assert position_to_offset(text, 0, 5, "utf-8") == 2  # four UTF-8 bytes
+    assert position_to_offset(text, 0, 2, "utf-32") == 2
 
 
 def test_small_file_is_taken_whole() -> None:
@@ -45,7 +47,8 @@ def test_budget_keeps_imports_and_enclosing_headers() -> None:
     context = build_context(text, cursor, language_id="python", tree=tree,
                             prefix_budget=400, suffix_budget=100, multiline="auto")
     assert estimate_tokens(context.prefix) <= 400 + 20
-    assert context.prefix.startswith("import os\nimport sys\nclass Holder:\n    def method(self):\n")
+    header = "import os\nimport sys\nclass Holder:\n    def method(self):\n"
+    assert context.prefix.startswith(header)
     assert "value_299" in context.prefix and "value_10 " not in context.prefix
     assert context.suffix.startswith("value_300 =")
     assert estimate_tokens(context.suffix) <= 100

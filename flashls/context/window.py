@@ -35,8 +35,20 @@ class CompletionContext:
     indent: str
 
 
-def utf16_to_offset(text: str, line: int, character: int) -> int | None:
-    """The string offset of an LSP position, or None when it lies past the document's end."""
+def _unit_width(char: str, encoding: str) -> int:
+    if encoding == "utf-8":
+        return len(char.encode("utf-8", errors="surrogatepass"))
+    if encoding == "utf-32":
+        return 1
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def position_to_offset(text: str, line: int, character: int,
+                       encoding: str = "utf-16") -> int | None:
+    """The string offset of an LSP position, or None when it lies past the document's end.
+
+    `character` counts code units of the negotiated position encoding (UTF-16 by default).
+    """
     if line < 0 or character < 0:
         return None
     start = 0
@@ -51,11 +63,8 @@ def utf16_to_offset(text: str, line: int, character: int) -> int | None:
     for index in range(start, end):
         if units >= character:
             return index if units == character else None
-        units += 2 if ord(text[index]) > 0xFFFF else 1
-    if units == character:
-        return end
-    # Clients may count a trailing "\r" as part of the line; past that is past the end.
-    return None
+        units += _unit_width(text[index], encoding)
+    return end if units == character else None
 
 
 def _line_start(text: str, offset: int) -> int:
@@ -126,9 +135,9 @@ def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
         return ""
     source = tree.root_node.text or b""
     pieces: list[str] = []
-    for node in tree.root_node.children:
-        if node.type in spec.imports and node.end_point.row < window_row:
-            pieces.extend(_lines_of(source, node.start_point.row, node.end_point.row))
+    for child in tree.root_node.children:
+        if child.type in spec.imports and child.end_point.row < window_row:
+            pieces.extend(_lines_of(source, child.start_point.row, child.end_point.row))
     headers: list[str] = []
     node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(cursor_byte,
                                                                             cursor_byte)

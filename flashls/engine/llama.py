@@ -160,8 +160,8 @@ class LlamaEngine:
         start, hole, middle = self._markers
         bos = [self._llm.token_bos()] if self._llm._model.add_bos_token() else []
         if fmt.order == "spm":
-            return bos + [hole] + suffix_ids + [start] + prefix_ids + [middle], healed
-        return bos + [start] + prefix_ids + [hole] + suffix_ids + [middle], healed
+            return [*bos, hole, *suffix_ids, start, *prefix_ids, middle], healed
+        return [*bos, start, *prefix_ids, hole, *suffix_ids, middle], healed
 
     def _decode(self, tokens: list[int]) -> None:
         self._llm._batch.set_batch(batch=tokens, n_past=len(self._cached), logits_all=False)

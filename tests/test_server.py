@@ -1,0 +1,204 @@
+"""The server over real stdio JSON-RPC with the deterministic fake engine: protocol behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.conftest import SERVE
+
+FAKE = [*SERVE, "--engine", "fake"]
+SLOW_ENV = {**os.environ, "FLASHLS_FAKE_TOKEN_MS": "150"}
+
+
+def initialize_params(options: object = None, client: str = "neovim") -> types.InitializeParams:
+    return types.InitializeParams(capabilities=client_capabilities(client),
+                                  initialization_options=options)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE))
+async def client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    await lsp_client.initialize_session(initialize_params())
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE, server_env=SLOW_ENV))
+async def slow_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    await lsp_client.initialize_session(initialize_params({"flashls": {"maxTokens": 200}}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def open_document(client: LanguageClient, text: str, uri: str = "file:///work/a.py",
+                  language: str = "python") -> str:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1,
+                                             text=text)))
+    return uri
+
+
+def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+
+
+async def inline(client: LanguageClient, uri: str, line: int, character: int) -> list[str]:
+    result = await client.text_document_inline_completion_async(
+        inline_params(uri, line, character))
+    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    return [item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+            for item in items]
+
+
+async def test_capabilities_advertise_inline_completion(client: LanguageClient) -> None:
+    result = await client.initialize_async(initialize_params())
+    capabilities = result.capabilities
+    assert capabilities.inline_completion_provider is not None
+    assert capabilities.completion_provider is not None
+    sync = capabilities.text_document_sync
+    assert isinstance(sync, types.TextDocumentSyncOptions)
+    assert sync.change == types.TextDocumentSyncKind.Incremental
+
+
+async def test_incremental_edits_are_applied_before_completing(client: LanguageClient) -> None:
+    uri = open_document(client, "import os\n")
+    assert await inline(client, uri, 1, 3) == []  # line 1 has no 4th column yet
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=1, character=0),
+                              end=types.Position(line=1, character=0)), text="val")]))
+    assert await inline(client, uri, 1, 3) == ["_done(1)"]
+
+
+async def test_positions_past_the_end_get_an_empty_list(client: LanguageClient) -> None:
+    uri = open_document(client, "x = 1\n")
+    assert await inline(client, uri, 0, 99) == []
+    assert await inline(client, uri, 7, 0) == []
+
+
+async def test_binary_and_huge_documents_get_an_empty_list(client: LanguageClient) -> None:
+    binary = open_document(client, "abc\x00\x01\x02def\n", uri="file:///work/blob.bin",
+                           language="plaintext")
+    assert await inline(client, binary, 0, 3) == []
+    huge_text = "value = 1\n" * 1_000_000  # 10 MB
+    huge = open_document(client, huge_text, uri="file:///work/huge.py")
+    assert await inline(client, huge, 500_000, 5) == []
+    small = open_document(client, "name\n", uri="file:///work/small.py")
+    assert await inline(client, small, 0, 4) == ["_done(1)"]  # still answering
+
+
+async def test_completion_fallback_replaces_the_typed_word(client: LanguageClient) -> None:
+    uri = open_document(client, "total = comp\n")
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=0, character=12)))
+    assert isinstance(result, types.CompletionList) and len(result.items) == 1
+    edit = result.items[0].text_edit
+    assert isinstance(edit, types.TextEdit)
+    assert edit.new_text == "comp_done(1)"
+    assert (edit.range.start.character, edit.range.end.character) == (8, 12)
+
+
+async def test_cancel_request_stops_the_model(slow_client: LanguageClient) -> None:
+    uri = open_document(slow_client, "def f(x):\n    \n")
+    # Multi-line, 150 ms a token: about 6 s if nobody stops it.
+    future = slow_client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                               inline_params(uri, 1, 4), msg_id="slow-1")
+    await asyncio.sleep(0.5)
+    slow_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="slow-1"))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wrap_future(future)
+    started = time.monotonic()
+    assert await inline(slow_client, open_document(slow_client, "ab\n", "file:///w/b.py"),
+                        0, 2) == ["_done(1)"]
+    # The model was free again at once: one token (150 ms) plus this request's three.
+    assert time.monotonic() - started < 2.0
+
+
+async def test_newer_request_supersedes_older(slow_client: LanguageClient) -> None:
+    uri = open_document(slow_client, "def f(x):\n    \n")
+    older = asyncio.ensure_future(inline(slow_client, uri, 1, 4))
+    await asyncio.sleep(0.4)
+    newer = await inline(slow_client, uri, 0, 5)
+    assert newer == ["_done(1)"]
+    assert await older == []  # cut short, answered empty rather than stale
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE))
+async def configured_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    lsp_client.set_configuration({"enable": False}, section="flashls")
+    await lsp_client.initialize_session(initialize_params(
+        {"flashls": {"max_tokens": -5, "multiline": "never"}}, client="visual-studio-code"))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_settings_from_both_sources(configured_client: LanguageClient) -> None:
+    uri = open_document(configured_client, "name\n")
+    for _ in range(50):  # workspace/configuration is answered after `initialized`
+        if not await inline(configured_client, uri, 0, 4):
+            break
+        await asyncio.sleep(0.1)
+    assert await inline(configured_client, uri, 0, 4) == []
+    warnings = [message.message for message in configured_client.messages]
+    assert any("max_tokens" in message and "at least 1" in message for message in warnings)
+
+
+def _server_with_model(path: Path) -> ClientServerConfig:
+    return ClientServerConfig(server_command=[*SERVE, "--model", str(path)])
+
+
+MISSING = Path("/nonexistent/flashls/missing-model.gguf")
+
+
+@pytest_lsp.fixture(config=_server_with_model(MISSING))
+async def missing_model_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    await lsp_client.initialize_session(initialize_params())
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_missing_model_is_one_clear_message(missing_model_client: LanguageClient) -> None:
+    uri = open_document(missing_model_client, "import os\nos.pa\n")
+    assert await inline(missing_model_client, uri, 1, 5) == []
+    assert await inline(missing_model_client, uri, 1, 4) == []
+    errors = [message.message for message in missing_model_client.messages
+              if message.type == types.MessageType.Error]
+    assert len(errors) == 1, errors
+    assert str(MISSING) in errors[0] and "flashls models install" in errors[0]
+    # The documents are still kept: a position that exists is not rejected as past the end.
+    result = await missing_model_client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=1, character=5)))
+    assert isinstance(result, types.CompletionList) and list(result.items) == []
+
+
+async def test_corrupt_model_is_reported_and_server_survives(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + os.urandom(4096))
+    config = _server_with_model(corrupt)
+    lsp = await config.start()
+    try:
+        await lsp.initialize_session(initialize_params())  # type: ignore[attr-defined]
+        uri = open_document(lsp, "import os\nos.pa\n")  # type: ignore[arg-type]
+        assert await inline(lsp, uri, 1, 5) == []  # type: ignore[arg-type]
+        assert await inline(lsp, uri, 1, 4) == []  # type: ignore[arg-type]
+        errors = [message.message for message in lsp.messages  # type: ignore[attr-defined]
+                  if message.type == types.MessageType.Error]
+        assert errors and str(corrupt) in errors[0]
+        assert "flashls models install" in errors[0]
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await lsp.stop()  # type: ignore[attr-defined]
