@@ -111,7 +111,8 @@ class CompletionService:
         result: GenerationResult = finished_result(queued)
         post_started = time.perf_counter()
         text = clean(result.text, context) if result.finish != "cancelled" else ""
-        if self.settings.speculative_cache and result.finish != "cancelled":
+        # A suggestion cut short by a deadline or a cancel is not the model's whole answer.
+        if self.settings.speculative_cache and result.finish in ("stop", "eos", "length"):
             self.cache.remember(request.uri, request.text, cursor, text)
         timing = result.timings
         total = (time.perf_counter() - started) * 1000

@@ -48,3 +48,12 @@ def test_vscode_block_and_readme_table_cover_every_setting() -> None:
     assert block["flashls.multiline"]["enum"] == ["auto", "always", "never"]
     table = settings.markdown_table()
     assert all(f"`{name}`" in table for name in names)
+
+
+def test_readme_settings_table_is_generated_from_the_schema() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
+    end = readme.index("<!-- settings-table:end -->")
+    assert readme[start:end].strip() == settings.markdown_table()

@@ -62,6 +62,7 @@ class LlamaEngine:
         self._cached: list[int] = []
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
+        self._pieces: list[bytes] = []
         self._sorted_pieces: list[bytes] = []
         self._sorted_ids: list[int] = []
         self.model_path = resolve_model_path(settings.model)
@@ -119,16 +120,21 @@ class LlamaEngine:
             raise EngineError(str(error)) from error
 
     def _index_pieces(self) -> None:
-        """Sort the vocabulary's texts so token healing finds candidates by bisection."""
-        model = self._llm._model
-        pieces = []
+        """Every token's text, and the texts sorted so token healing can bisect them."""
+        import ctypes
+
+        import llama_cpp
+
+        buffer = ctypes.create_string_buffer(256)
+        vocab = self._llm._model.vocab
+        self._pieces = []
         for token in range(self._llm.n_vocab()):
-            if token in self._stop_ids or self._is_end(token):
-                continue
-            pieces.append((model.token_to_piece(token), token))
-        pieces.sort()
-        self._sorted_pieces = [piece for piece, _ in pieces]
-        self._sorted_ids = [token for _, token in pieces]
+            length = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, False)
+            self._pieces.append(buffer.raw[:max(length, 0)])
+        ordered = sorted((piece, token) for token, piece in enumerate(self._pieces)
+                         if token not in self._stop_ids and not self._is_end(token))
+        self._sorted_pieces = [piece for piece, _ in ordered]
+        self._sorted_ids = [token for _, token in ordered]
 
     def _is_end(self, token: int) -> bool:
         import llama_cpp
@@ -149,7 +155,7 @@ class LlamaEngine:
         suffix_ids = self._tokenize(request.suffix)
         healed = b""
         if self._settings.token_healing and prefix_ids:
-            piece = self._llm._model.token_to_piece(prefix_ids[-1])
+            piece = self._pieces[prefix_ids[-1]]
             if piece.strip() and b"\n" not in piece:
                 prefix_ids.pop()
                 healed = piece
@@ -191,13 +197,13 @@ class LlamaEngine:
         logits = self._logits()
         if not healed:
             token = int(np.argmax(logits))
-            return token, self._llm._model.token_to_piece(token)
+            return token, self._pieces[token]
         low = bisect.bisect_left(self._sorted_pieces, healed)
         high = bisect.bisect_left(self._sorted_pieces, healed[:-1] + bytes([healed[-1] + 1])) \
             if healed[-1] < 255 else len(self._sorted_pieces)
         candidates = self._sorted_ids[low:high]
         token = max(candidates, key=lambda candidate: float(logits[candidate]))
-        return token, self._llm._model.token_to_piece(token)[len(healed):]
+        return token, self._pieces[token][len(healed):]
 
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Greedy fill-in-the-middle generation for one request."""
@@ -231,7 +237,7 @@ class LlamaEngine:
                 token, piece = self._first_token(healed)
             else:
                 token = int(np.argmax(self._logits()))
-                piece = self._llm._model.token_to_piece(token)
+                piece = self._pieces[token]
             if token in self._stop_ids or self._is_end(token):
                 return text, "eos", step
             output += piece
