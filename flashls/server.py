@@ -47,6 +47,10 @@ class FlashServer(LanguageServer):
     def __init__(self, config: settings.Settings, engine_kind: str = "llama") -> None:
         super().__init__("flashls", __version__)
         self.config = config
+        # Start-up settings (CLI flags, environment); client settings are laid over them,
+        # so a setting the user removes in the editor falls back to these.
+        self.base_config = config
+        self._client_settings: dict[str, Any] = {}
         self.engine_kind = engine_kind
         self.service: CompletionService | None = None
         self._reported: set[str] = set()
@@ -59,10 +63,14 @@ class FlashServer(LanguageServer):
         return self.service
 
     def apply_settings(self, raw: Any, origin: str) -> None:
-        """Merge settings from the client; tell the user about invalid ones."""
-        merged, problems = settings.merge(self.config, raw)
-        for problem in problems:
-            self.tell(types.MessageType.Warning, f"flashls ({origin}): {problem}")
+        """Lay the client's settings from `origin` over the start-up ones; tell the user
+        about invalid values."""
+        self._client_settings[origin] = raw
+        merged = self.base_config
+        for source, values in self._client_settings.items():
+            merged, problems = settings.merge(merged, values)
+            for problem in problems if source == origin else ():
+                self.tell(types.MessageType.Warning, f"flashls ({origin}): {problem}")
         changed = [spec.name for spec in dataclasses.fields(merged)
                    if getattr(merged, spec.name) != getattr(self.config, spec.name)]
         self.config = merged
@@ -171,7 +179,7 @@ async def did_change_configuration(ls: FlashServer,
                                    params: types.DidChangeConfigurationParams) -> None:
     """Re-read settings: from the notification if it carries them, else by asking."""
     if isinstance(params.settings, dict) and params.settings.get(settings.SECTION):
-        ls.apply_settings(params.settings, "didChangeConfiguration")
+        ls.apply_settings(params.settings, "workspace/configuration")
     else:
         await pull_configuration(ls)
 
@@ -248,7 +256,7 @@ def _loopback(host: str) -> bool:
 def serve(config: settings.Settings, *, tcp: str | None = None, engine_kind: str = "llama",
           allow_remote: bool = False) -> int:
     """Run the server until the client disconnects."""
-    server.config = config
+    server.config = server.base_config = config
     server.engine_kind = engine_kind
     if tcp:
         host, _, port = tcp.rpartition(":")

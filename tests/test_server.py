@@ -156,6 +156,22 @@ async def test_settings_from_both_sources(configured_client: LanguageClient) -> 
     assert any("max_tokens" in message and "at least 1" in message for message in warnings)
 
 
+async def test_removed_setting_falls_back_to_default(configured_client: LanguageClient) -> None:
+    uri = open_document(configured_client, "name\n")
+    for _ in range(50):
+        if not await inline(configured_client, uri, 0, 4):
+            break
+        await asyncio.sleep(0.1)
+    configured_client.set_configuration({}, section="flashls")
+    configured_client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings=None))
+    for _ in range(50):
+        if await inline(configured_client, uri, 0, 4):
+            break
+        await asyncio.sleep(0.1)
+    assert await inline(configured_client, uri, 0, 4) == ["_done(1)"]
+
+
 def _server_with_model(path: Path) -> ClientServerConfig:
     return ClientServerConfig(server_command=[*SERVE, "--model", str(path)])
 
