@@ -92,9 +92,10 @@ class FlashServer(LanguageServer):
         self._reported.add(message)
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
-    def status(self, state: str, message: str, latency_ms: float | None = None) -> None:
-        """A `flashls/status` notification for status bars."""
-        payload: dict[str, Any] = {"state": state, "message": message}
+    def status(self, state: str, message: str, latency_ms: float | None = None,
+               **details: Any) -> None:
+        """A `flashls/status` notification for status bars (and the benchmark's breakdown)."""
+        payload: dict[str, Any] = {"state": state, "message": message, **details}
         if latency_ms is not None:
             payload["latencyMs"] = round(latency_ms, 1)
         self.protocol.notify(STATUS_NOTIFICATION, payload)
@@ -136,8 +137,9 @@ class FlashServer(LanguageServer):
             self.status("error", str(error))
             self.tell(types.MessageType.Error, str(error))
             return None
-        if completion.source == "model":
-            self.status("ready", completion.finish, completion.timings.get("total_ms"))
+        self.status("ready", completion.finish, completion.timings.get("total_ms"), uri=uri,
+                    line=position.line, character=position.character,
+                    source=completion.source, timings=completion.timings)
         log.debug("completion %r %s", completion.text, completion.timings)
         return completion if completion.text else None
 
