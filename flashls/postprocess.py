@@ -52,8 +52,19 @@ def _single_line_stop(text: str) -> int | None:
     return None if newline < 0 else newline
 
 
-def clean(text: str, context: CompletionContext) -> str:
-    """The suggestion as shown: no trailing blanks, no echo of text after the cursor."""
+def _whole_words(text: str) -> str:
+    """Text cut short by a deadline, without its possibly half-generated last word."""
+    cut = len(text)
+    while cut > 0 and (text[cut - 1].isalnum() or text[cut - 1] == "_"):
+        cut -= 1
+    return text[:cut] if text[:cut].strip() else text
+
+
+def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> str:
+    """The suggestion as shown: no trailing blanks, no echo of text after the cursor, and
+    no half word when generation was `cut_short` by its deadline."""
+    if cut_short:
+        text = _whole_words(text)
     if not context.multiline:
         text = text.split("\n", 1)[0]
     text = text.rstrip()

@@ -110,7 +110,8 @@ class CompletionService:
                 queued: QueuedResult, started: float, context_ms: float) -> Completion:
         result: GenerationResult = finished_result(queued)
         post_started = time.perf_counter()
-        text = clean(result.text, context) if result.finish != "cancelled" else ""
+        text = "" if result.finish == "cancelled" else clean(
+            result.text, context, cut_short=result.finish == "deadline")
         # A suggestion cut short by a deadline or a cancel is not the model's whole answer.
         if self.settings.speculative_cache and result.finish in ("stop", "eos", "length"):
             self.cache.remember(request.uri, request.text, cursor, text)

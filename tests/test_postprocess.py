@@ -40,3 +40,10 @@ def test_block_stops_before_repeating_the_next_line() -> None:
     generated = "total = x * 2\n    return total\n"
     cut = rule(generated)
     assert cut is not None and generated[:cut] == "total = x * 2"
+
+
+def test_deadline_answers_end_on_a_whole_word() -> None:
+    context = context_at("value = |\n")
+    assert clean("compute(alpha, bet", context, cut_short=True) == "compute(alpha,"
+    assert clean("compute", context, cut_short=True) == "compute"  # nothing to fall back to
+    assert clean("compute(alpha, bet", context) == "compute(alpha, bet"
