@@ -29,6 +29,15 @@ class _Shown:
     head_digest: bytes
     tail: str
     suggestion: str
+    continued: bool
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What to show from the cache, and whether a background continuation produced it."""
+
+    text: str
+    continued: bool
 
 
 class SuggestionCache:
@@ -38,18 +47,25 @@ class SuggestionCache:
         self._entries: LRUCache[tuple[str, bytes], list[_Shown]] = LRUCache(
             maxsize=max(1, max_entries // ENTRIES_PER_KEY))
 
-    def remember(self, uri: str, text: str, cursor: int, suggestion: str) -> None:
-        """Record that `suggestion` was shown at `cursor` in `text`."""
+    def remember(self, uri: str, text: str, cursor: int, suggestion: str, *,
+                 continued: bool = False) -> None:
+        """Record that `suggestion` was made for `cursor` in `text` (newest wins)."""
         if not suggestion:
             return
         anchor = max(0, cursor - TAIL_CHARS)
-        shown = _Shown(anchor, _digest(text[:anchor]), text[anchor:cursor], suggestion)
+        shown = _Shown(anchor, _digest(text[:anchor]), text[anchor:cursor], suggestion,
+                       continued)
         key = (uri, _digest(text[cursor:]))
         kept = [entry for entry in self._entries.get(key, []) if entry != shown]
         self._entries[key] = [shown, *kept][:ENTRIES_PER_KEY]
 
     def lookup(self, uri: str, text: str, cursor: int) -> str | None:
         """The rest of a shown suggestion that the text before `cursor` is consistent with."""
+        hit = self.find(uri, text, cursor)
+        return None if hit is None else hit.text
+
+    def find(self, uri: str, text: str, cursor: int) -> Hit | None:
+        """Like `lookup`, telling also whether the entry came from a continuation."""
         entries = self._entries.get((uri, _digest(text[cursor:])))
         for entry in entries or ():
             if cursor < entry.anchor or _digest(text[:entry.anchor]) != entry.head_digest:
@@ -58,9 +74,9 @@ class SuggestionCache:
             if typed.startswith(entry.tail):
                 extra = typed[len(entry.tail):]
                 if entry.suggestion.startswith(extra) and len(extra) < len(entry.suggestion):
-                    return entry.suggestion[len(extra):]
+                    return Hit(entry.suggestion[len(extra):], entry.continued)
             elif entry.tail.startswith(typed):
-                return entry.tail[len(typed):] + entry.suggestion
+                return Hit(entry.tail[len(typed):] + entry.suggestion, entry.continued)
         return None
 
     def forget(self, uri: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -17,6 +18,9 @@ from flashls.settings import Settings
 
 def complete_file(config: Settings, arguments: argparse.Namespace) -> int:
     """Print the completion at a position of a file; 1 with a message when there is none."""
+    if arguments.time_budget_ms is None:
+        # One answer, printed once: the whole suggestion matters more than its speed.
+        config = dataclasses.replace(config, time_budget_ms=max(config.time_budget_ms, 60000))
     path = Path(arguments.file)
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")

@@ -7,8 +7,10 @@ Nothing here speaks JSON-RPC; the server and the CLI both call `CompletionServic
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from flashls.cache import SuggestionCache
@@ -61,6 +63,8 @@ class CompletionService:
         self.cache = SuggestionCache(settings.cache_entries)
         self._in_flight: dict[str, CancelToken] = {}
         self.last_latency_ms: float | None = None
+        # How often the cache answered, and how often with a background continuation.
+        self.stats: Counter[str] = Counter()
 
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
         """Reparse a document after an edit (incrementally; cheap)."""
@@ -98,8 +102,12 @@ class CompletionService:
     def _from_cache(self, request: CompletionRequest, cursor: int) -> Completion | None:
         if not self.settings.speculative_cache:
             return None
-        remembered = self.cache.lookup(request.uri, request.text, cursor)
-        return None if remembered is None else Completion(remembered, "cache", "cache")
+        hit = self.cache.find(request.uri, request.text, cursor)
+        if hit is None:
+            return None
+        self.stats["cache_hits"] += 1
+        self.stats["continued_hits"] += hit.continued
+        return Completion(hit.text, "cache", "continued" if hit.continued else "cache")
 
     def _generation(self, context: CompletionContext) -> GenerationRequest:
         return GenerationRequest(prefix=context.prefix, suffix=context.suffix,
@@ -112,8 +120,10 @@ class CompletionService:
         post_started = time.perf_counter()
         text = "" if result.finish == "cancelled" else clean(
             result.text, context, cut_short=result.finish == "deadline")
-        # A suggestion cut short by a deadline or a cancel is not the model's whole answer.
-        if self.settings.speculative_cache and result.finish in ("stop", "eos", "length"):
+        # A suggestion cut by its deadline is cached only when it will be continued: it is
+        # then the head of the model's whole answer, and the continuation replaces it.
+        complete = result.finish in ("stop", "eos", "length")
+        if self.settings.speculative_cache and (complete or self._will_continue(result)):
             self.cache.remember(request.uri, request.text, cursor, text)
         timing = result.timings
         total = (time.perf_counter() - started) * 1000
@@ -126,6 +136,35 @@ class CompletionService:
             "total_ms": total, "prompt_tokens": timing.prompt_tokens,
             "evaluated_tokens": timing.evaluated_tokens,
             "generated_tokens": timing.generated_tokens})
+
+    def _will_continue(self, result: GenerationResult) -> bool:
+        return (result.finish == "deadline" and self.settings.progressive
+                and self.settings.speculative_cache)
+
+    def _continue(self, request: CompletionRequest, context: CompletionContext,
+                  cursor: int) -> None:
+        """Generate the rest of a suggestion cut by its deadline, into the cache."""
+        token = CancelToken()
+        self._in_flight[request.uri] = token  # the next model request supersedes it
+        self.stats["continuations_started"] += 1
+        future = self.worker.resume(token)
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(
+            self._continued, done, request, context, cursor, token))
+
+    def _continued(self, done: concurrent.futures.Future[QueuedResult],
+                   request: CompletionRequest, context: CompletionContext, cursor: int,
+                   token: CancelToken) -> None:
+        if self._in_flight.get(request.uri) is token:
+            del self._in_flight[request.uri]
+        if done.cancelled() or done.exception() is not None:
+            return
+        result = done.result().value
+        if not isinstance(result, GenerationResult) or result.finish == "cancelled":
+            return
+        text = clean(result.text, context, cut_short=result.finish == "deadline")
+        self.cache.remember(request.uri, request.text, cursor, text, continued=True)
+        self.stats["continuations_finished"] += 1
 
     def _start(self, request: CompletionRequest) -> tuple[
             Completion | None, CompletionContext, int, float, CancelToken | None]:
@@ -159,7 +198,10 @@ class CompletionService:
         finally:
             if self._in_flight.get(request.uri) is token:
                 del self._in_flight[request.uri]
-        return self._finish(request, context, cursor, queued, started, context_ms)
+        completion = self._finish(request, context, cursor, queued, started, context_ms)
+        if self._will_continue(finished_result(queued)):
+            self._continue(request, context, cursor)
+        return completion
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:
         """The same pipeline for callers without an event loop (the CLI)."""

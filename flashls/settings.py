@@ -67,8 +67,11 @@ class Settings:
         "auto", "`auto`: several lines only on an empty line after a block opener; "
         "`always`; `never`.", choices=("auto", "always", "never"))
     time_budget_ms: int = _setting(
-        4000, "Wall-clock limit for one suggestion; when it runs out, what was generated "
+        1500, "Wall-clock limit for one suggestion; when it runs out, what was generated "
         "so far is shown.", minimum=20, maximum=600000)
+    progressive: bool = _setting(
+        True, "After a suggestion is cut by the time budget, keep generating it in the "
+        "background so the next keystroke can show the longer one at once.")
     reuse_kv_prefix: bool = _setting(
         True, "Keep the model's cache of the last prompt and evaluate only what changed.")
     reuse_suffix: bool = _setting(

@@ -136,6 +136,31 @@ async def test_newer_request_supersedes_older(slow_client: LanguageClient) -> No
     assert await older == []  # cut short, answered empty rather than stale
 
 
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE, server_env=SLOW_ENV))
+async def hurried_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    await lsp_client.initialize_session(initialize_params({"flashls": {"timeBudgetMs": 200}}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_cut_suggestion_is_continued_in_the_background(
+        hurried_client: LanguageClient) -> None:
+    uri = open_document(hurried_client, "total = comp\n")
+    # 150 ms a token, 200 ms budget: one or two tokens ("_do", "ne("), then the deadline.
+    [first] = await inline(hurried_client, uri, 0, 12)
+    assert first in ("_do", "_done(")
+    await asyncio.sleep(1.0)  # the background continuation finishes the suggestion
+    started = time.monotonic()
+    assert await inline(hurried_client, uri, 0, 12) == ["_done(1)"]
+    assert time.monotonic() - started < 0.3  # from the cache, not the model
+    hurried_client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=0, character=12),
+                              end=types.Position(line=0, character=12)), text="_do")]))
+    assert await inline(hurried_client, uri, 0, 15) == ["ne(1)"]
+
+
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE))
 async def configured_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
     lsp_client.set_configuration({"enable": False}, section="flashls")

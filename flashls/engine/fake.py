@@ -36,6 +36,7 @@ class FakeEngine:
         self.token_ms = token_ms if token_ms is not None else float(
             os.environ.get("FLASHLS_FAKE_TOKEN_MS", "2"))
         self.calls = 0
+        self._suspended: tuple[GenerationRequest, str, int] | None = None
 
     def load(self) -> None:
         """Nothing to load."""
@@ -47,13 +48,25 @@ class FakeEngine:
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Emit the fixed middle token by token, honouring cancel, deadline and stop rules."""
         self.calls += 1
+        self._suspended = None
+        return self._emit(request, fake_middle(request.prefix), 0, cancel)
+
+    def resume(self, cancel: CancelToken) -> GenerationResult | None:
+        """Go on after a deadline, like the real engine."""
+        suspended, self._suspended = self._suspended, None
+        if suspended is None:
+            return None
+        request, answer, position = suspended
+        return self._emit(request, answer, position, cancel)
+
+    def _emit(self, request: GenerationRequest, answer: str, position: int,
+              cancel: CancelToken) -> GenerationResult:
         started = time.perf_counter()
-        answer = fake_middle(request.prefix)
-        text = ""
+        text = answer[:position]
         generated = 0
         finish = "eos"
-        for start in range(0, len(answer), TOKEN_CHARS):
-            if generated >= request.max_tokens:
+        for start in range(position, len(answer), TOKEN_CHARS):
+            if start // TOKEN_CHARS >= request.max_tokens:
                 finish = "length"
                 break
             time.sleep(self.token_ms / 1000)
@@ -69,6 +82,7 @@ class FakeEngine:
                 finish = "cancelled"
                 break
             if cancel.expired():
+                self._suspended = (request, answer, start + TOKEN_CHARS)
                 finish = "deadline"
                 break
         elapsed = (time.perf_counter() - started) * 1000

@@ -10,6 +10,7 @@ import bisect
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,17 @@ def default_thread_count() -> int:
     return available // 2 if available >= 8 else available
 
 
+@dataclass
+class _Decoding:
+    """A generation in progress: enough to go on with it later (see `resume`)."""
+
+    request: GenerationRequest
+    healed: bytes
+    output: bytearray = field(default_factory=bytearray)
+    steps: int = 0
+    pending: int | None = None  # sampled, shown, not yet decoded into the cache
+
+
 class LlamaEngine:
     """A GGUF model run in-process by llama-cpp-python."""
 
@@ -53,6 +65,7 @@ class LlamaEngine:
         self._llm: Any = None
         self._format: FimFormat | None = None
         self._kv: KvLayout | None = None
+        self._suspended: _Decoding | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
         self._pieces: list[bytes] = []
@@ -210,13 +223,14 @@ class LlamaEngine:
         low = bisect.bisect_left(self._sorted_pieces, healed)
         high = bisect.bisect_left(self._sorted_pieces, healed[:-1] + bytes([healed[-1] + 1])) \
             if healed[-1] < 255 else len(self._sorted_pieces)
-        candidates = self._sorted_ids[low:high]
+        candidates = self._sorted_ids[low:high] or [int(np.argmax(logits))]
         token = max(candidates, key=lambda candidate: float(logits[candidate]))
         return token, self._pieces[token][len(healed):]
 
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Greedy fill-in-the-middle generation for one request."""
         self.load()
+        self._suspended = None  # the cache is about to change under it
         timings = Timings()
         started = time.perf_counter()
         head, tail, healed = self._prompt(request)
@@ -233,41 +247,58 @@ class LlamaEngine:
             raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
-        text, finish, generated = self._generate_tokens(request, cancel, healed)
-        timings.generated_tokens = generated
+        decoding = _Decoding(request, healed)
+        text, finish = self._decode_tokens(decoding, cancel)
+        timings.generated_tokens = decoding.steps
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
         return GenerationResult(text, finish, timings)
 
-    def _generate_tokens(self, request: GenerationRequest, cancel: CancelToken,
-                         healed: bytes) -> tuple[str, str, int]:
-        output = bytearray()
-        text = ""
-        for step in range(request.max_tokens):
-            if step == 0:
-                token, piece = self._first_token(healed)
-            else:
-                token = int(np.argmax(self._logits()))
-                piece = self._pieces[token]
+    def resume(self, cancel: CancelToken) -> GenerationResult | None:
+        """Go on with the last generation if its deadline cut it and nothing ran since."""
+        decoding, self._suspended = self._suspended, None
+        if decoding is None:
+            return None
+        started = time.perf_counter()
+        already = decoding.steps
+        text, finish = self._decode_tokens(decoding, cancel)
+        return GenerationResult(text, finish, Timings(
+            generate_ms=(time.perf_counter() - started) * 1000,
+            generated_tokens=decoding.steps - already))
+
+    def _next_token(self, decoding: _Decoding) -> tuple[int, bytes]:
+        if decoding.steps == 0:
+            return self._first_token(decoding.healed)
+        assert self._kv is not None and decoding.pending is not None
+        try:
+            self._kv.append_generated(decoding.pending)
+        except RuntimeError as error:
+            self._forget_cache()
+            raise EngineError(f"llama.cpp failed while generating: {error}") from error
+        token = int(np.argmax(self._logits()))
+        return token, self._pieces[token]
+
+    def _decode_tokens(self, decoding: _Decoding, cancel: CancelToken) -> tuple[str, str]:
+        request = decoding.request
+        text = decoding.output.decode("utf-8", errors="ignore")
+        while decoding.steps < request.max_tokens:
+            token, piece = self._next_token(decoding)
             if token in self._stop_ids or self._is_end(token):
-                return text, "eos", step
-            output += piece
-            text = output.decode("utf-8", errors="ignore")
+                return text, "eos"
+            decoding.output += piece
+            decoding.steps += 1
+            decoding.pending = token
+            text = decoding.output.decode("utf-8", errors="ignore")
             if request.on_token is not None:
                 request.on_token(text)
             cut = request.stop(text)
             if cut is not None:
-                return text[:cut], "stop", step + 1
+                return text[:cut], "stop"
             if cancel.cancelled:
-                return text, "cancelled", step + 1
+                return text, "cancelled"
             if cancel.expired():
-                return text, "deadline", step + 1
-            try:
-                assert self._kv is not None
-                self._kv.append_generated(token)
-            except RuntimeError as error:
-                self._forget_cache()
-                raise EngineError(f"llama.cpp failed while generating: {error}") from error
-        return text, "length", request.max_tokens
+                self._suspended = decoding
+                return text, "deadline"
+        return text, "length"
 
     def _forget_cache(self) -> None:
         if self._kv is not None:

@@ -64,6 +64,10 @@ class ModelWorker:
         """Queue a generation; the future holds a QueuedResult of a GenerationResult."""
         return self._submit(lambda: self.engine.generate(request, cancel), cancel, priority)
 
+    def resume(self, cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
+        """Queue, behind any user request, the continuation of a generation cut short."""
+        return self._submit(lambda: self.engine.resume(cancel), cancel, BACKGROUND)
+
     def load(self) -> concurrent.futures.Future[QueuedResult]:
         """Queue loading the model (start-up preload)."""
         return self._submit(self.engine.load, CancelToken(), USER)
