@@ -6,6 +6,7 @@ Most run against a small fake LSP server written below, so they need neither a m
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shlex
@@ -18,7 +19,8 @@ import pytest
 
 from flashls.bench import trace
 from flashls.bench.latency import BenchConfig, naive_flags, run_benchmark
-from flashls.bench.report import percentile
+from flashls.bench.replay import RequestRecord, server_fields
+from flashls.bench.report import overhead_share, percentile, summarize
 from flashls.cli import main
 
 FAKE_SERVER = r'''
@@ -34,6 +36,7 @@ def option(name, default):
 naive = "--no-reuse-kv-prefix" in args
 delay_ms = option("--naive-delay-ms" if naive else "--delay-ms", option("--delay-ms", 0))
 hang_at, crash_at = int(option("--hang-at", -1)), int(option("--crash-at", -1))
+statuses = "--status" in args
 log = open(args[args.index("--log") + 1], "a") if "--log" in args else None
 
 def record(entry):
@@ -94,6 +97,36 @@ def answer(documents, params):
         return [{"insertText": rest[:2]}]
     return [{"insertText": "nonsense()"}]
 
+STAGES = {"context_ms": 1.0, "queue_ms": 2.0, "tokenize_ms": 3.0, "prompt_ms": 4.0,
+          "generate_ms": 5.0, "postprocess_ms": 6.0, "total_ms": 21.0}
+
+def status(uri, position, source, timings):
+    send({"jsonrpc": "2.0", "method": "flashls/status", "params": {
+        "state": "ready", "message": "stop", "latencyMs": timings["total_ms"], "uri": uri,
+        "line": position["line"], "character": position["character"], "source": source,
+        "timings": timings}})
+
+def send_statuses(documents, params):
+    """Decoys around the one that counts: every third keystroke is a cache answer; a model
+    answer evaluates 100 tokens on a line's first keystroke, then one per character typed."""
+    uri, position = params["textDocument"]["uri"], params["position"]
+    line = documents[uri].split("\n")[position["line"]]
+    typed = len(line[:index_of(line, position["character"])].lstrip())
+    send({"jsonrpc": "2.0", "method": "flashls/status",
+          "params": {"state": "loading", "message": "no cursor here"}})
+    status(uri, position, "cache", {"total_ms": 999.0})  # superseded by the next one
+    status(uri, {**position, "character": position["character"] + 1}, "model",
+           {**STAGES, "evaluated_tokens": 5000, "generated_tokens": 5000})
+    if typed % 3 == 0:
+        status(uri, position, "cache", {"total_ms": 1.5})
+    else:
+        status(uri, position, "model", {**STAGES, "prompt_tokens": 300,
+                                        "evaluated_tokens": 100 if typed == 1 else typed,
+                                        "generated_tokens": 7})
+
+def after_answer(uri, position):
+    status(uri, position, "model", {**STAGES, "evaluated_tokens": 7777, "total_ms": 1e6})
+
 record({"argv": args})
 documents, served = {}, 0
 while True:
@@ -124,7 +157,11 @@ while True:
         if served == hang_at:
             continue
         time.sleep(delay_ms / 1000)
+        if statuses:
+            send_statuses(documents, params)
         send({"jsonrpc": "2.0", "id": message["id"], "result": answer(documents, params)})
+        if statuses:
+            after_answer(params["textDocument"]["uri"], params["position"])
     elif method == "shutdown":
         send({"jsonrpc": "2.0", "id": message["id"], "result": None})
     elif method == "exit":
@@ -318,6 +355,7 @@ def test_command_prints_the_table_and_writes_json_and_png(
     assert code == 0
     printed = capsys.readouterr().out
     assert "p50 speed-up x" in printed and "hit rate" in printed
+    assert "cache-hit rate" in printed and "RSS growth MB" in printed
     [json_file] = out.glob("latency-*.json")
     payload = json.loads(json_file.read_text())
     assert set(payload["variants"]) == {"flashls", "naive"}
@@ -344,11 +382,16 @@ async def test_human_mode_cancels_superseded_requests_and_counts_stale_ones(
 
 async def test_human_mode_with_a_fast_server_shows_nothing_stale(
         fake_server: Path, source_file: Path) -> None:
-    config = _config(source_file, _server_command(fake_server), mode="human",
+    config = _config(source_file, _server_command(fake_server, "--status"), mode="human",
                      interval_ms=150.0, keystrokes_per_site=6)
-    summary = (await run_benchmark(config))["variants"]["flashls"]["summary"]
+    payload = await run_benchmark(config)
+    summary = payload["variants"]["flashls"]["summary"]
     assert (summary["answered"], summary["late"], summary["stale_shown"]) == (6, 0, 0)
     assert summary["hits"] == 2  # after 3 and 6 characters
+    assert summary["fresh_shown"] == 6  # every keystroke saw its own suggestion in time
+    assert summary["cache_hit_rate"] == pytest.approx(2 / 6)
+    for record in payload["records"]:  # timed from the keystroke, so a little over the reply
+        assert 0 < record["response_ms"] <= record["latency_ms"] < 150
 
 
 @pytest.mark.skipif(importlib.util.find_spec("flashls.server") is None,
@@ -366,7 +409,13 @@ def test_benchmark_drives_the_real_server_with_the_fake_engine(
         assert summary["requests"] == 10
         assert summary["answered"] == 10
         assert summary["latency_ms"]["p50"] > 0
+        assert summary["with_status"] == 10  # every answer paired with its flashls/status
+        assert summary["model_answers"] + summary["cache_hits"] == 10
+        assert summary["breakdown_p50_ms"]["generate"] > 0
+        assert 0 < summary["overhead_share_p50"] < 1
+        assert payload["variants"][name]["rss_mb"]["growth"] is not None
     assert payload["variants"]["naive"]["server_command"][-2:] == naive_flags()
+    assert payload["variants"]["naive"]["summary"]["cache_hits"] == 0
 
 
 @pytest.mark.model
@@ -383,4 +432,75 @@ def test_benchmark_on_the_real_model_gets_suggestions_for_every_keystroke(
         summary = payload["variants"][name]["summary"]
         assert summary["answered"] == summary["requests"] == 16
         assert summary["suggestions"] > 0
+        assert summary["with_status"] == 16
+        assert summary["model_answers"] > 0 and summary["evaluated_tokens"]["p50"] > 0
     assert payload["comparison"]["speed_up"]["p50"] is not None
+
+
+async def test_status_notifications_are_paired_with_their_requests(
+        fake_server: Path, source_file: Path) -> None:
+    command = _server_command(fake_server, "--status")
+    payload = await run_benchmark(_config(source_file, command, keystrokes_per_site=10))
+    summary = payload["variants"]["flashls"]["summary"]
+    records = payload["records"]
+    # Cache answers after 3, 6 and 9 characters; model answers evaluate 100 tokens on the
+    # first keystroke, then as many tokens as characters typed: 2, 4, 5, 7, 8, 10.
+    assert [r["source"] for r in records] == ["model", "model", "cache"] * 3 + ["model"]
+    assert (summary["with_status"], summary["cache_hits"], summary["model_answers"]) == (10, 3, 7)
+    assert summary["cache_hit_rate"] == pytest.approx(0.3)
+    assert summary["evaluated_tokens"] == {"p50": 7, "p90": pytest.approx(46)}
+    assert summary["evaluated_tokens_warm"] == {"p50": 6, "p90": 9}
+    assert summary["breakdown_p50_ms"] == {
+        "queue": 2.0, "context": 1.0, "tokenize": 3.0, "prompt": 4.0, "generate": 5.0,
+        "postprocess": 6.0, "jsonrpc": pytest.approx(percentile(
+            [r["jsonrpc_ms"] for r in records if r["source"] == "model"], 50))}
+    for record in records:
+        total = 1.5 if record["source"] == "cache" else 21.0
+        assert record["timings"]["total_ms"] == total
+        assert record["jsonrpc_ms"] == pytest.approx(record["response_ms"] - total)
+        assert record["response_ms"] == pytest.approx(record["latency_ms"])
+    assert [r["generated_tokens"] for r in records if r["source"] == "model"] == [7] * 7
+    shares = [(1 + 6 + 3 + r["jsonrpc_ms"]) / r["response_ms"]
+              for r in records if r["source"] == "model"]
+    assert summary["overhead_share_p50"] == pytest.approx(percentile(shares, 50))
+
+
+def _model_record(response_ms: float, total_ms: float, keystroke: int = 2) -> RequestRecord:
+    timings = {"context_ms": 2.0, "queue_ms": 10.0, "tokenize_ms": 1.0, "prompt_ms": 30.0,
+               "generate_ms": 40.0, "postprocess_ms": 3.0, "total_ms": total_ms,
+               "evaluated_tokens": 12, "generated_tokens": 5}
+    return RequestRecord(
+        variant="flashls", site=0, path="x.py", line=0, keystroke=keystroke, version=2,
+        outcome="answered", latency_ms=response_ms, suggestion="", rest="abc", hit=False,
+        partial_hit=False, stale_shown=False,
+        **server_fields({"source": "model", "timings": timings}, response_ms))
+
+
+def test_overhead_share_is_the_code_around_the_model_over_client_latency() -> None:
+    # 100 ms waited, 90 of them in the server: 10 ms of JSON-RPC, and context 2 + tokenize 1
+    # + postprocess 3 inside the server; queueing (10) and the model (70) are not overhead.
+    record = _model_record(response_ms=100.0, total_ms=90.0)
+    assert record.jsonrpc_ms == pytest.approx(10.0)
+    assert (record.evaluated_tokens, record.generated_tokens) == (12, 5)
+    assert overhead_share(record) == pytest.approx(16 / 100)
+    records = [record, _model_record(50.0, 45.0), _model_record(200.0, 150.0)]
+    summary = summarize(records)  # shares 16/100, (6 + 5)/50 and (6 + 50)/200
+    assert summary["overhead_share_p50"] == pytest.approx(11 / 50)
+    assert summary["breakdown_p50_ms"]["jsonrpc"] == pytest.approx(10.0)  # of 10, 5 and 50
+    cache = dataclasses.replace(record, source="cache", timings={"total_ms": 1.0})
+    assert overhead_share(cache) is None
+    assert summarize([*records, cache])["cache_hit_rate"] == pytest.approx(1 / 4)
+
+
+async def test_rss_is_sampled_after_warm_up_and_at_the_end_of_every_repetition(
+        fake_server: Path, source_file: Path) -> None:
+    config = _config(source_file, _server_command(fake_server), keystrokes_per_site=4,
+                     repeat=3)
+    payload = await run_benchmark(config)
+    rss = payload["variants"]["flashls"]["rss_mb"]
+    assert rss["samples"] == 1 + 3 + 1  # after warm-up, after each pass, at the end
+    assert 1 < rss["after_warmup"] <= rss["peak"] < 1000
+    assert rss["growth"] == pytest.approx(rss["end"] - rss["after_warmup"])
+    assert rss["within_limit"] is (rss["growth"] < 50)
+    assert [r["repetition"] for r in payload["records"]] == [0] * 4 + [1] * 4 + [2] * 4
+    assert payload["variants"]["flashls"]["summary"]["requests"] == 12

@@ -1,6 +1,6 @@
 """A small LSP client over a subprocess's stdio, built for timing: it stamps each response
-when its last byte is read. It answers the few requests servers send to editors; it knows
-nothing about completions.
+when its last byte is read and numbers every message in arrival order. It answers the few
+requests servers send to editors and reads the server's RSS; it knows nothing about completions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -28,6 +28,9 @@ _NULL_ANSWERED = frozenset({"window/workDoneProgress/create", "client/registerCa
                             "workspace/semanticTokens/refresh", "workspace/diagnostic/refresh",
                             "workspace/inlineValue/refresh"})
 
+NotificationHandler = Callable[[Any, int], None]
+"""Called with a notification's params and its arrival number (see `Response.sequence`)."""
+
 
 class ServerError(RuntimeError):
     """The server exited, broke the protocol, or did not answer in time."""
@@ -35,10 +38,15 @@ class ServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class Response:
-    """A response and the `time.perf_counter()` at which it was fully read."""
+    """A response, the `time.perf_counter()` at which it was fully read, and its arrival number.
+
+    `sequence` counts every message read from the server, so a notification with a smaller
+    number arrived before this response.
+    """
 
     message: dict[str, Any]
     arrived_at: float
+    sequence: int
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -73,7 +81,9 @@ class LspClient:
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._failure: ServerError | None = None
-        self.notifications: list[dict[str, Any]] = []
+        self._received = 0
+        self._handlers: dict[str, NotificationHandler] = {}
+        self.notifications: list[dict[str, Any]] = []  # those no handler takes
         self._reader = asyncio.create_task(self._read_forever())
 
     @classmethod
@@ -88,6 +98,21 @@ class LspClient:
             stderr_file.close()
             raise ServerError(f"cannot start {command[0]}: {error}") from error
         return cls(process, stderr_file)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self._process.pid
+
+    def subscribe(self, method: str, handler: NotificationHandler) -> None:
+        """Hand notifications of `method` to `handler` in arrival order, instead of keeping them."""
+        self._handlers[method] = handler
+
+    def rss_mb(self) -> float | None:
+        """The server's resident set size in MB (VmRSS); None once it is gone or off Linux."""
+        if self._process.returncode is not None:
+            return None
+        return read_rss_mb(self._process.pid)
 
     async def send_request(self, method: str, params: Any) -> PendingRequest:
         """Send a request now; await `wait` (or the future) for its response."""
@@ -179,7 +204,8 @@ class LspClient:
         try:
             while True:
                 message = await _read_message(stdout)
-                await self._dispatch(message, time.perf_counter())
+                self._received += 1
+                await self._dispatch(message, time.perf_counter(), self._received)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
                 ValueError) as error:
             self._fail_pending(ServerError(await self._describe_stop(error)))
@@ -195,13 +221,15 @@ class LspClient:
             return f"the server was killed by {_signal_name(-code)}"
         return f"the server exited with status {code}"
 
-    async def _dispatch(self, message: dict[str, Any], arrived_at: float) -> None:
+    async def _dispatch(self, message: dict[str, Any], arrived_at: float, sequence: int) -> None:
         if "method" not in message:
             pending = self._pending.pop(message.get("id", -1), None)
             if pending is not None and not pending.future.done():
-                pending.future.set_result(Response(message, arrived_at))
+                pending.future.set_result(Response(message, arrived_at, sequence))
         elif "id" in message:
             await self._answer(message)
+        elif message["method"] in self._handlers:
+            self._handlers[message["method"]](message.get("params"), sequence)
         else:
             self.notifications.append(message)
 
@@ -224,6 +252,18 @@ class LspClient:
                 pending.future.set_exception(error)
                 pending.future.exception()  # retrieved here: nobody may be waiting any more
         self._pending.clear()
+
+
+def read_rss_mb(pid: int) -> float | None:
+    """VmRSS of a process from `/proc/<pid>/status`, in MB (10**6 bytes); None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _signal_name(number: int) -> str:

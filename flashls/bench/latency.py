@@ -1,6 +1,7 @@
 """`flashls bench latency`: start servers, replay the typing traces, report and compare.
 
-The traces come from `trace.py`, the protocol from `client.py`, the numbers from `report.py`.
+The traces come from `trace.py`, the protocol from `client.py`, the replay from `replay.py`,
+the numbers from `report.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from typing import Any
 from flashls import __version__, settings
 from flashls.bench import report, trace
 from flashls.bench.client import LspClient, ServerError
-from flashls.bench.replay import INLINE_COMPLETION, RequestRecord, replay_human, replay_sync
+from flashls.bench.replay import (
+    INLINE_COMPLETION,
+    STATUS_NOTIFICATION,
+    RequestRecord,
+    SitePass,
+    StatusBoard,
+    replay_human,
+    replay_sync,
+)
 
 CANDIDATE = "flashls"
 NAIVE = "naive"
@@ -42,6 +51,7 @@ class BenchConfig:
     sites: int = 20
     seed: int = 0
     keystrokes_per_site: int = 40
+    repeat: int = 1
     mode: str = "sync"
     interval_ms: float = 80.0
     baseline: str = NAIVE
@@ -61,6 +71,7 @@ class VariantResult:
     startup_ms: float
     warmup_ms: float
     records: list[RequestRecord]
+    rss_samples_mb: list[float | None]  # after warm-up, after each site pass, at the end
 
 
 def naive_flags() -> list[str]:
@@ -122,14 +133,22 @@ async def _warm_up(client: LspClient, timeout_s: float) -> None:
 
 
 async def _replay_all(client: LspClient, traces: Sequence[trace.Trace], variant: str,
-                      config: BenchConfig) -> list[RequestRecord]:
+                      config: BenchConfig, rss_samples_mb: list[float | None],
+                      ) -> list[RequestRecord]:
+    """Every trace, `config.repeat` times, sampling the server's RSS after each site."""
+    board = StatusBoard()
+    client.subscribe(STATUS_NOTIFICATION, board.receive)
     records: list[RequestRecord] = []
-    for index, one in enumerate(traces):
-        if config.mode == "human":
-            records += await replay_human(client, one, index, variant,
-                                          config.interval_ms / 1000, config.request_timeout_s)
-        else:
-            records += await replay_sync(client, one, index, variant, config.request_timeout_s)
+    for repetition in range(config.repeat):
+        for index, one in enumerate(traces):
+            site_pass = SitePass(variant, index, one, repetition)
+            if config.mode == "human":
+                records += await replay_human(client, board, site_pass,
+                                              config.interval_ms / 1000,
+                                              config.request_timeout_s)
+            else:
+                records += await replay_sync(client, board, site_pass, config.request_timeout_s)
+            rss_samples_mb.append(client.rss_mb())
     return records
 
 
@@ -144,7 +163,9 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
         ready = time.perf_counter()
         await _warm_up(client, config.startup_timeout_s)
         warm = time.perf_counter()
-        records = await _replay_all(client, traces, name, config)
+        rss_samples_mb = [client.rss_mb()]
+        records = await _replay_all(client, traces, name, config, rss_samples_mb)
+        rss_samples_mb.append(client.rss_mb())
         await client.close()
     except (ServerError, BenchError) as error:
         tail = client.stderr_tail()
@@ -153,7 +174,7 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
     finally:
         await client.kill()
     return VariantResult(name, command, (ready - started) * 1000, (warm - ready) * 1000,
-                         records)
+                         records, rss_samples_mb)
 
 
 def load_traces(config: BenchConfig) -> list[trace.Trace]:
@@ -183,6 +204,7 @@ def build_payload(config: BenchConfig, traces: Sequence[trace.Trace],
     variants: dict[str, dict[str, Any]] = {
         result.name: {"server_command": result.command, "startup_ms": result.startup_ms,
                       "warmup_ms": result.warmup_ms,
+                      "rss_mb": report.rss_summary(result.rss_samples_mb),
                       "summary": report.summarize(result.records)}
         for result in results}
     comparison = (report.compare(variants[CANDIDATE]["summary"], variants[NAIVE]["summary"])
@@ -235,6 +257,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=defaults.keystrokes_per_site, metavar="K",
                         help="type at most the first K characters of each line "
                              "(default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=defaults.repeat, metavar="N",
+                        help="replay all the sites N times on the same server, e.g. to "
+                             "watch its memory over many keystrokes (default: %(default)s)")
     parser.add_argument("--mode", choices=("sync", "human"), default=defaults.mode,
                         help="sync: wait for each answer before the next keystroke; human: "
                              "type every --interval-ms and cancel stale requests")
@@ -260,14 +285,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
     """A BenchConfig from parsed options; nonsense values raise BenchError."""
-    if arguments.sites < 1 or arguments.keystrokes_per_site < 1:
-        raise BenchError("--sites and --keystrokes-per-site must be at least 1")
+    if min(arguments.sites, arguments.keystrokes_per_site, arguments.repeat) < 1:
+        raise BenchError("--sites, --keystrokes-per-site and --repeat must be at least 1")
     if arguments.interval_ms <= 0 or arguments.request_timeout_s <= 0:
         raise BenchError("--interval-ms and --request-timeout-s must be positive")
     command = shlex.split(arguments.server_command) if arguments.server_command else []
     return BenchConfig(
         files=tuple(arguments.files), sites=arguments.sites, seed=arguments.seed,
-        keystrokes_per_site=arguments.keystrokes_per_site, mode=arguments.mode,
+        keystrokes_per_site=arguments.keystrokes_per_site, repeat=arguments.repeat,
+        mode=arguments.mode,
         interval_ms=arguments.interval_ms, baseline=arguments.baseline,
         server_command=tuple(command), server_args=tuple(arguments.server_arg),
         out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
@@ -283,7 +309,8 @@ def handler(arguments: argparse.Namespace) -> int:
         print(f"flashls bench latency: {error}", file=sys.stderr)
         return 1
     json_path, plot_path = write_outputs(payload, Path(config.out_dir))
-    print(f"flashls bench latency: {len(payload['sites'])} sites, mode {config.mode}")
+    repeated = f" x{config.repeat}" if config.repeat > 1 else ""
+    print(f"flashls bench latency: {len(payload['sites'])} sites{repeated}, mode {config.mode}")
     print(report.format_table(payload))
     print(f"wrote {json_path} and {plot_path}")
     return 0

@@ -1,7 +1,8 @@
 """Replaying one typing trace against a running server, and what each request yielded.
 
 `replay_sync` waits for every answer; `replay_human` types on a fixed clock and cancels
-what the user has typed past, as an editor does. Statistics live in `report.py`.
+what the user has typed past, as an editor does. Each answer is paired with the server's
+`flashls/status` for it (source, timings, tokens). Statistics live in `report.py`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response
-from flashls.bench.trace import Keystroke, Trace, utf16_to_index
+from flashls.bench.trace import Keystroke, Position, Trace, utf16_to_index
 
 INLINE_COMPLETION = "textDocument/inlineCompletion"
+STATUS_NOTIFICATION = "flashls/status"  # flashls.server's; not imported, to keep pygls out
 TRIGGER_AUTOMATIC = 2
 SUGGESTION_CHARS_KEPT = 200
 
@@ -36,6 +38,72 @@ class RequestRecord:
     hit: bool  # suggestion == rest (rest non-empty)
     partial_hit: bool  # suggestion is a shorter, non-empty prefix of rest
     stale_shown: bool  # a non-empty answer that arrived after the document moved on
+    repetition: int = 0  # which pass over the traces (`--repeat`)
+    response_ms: float | None = None  # request written -> response read, late answers too
+    source: str | None = None  # "model" or "cache", from the server's flashls/status
+    timings: dict[str, float] | None = None  # the status's timings, as the server sent them
+    evaluated_tokens: int | None = None  # prompt tokens the engine had to evaluate
+    generated_tokens: int | None = None
+    jsonrpc_ms: float | None = None  # response_ms - server total_ms: transport, pygls, JSON
+
+
+@dataclass(frozen=True)
+class SitePass:
+    """One pass over one site: the trace, which server variant, which site, which repetition."""
+
+    variant: str
+    site: int
+    trace: Trace
+    repetition: int = 0
+
+
+class StatusBoard:
+    """`flashls/status` notifications of answered completions, by cursor, until claimed.
+
+    The server sends one just before each completion response; `claim` pairs a response with
+    the latest one for its cursor that arrived before it.
+    """
+
+    def __init__(self) -> None:
+        self._by_cursor: dict[tuple[str, int, int], list[tuple[int, dict[str, Any]]]] = {}
+
+    def receive(self, params: Any, sequence: int) -> None:
+        """Keep a status that names a cursor; load and error statuses name none."""
+        if not isinstance(params, dict) or not isinstance(params.get("uri"), str):
+            return
+        key = (params["uri"], params.get("line", -1), params.get("character", -1))
+        self._by_cursor.setdefault(key, []).append((sequence, params))
+
+    def claim(self, uri: str, cursor: Position, before: int) -> dict[str, Any] | None:
+        """The latest status for the cursor that arrived before message `before`."""
+        key = (uri, cursor.line, cursor.character)
+        entries = self._by_cursor.pop(key, [])
+        earlier = [params for sequence, params in entries if sequence < before]
+        later = [(sequence, params) for sequence, params in entries if sequence >= before]
+        if later:
+            self._by_cursor[key] = later
+        return earlier[-1] if earlier else None
+
+
+def server_fields(status: dict[str, Any] | None, response_ms: float) -> dict[str, Any]:
+    """The record fields that come from the server's status for one answered request."""
+    fields: dict[str, Any] = {"response_ms": response_ms}
+    if status is None:
+        return fields
+    raw = status.get("timings")
+    timings = {name: float(value) for name, value in raw.items()
+               if isinstance(value, int | float)} if isinstance(raw, dict) else {}
+    total = timings.get("total_ms")
+    fields.update(
+        source=status.get("source"), timings=timings,
+        evaluated_tokens=_count(timings.get("evaluated_tokens")),
+        generated_tokens=_count(timings.get("generated_tokens")),
+        jsonrpc_ms=response_ms - total if total is not None else None)
+    return fields
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def did_open_params(trace: Trace) -> dict[str, Any]:
@@ -86,19 +154,24 @@ def _without_typed_part(text: str, replaced: Any, trace: Trace, keystroke: Keyst
     return text[len(typed_part):] if text.startswith(typed_part) else text
 
 
-def make_record(variant: str, site_index: int, trace: Trace, keystroke: Keystroke,
-                outcome: str, latency_ms: float | None, suggestion: str | None,
-                stale_shown: bool = False) -> RequestRecord:
-    """A record, with the hit and partial-hit verdicts worked out from the suggestion."""
+def make_record(site_pass: SitePass, keystroke: Keystroke, outcome: str,
+                latency_ms: float | None, suggestion: str | None, stale_shown: bool = False,
+                **server: Any) -> RequestRecord:
+    """A record, with the hit and partial-hit verdicts worked out from the suggestion.
+
+    `server` holds the fields that `server_fields` derives from the server's status.
+    """
     rest = keystroke.rest
     shown = suggestion if latency_ms is not None else None
     hit = bool(rest) and shown == rest
     partial = bool(rest) and bool(shown) and shown != rest and rest.startswith(shown or "")
+    site = site_pass.trace.site
     return RequestRecord(
-        variant=variant, site=site_index, path=trace.site.path, line=trace.site.line,
+        variant=site_pass.variant, site=site_pass.site, path=site.path, line=site.line,
         keystroke=keystroke.typed, version=keystroke.version, outcome=outcome,
         latency_ms=latency_ms, suggestion=_clip(suggestion), rest=rest, hit=hit,
-        partial_hit=partial, stale_shown=stale_shown)
+        partial_hit=partial, stale_shown=stale_shown, repetition=site_pass.repetition,
+        **server)
 
 
 def _clip(text: str | None) -> str | None:
@@ -124,9 +197,10 @@ async def close_document(client: LspClient, trace: Trace) -> None:
     await client.notify("textDocument/didClose", {"textDocument": {"uri": trace.uri}})
 
 
-async def replay_sync(client: LspClient, trace: Trace, site_index: int, variant: str,
+async def replay_sync(client: LspClient, board: StatusBoard, site_pass: SitePass,
                       timeout_s: float) -> list[RequestRecord]:
     """Type the trace, waiting for each answer before the next keystroke."""
+    trace = site_pass.trace
     await open_document(client, trace)
     records = []
     for keystroke in trace.keystrokes:
@@ -136,24 +210,32 @@ async def replay_sync(client: LspClient, trace: Trace, site_index: int, variant:
         response = await client.wait(pending, timeout_s)
         if response is None:
             await client.cancel(pending.request_id)
-        records.append(_sync_record(variant, site_index, trace, keystroke, pending, response))
+        records.append(_sync_record(board, site_pass, keystroke, pending, response))
     await close_document(client, trace)
     return records
 
 
-def _sync_record(variant: str, site_index: int, trace: Trace, keystroke: Keystroke,
+def _sync_record(board: StatusBoard, site_pass: SitePass, keystroke: Keystroke,
                  pending: PendingRequest, response: Response | None) -> RequestRecord:
     outcome = _outcome(response)
     if response is None or outcome != "answered":
-        return make_record(variant, site_index, trace, keystroke, outcome, None, None)
+        return make_record(site_pass, keystroke, outcome, None, None)
     latency_ms = (response.arrived_at - pending.sent_at) * 1000
-    suggestion = suggestion_first_line(response.result, trace, keystroke)
-    return make_record(variant, site_index, trace, keystroke, outcome, latency_ms, suggestion)
+    suggestion = suggestion_first_line(response.result, site_pass.trace, keystroke)
+    return make_record(site_pass, keystroke, outcome, latency_ms, suggestion,
+                       **_answer_fields(board, site_pass.trace, keystroke, pending, response))
 
 
-async def replay_human(client: LspClient, trace: Trace, site_index: int, variant: str,
+def _answer_fields(board: StatusBoard, trace: Trace, keystroke: Keystroke,
+                   pending: PendingRequest, response: Response) -> dict[str, Any]:
+    status = board.claim(trace.uri, keystroke.cursor, response.sequence)
+    return server_fields(status, (response.arrived_at - pending.sent_at) * 1000)
+
+
+async def replay_human(client: LspClient, board: StatusBoard, site_pass: SitePass,
                        interval_s: float, timeout_s: float) -> list[RequestRecord]:
     """Type on a fixed clock; a keystroke cancels the request it makes out of date."""
+    trace = site_pass.trace
     await open_document(client, trace)
     pending: list[PendingRequest] = []
     typed_at: list[float] = []
@@ -169,9 +251,9 @@ async def replay_human(client: LspClient, trace: Trace, site_index: int, variant
     responses = await _wait_all(client, pending, timeout_s)
     await close_document(client, trace)
     superseded_at = [*typed_at[1:], float("inf")]
-    return [_human_record(variant, site_index, trace, keystroke, request, response, moved_on)
-            for keystroke, request, response, moved_on
-            in zip(trace.keystrokes, pending, responses, superseded_at, strict=True)]
+    return [_human_record(board, site_pass, keystroke, request, response, typed, moved_on)
+            for keystroke, request, response, typed, moved_on
+            in zip(trace.keystrokes, pending, responses, typed_at, superseded_at, strict=True)]
 
 
 async def _wait_all(client: LspClient, pending: list[PendingRequest],
@@ -182,16 +264,21 @@ async def _wait_all(client: LspClient, pending: list[PendingRequest],
             for request in pending]
 
 
-def _human_record(variant: str, site_index: int, trace: Trace, keystroke: Keystroke,
-                  pending: PendingRequest, response: Response | None,
+def _human_record(board: StatusBoard, site_pass: SitePass, keystroke: Keystroke,
+                  pending: PendingRequest, response: Response | None, typed_at: float,
                   superseded_at: float) -> RequestRecord:
-    """Fresh if the answer came before the next keystroke; a late non-empty one is stale."""
+    """Fresh if the answer came before the next keystroke; a late non-empty one is stale.
+
+    A fresh answer's latency runs from the keystroke itself (before its `didChange` is
+    written) to the answer: how long the typist waits to see the suggestion for what is typed.
+    """
     outcome = _outcome(response)
     if response is None or outcome != "answered":
-        return make_record(variant, site_index, trace, keystroke, outcome, None, None)
-    suggestion = suggestion_first_line(response.result, trace, keystroke)
+        return make_record(site_pass, keystroke, outcome, None, None)
+    suggestion = suggestion_first_line(response.result, site_pass.trace, keystroke)
+    server = _answer_fields(board, site_pass.trace, keystroke, pending, response)
     if response.arrived_at >= superseded_at:
-        return make_record(variant, site_index, trace, keystroke, "late", None, suggestion,
-                           stale_shown=bool(suggestion))
-    latency_ms = (response.arrived_at - pending.sent_at) * 1000
-    return make_record(variant, site_index, trace, keystroke, outcome, latency_ms, suggestion)
+        return make_record(site_pass, keystroke, "late", None, suggestion,
+                           stale_shown=bool(suggestion), **server)
+    latency_ms = (response.arrived_at - typed_at) * 1000
+    return make_record(site_pass, keystroke, outcome, latency_ms, suggestion, **server)

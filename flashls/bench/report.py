@@ -15,6 +15,9 @@ from flashls.bench.replay import RequestRecord
 
 PERCENTILES = (50, 90, 99)
 SPEED_UP_STATS = ("p50", "p90", "p99", "max", "mean")
+BREAKDOWN_STAGES = ("queue", "context", "tokenize", "prompt", "generate", "postprocess")
+OVERHEAD_STAGES = ("context_ms", "postprocess_ms", "tokenize_ms")  # plus jsonrpc_ms
+RSS_GROWTH_LIMIT_MB = 50.0
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -50,13 +53,73 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     partial_hits = sum(r.partial_hit for r in eligible)
     suggested = sum(bool(r.suggestion) for r in records if r.outcome in ("answered", "late"))
     stale = sum(r.stale_shown for r in records)
+    fresh = sum(r.outcome == "answered" and bool(r.suggestion) for r in records)
     return {
         "requests": len(records), **outcomes, "latency_ms": latency_stats(latencies),
         "eligible": len(eligible), "hits": hits, "partial_hits": partial_hits,
         "hit_rate": _rate(hits, len(eligible)),
         "partial_hit_rate": _rate(partial_hits, len(eligible)),
         "suggestions": suggested, "stale_shown": stale, "stale_rate": _rate(stale, suggested),
+        "fresh_shown": fresh, "fresh_shown_rate": _rate(fresh, len(records)),
+        **server_summary(records),
     }
+
+
+def server_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Cache hits, evaluated tokens, time breakdown and overhead, from the servers' statuses."""
+    answered = [r for r in records if r.outcome in ("answered", "late")]
+    cache_hits = sum(r.source == "cache" for r in answered)
+    model = [r for r in answered if r.source == "model" and r.timings is not None]
+    return {
+        "with_status": sum(r.source is not None for r in answered),
+        "cache_hits": cache_hits, "cache_hit_rate": _rate(cache_hits, len(answered)),
+        "model_answers": len(model),
+        "evaluated_tokens": _p50_p90([r.evaluated_tokens for r in model]),
+        "evaluated_tokens_warm": _p50_p90([r.evaluated_tokens for r in model
+                                           if r.keystroke > 1]),
+        "generated_tokens": _p50_p90([r.generated_tokens for r in model]),
+        "breakdown_p50_ms": breakdown_p50(model),
+        "overhead_share_p50": percentile(
+            [share for share in map(overhead_share, model) if share is not None], 50),
+    }
+
+
+def _p50_p90(values: Sequence[float | None]) -> dict[str, float | None]:
+    present = [value for value in values if value is not None]
+    return {"p50": percentile(present, 50), "p90": percentile(present, 90)}
+
+
+def breakdown_p50(model_answers: Sequence[RequestRecord]) -> dict[str, float | None]:
+    """Median ms of each server stage, and of the JSON-RPC remainder, over model answers."""
+    medians = {stage: percentile([r.timings[f"{stage}_ms"] for r in model_answers
+                                  if r.timings and f"{stage}_ms" in r.timings], 50)
+               for stage in BREAKDOWN_STAGES}
+    medians["jsonrpc"] = percentile([r.jsonrpc_ms for r in model_answers
+                                     if r.jsonrpc_ms is not None], 50)
+    return medians
+
+
+def overhead_share(record: RequestRecord) -> float | None:
+    """(context + postprocess + tokenize + JSON-RPC ms) / client latency of one request."""
+    # Queueing and the model's own work are left out: this is what the code around it costs.
+    timings = record.timings or {}
+    if record.jsonrpc_ms is None or not record.response_ms:
+        return None
+    if any(stage not in timings for stage in OVERHEAD_STAGES):
+        return None
+    overhead = sum(timings[stage] for stage in OVERHEAD_STAGES) + record.jsonrpc_ms
+    return overhead / record.response_ms
+
+
+def rss_summary(samples_mb: Sequence[float | None]) -> dict[str, Any]:
+    """The server's RSS after warm-up, at the end, its growth between and the peak sampled."""
+    present = [sample for sample in samples_mb if sample is not None]
+    first, last = samples_mb[0] if samples_mb else None, samples_mb[-1] if samples_mb else None
+    growth = last - first if first is not None and last is not None else None
+    return {"after_warmup": first, "end": last, "growth": growth,
+            "peak": max(present) if present else None, "samples": len(present),
+            "growth_limit": RSS_GROWTH_LIMIT_MB,
+            "within_limit": None if growth is None else growth < RSS_GROWTH_LIMIT_MB}
 
 
 def compare(candidate: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,6 +142,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _tokens(value: float | None) -> str:
+    return "-" if value is None else f"{round(value, 1):g}"
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -96,9 +163,31 @@ def _table_rows(variant: Mapping[str, Any], human: bool) -> list[tuple[str, str]
     rows += [("hit rate", _percent(summary["hit_rate"])),
              ("partial-hit rate", _percent(summary["partial_hit_rate"]))]
     if human:
-        rows += [("stale shown", _percent(summary["stale_rate"]))]
+        rows += [("fresh shown", _percent(summary["fresh_shown_rate"])),
+                 ("stale shown", _percent(summary["stale_rate"]))]
+    rows += _server_rows(summary)
     rows += [("startup ms", _ms(variant["startup_ms"])), ("warm-up ms", _ms(variant["warmup_ms"]))]
+    rows += _rss_rows(variant.get("rss_mb", {}))
     return rows
+
+
+def _server_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the servers' flashls/status notifications tell: cache, tokens, where time goes."""
+    evaluated, warm = summary["evaluated_tokens"], summary["evaluated_tokens_warm"]
+    rows = [("cache-hit rate", _percent(summary["cache_hit_rate"])),
+            ("eval tokens p50", _tokens(evaluated["p50"])),
+            ("eval tokens p90", _tokens(evaluated["p90"])),
+            ("warm eval tokens p50", _tokens(warm["p50"])),
+            ("warm eval tokens p90", _tokens(warm["p90"]))]
+    rows += [(f"p50 {stage} ms", _ms(value))
+             for stage, value in summary["breakdown_p50_ms"].items()]
+    rows += [("overhead share p50", _percent(summary["overhead_share_p50"]))]
+    return rows
+
+
+def _rss_rows(rss: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [("RSS warm MB", _ms(rss.get("after_warmup"))),
+            ("RSS growth MB", _ms(rss.get("growth")))]
 
 
 def format_table(payload: Mapping[str, Any]) -> str:
