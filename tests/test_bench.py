@@ -305,8 +305,9 @@ async def test_naive_baseline_runs_with_its_flags_and_is_compared(
     payload = await run_benchmark(config)
     argv = [entry["argv"] for entry in _log(log) if "argv" in entry]
     assert argv[0] == list(command[2:])
-    assert argv[1] == [*command[2:], *naive_flags()]
-    assert naive_flags() == ["--no-reuse-kv-prefix", "--no-speculative-cache"]
+    assert argv[1] == [*command[2:], *naive_flags(), "--time-budget-ms", "600000"]
+    assert naive_flags() == ["--no-reuse-kv-prefix", "--no-speculative-cache",
+                             "--no-progressive"]
     assert payload["comparison"]["speed_up"]["p50"] > 3
     assert payload["variants"]["naive"]["summary"]["hits"] == 3
 
@@ -414,7 +415,8 @@ def test_benchmark_drives_the_real_server_with_the_fake_engine(
         assert summary["breakdown_p50_ms"]["generate"] > 0
         assert 0 < summary["overhead_share_p50"] < 1
         assert payload["variants"][name]["rss_mb"]["growth"] is not None
-    assert payload["variants"]["naive"]["server_command"][-2:] == naive_flags()
+    assert payload["variants"]["naive"]["server_command"][-5:] == [
+        *naive_flags(), "--time-budget-ms", "600000"]
     assert payload["variants"]["naive"]["summary"]["cache_hits"] == 0
 
 

@@ -35,7 +35,9 @@ from flashls.bench.replay import (
 
 CANDIDATE = "flashls"
 NAIVE = "naive"
-NAIVE_SETTINGS = ("reuse_kv_prefix", "speculative_cache")
+NAIVE_SETTINGS = ("reuse_kv_prefix", "speculative_cache", "progressive")
+# The naive baseline is a plain FIM call per keystroke: it answers only when done.
+NAIVE_TIME_BUDGET = ["--time-budget-ms", "600000"]
 WARMUP_TEXT = "def add(left, right):\n    return "
 
 
@@ -88,7 +90,7 @@ def naive_flags() -> list[str]:
 def server_command(config: BenchConfig, variant: str) -> list[str]:
     """The command starting one variant's server."""
     base = list(config.server_command) or [sys.executable, "-m", "flashls", "serve"]
-    extra = naive_flags() if variant == NAIVE else []
+    extra = [*naive_flags(), *NAIVE_TIME_BUDGET] if variant == NAIVE else []
     return [*base, *config.server_args, *extra]
 
 
