@@ -27,3 +27,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "baseline (no KV-prefix reuse, no speculative cache).")
     add_arguments(latency)
     latency.set_defaults(func=_run_latency)
+    from flashls.bench.infill import add_infill_parser
+    add_infill_parser(kinds)
