@@ -494,6 +494,16 @@ def test_overhead_share_is_the_code_around_the_model_over_client_latency() -> No
     assert summarize([*records, cache])["cache_hit_rate"] == pytest.approx(1 / 4)
 
 
+def test_continuations_are_counted_against_cut_answers() -> None:
+    cut = dataclasses.replace(_model_record(100.0, 90.0), finish="deadline")
+    whole = dataclasses.replace(_model_record(100.0, 90.0), finish="stop")
+    continued = dataclasses.replace(cut, source="cache", finish="continued",
+                                    timings={"total_ms": 1.0})
+    summary = summarize([cut, cut, whole, continued])
+    assert (summary["cut_by_budget"], summary["continued_hits"]) == (2, 1)
+    assert summary["continued_per_cut"] == pytest.approx(0.5)
+
+
 async def test_rss_is_sampled_after_warm_up_and_at_the_end_of_every_repetition(
         fake_server: Path, source_file: Path) -> None:
     config = _config(source_file, _server_command(fake_server), keystrokes_per_site=4,

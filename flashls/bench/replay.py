@@ -41,6 +41,7 @@ class RequestRecord:
     repetition: int = 0  # which pass over the traces (`--repeat`)
     response_ms: float | None = None  # request written -> response read, late answers too
     source: str | None = None  # "model" or "cache", from the server's flashls/status
+    finish: str | None = None  # why it ended: "stop", "deadline", "cache", "continued", ...
     timings: dict[str, float] | None = None  # the status's timings, as the server sent them
     evaluated_tokens: int | None = None  # prompt tokens the engine had to evaluate
     generated_tokens: int | None = None
@@ -95,7 +96,7 @@ def server_fields(status: dict[str, Any] | None, response_ms: float) -> dict[str
                if isinstance(value, int | float)} if isinstance(raw, dict) else {}
     total = timings.get("total_ms")
     fields.update(
-        source=status.get("source"), timings=timings,
+        source=status.get("source"), finish=status.get("message"), timings=timings,
         evaluated_tokens=_count(timings.get("evaluated_tokens")),
         generated_tokens=_count(timings.get("generated_tokens")),
         jsonrpc_ms=response_ms - total if total is not None else None)
