@@ -54,6 +54,7 @@ class FlashServer(LanguageServer):
         self.engine_kind = engine_kind
         self.service: CompletionService | None = None
         self._reported: set[str] = set()
+        self._warm_timers: dict[str, asyncio.TimerHandle] = {}
 
     def ensure_service(self) -> CompletionService:
         """The completion service, created on first use with the current settings."""
@@ -119,15 +120,45 @@ class FlashServer(LanguageServer):
             self.status("error", str(error))
             self.tell(types.MessageType.Error, str(error))
 
-    async def suggest(self, uri: str, position: types.Position) -> Completion | None:
-        """The pipeline's answer for a cursor, or None when there is nothing to show."""
-        if not self.config.enable:
-            return None
+    def _request(self, uri: str, position: types.Position) -> CompletionRequest:
         document = self.workspace.get_text_document(uri)
-        request = CompletionRequest(
+        return CompletionRequest(
             uri=uri, language_id=document.language_id or language_of_path(document.path),
             text=document.source, line=position.line, character=position.character,
             position_encoding=str(self.workspace.position_encoding or "utf-16"))
+
+    def schedule_warm_up(self, uri: str, position: types.Position) -> None:
+        """After `warm_up_ms` without edits or requests, evaluate the prompt at `position`."""
+        self.cancel_warm_up(uri)
+        if self.config.warm_up_ms and self.config.enable:
+            self._warm_timers[uri] = asyncio.get_running_loop().call_later(
+                self.config.warm_up_ms / 1000, self._warm_up, uri, position)
+
+    def cancel_warm_up(self, uri: str) -> None:
+        """Drop a pending warm-up (a request or a newer edit came first)."""
+        timer = self._warm_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _warm_up(self, uri: str, position: types.Position) -> None:
+        self._warm_timers.pop(uri, None)
+        future = self.ensure_service().prefill(self._request(uri, position))
+        if future is None:
+            return
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(
+            self._warmed, uri, done))
+
+    def _warmed(self, uri: str, done: Any) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.status("warm", f"evaluated {done.result().value} prompt tokens", uri=uri)
+
+    async def suggest(self, uri: str, position: types.Position) -> Completion | None:
+        """The pipeline's answer for a cursor, or None when there is nothing to show."""
+        self.cancel_warm_up(uri)
+        if not self.config.enable:
+            return None
+        request = self._request(uri, position)
         try:
             completion = await self.ensure_service().complete(request)
         except Rejected as reason:
@@ -200,13 +231,31 @@ def did_open(ls: FlashServer, params: types.DidOpenTextDocumentParams) -> None:
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: FlashServer, params: types.DidChangeTextDocumentParams) -> None:
-    """Reparse incrementally after pygls has applied the edits."""
+    """Reparse incrementally after pygls has applied the edits; plan a warm-up at the edit."""
     _reparse(ls, params.text_document.uri)
+    last = params.content_changes[-1] if params.content_changes else None
+    if isinstance(last, types.TextDocumentContentChangePartial):
+        ls.schedule_warm_up(params.text_document.uri, _end_of_insert(last))
+
+
+def _end_of_insert(change: types.TextDocumentContentChangePartial) -> types.Position:
+    """Where the cursor most likely is after a change: just after the inserted text.
+
+    Columns are counted in UTF-16; with another negotiated encoding a non-ASCII line
+    warms a slightly wrong prompt, which costs time but no correctness."""
+    lines = change.text.split("\n")
+    start = change.range.start
+    if len(lines) == 1:
+        return types.Position(line=start.line, character=start.character + len(
+            change.text.encode("utf-16-le")) // 2)
+    return types.Position(line=start.line + len(lines) - 1,
+                          character=len(lines[-1].encode("utf-16-le")) // 2)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: FlashServer, params: types.DidCloseTextDocumentParams) -> None:
     """Forget the closed document's trees and cached suggestions."""
+    ls.cancel_warm_up(params.text_document.uri)
     ls.ensure_service().document_closed(params.text_document.uri)
 
 

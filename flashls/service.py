@@ -137,6 +137,28 @@ class CompletionService:
             "evaluated_tokens": timing.evaluated_tokens,
             "generated_tokens": timing.generated_tokens})
 
+    def prefill(self, request: CompletionRequest
+                ) -> concurrent.futures.Future[QueuedResult] | None:
+        """Evaluate the prompt for a cursor in the background, unless a request is running."""
+        if request.uri in self._in_flight:
+            return None
+        try:
+            context, _ = self.prepare(request)
+        except Rejected:
+            return None
+        token = CancelToken()
+        self._in_flight[request.uri] = token  # any real request for the document cancels it
+        future = self.worker.prefill(self._generation(context), token)
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(
+            self._release, request.uri, token))
+        return future
+
+    def _release(self, uri: str, token: CancelToken) -> None:
+        """Forget a finished background job, unless a newer one replaced it."""
+        if self._in_flight.get(uri) is token:
+            del self._in_flight[uri]
+
     def _will_continue(self, result: GenerationResult) -> bool:
         return (result.finish == "deadline" and self.settings.progressive
                 and self.settings.speculative_cache)
@@ -155,8 +177,7 @@ class CompletionService:
     def _continued(self, done: concurrent.futures.Future[QueuedResult],
                    request: CompletionRequest, context: CompletionContext, cursor: int,
                    token: CancelToken) -> None:
-        if self._in_flight.get(request.uri) is token:
-            del self._in_flight[request.uri]
+        self._release(request.uri, token)
         if done.cancelled() or done.exception() is not None:
             return
         result = done.result().value

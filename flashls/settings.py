@@ -72,6 +72,10 @@ class Settings:
     progressive: bool = _setting(
         True, "After a suggestion is cut by the time budget, keep generating it in the "
         "background so the next keystroke can show the longer one at once.")
+    warm_up_ms: int = _setting(
+        300, "Idle time after an edit before the prompt at the edit is evaluated in the "
+        "background, so the next request finds it ready; 0 turns warm-up off.", minimum=0,
+        maximum=60000)
     reuse_kv_prefix: bool = _setting(
         True, "Keep the model's cache of the last prompt and evaluate only what changed.")
     reuse_suffix: bool = _setting(

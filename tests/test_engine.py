@@ -96,3 +96,10 @@ def test_deadline_returns_what_was_generated(engine: LlamaEngine) -> None:
     result = engine.generate(GenerationRequest(PREFIX, SUFFIX, 64, never_stop), cancel)
     assert result.finish == "deadline"
     assert result.timings.generated_tokens == 1 and result.text
+
+
+def test_prefill_leaves_only_the_markers_to_evaluate(engine: LlamaEngine) -> None:
+    request = GenerationRequest(PREFIX + "  # warm", SUFFIX, 8, first_line)
+    assert engine.prefill(request, CancelToken()) > 0
+    result = engine.generate(request, CancelToken())
+    assert result.timings.evaluated_tokens <= 2  # the suffix and middle markers

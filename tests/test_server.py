@@ -136,6 +136,38 @@ async def test_newer_request_supersedes_older(slow_client: LanguageClient) -> No
     assert await older == []  # cut short, answered empty rather than stale
 
 
+def insert(client: LanguageClient, uri: str, line: int, character: int, text: str,
+           version: int) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=line, character=character),
+                              end=types.Position(line=line, character=character)),
+            text=text)]))
+
+
+async def test_idle_edit_warms_the_prompt_and_a_request_cancels_it(
+        client: LanguageClient) -> None:
+    statuses: list[tuple[object, object]] = []
+
+    @client.feature("flashls/status")
+    def record(ls: LanguageClient, params: object) -> None:
+        statuses.append((getattr(params, "state", None), getattr(params, "message", None)))
+
+    uri = open_document(client, "import os\n")
+    insert(client, uri, 1, 0, "print(", 2)
+    _ = await inline(client, uri, 1, 6)  # a request right away: no warm-up for that edit
+    insert(client, uri, 1, 6, "os.", 3)
+    for _ in range(30):
+        if any(state == "warm" for state, _ in statuses):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    warm = [message for state, message in statuses if state == "warm"]
+    # The fake engine counts one token per prefix character: "import os\nprint(os."
+    assert warm == ["evaluated 19 prompt tokens"]
+
+
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE, server_env=SLOW_ENV))
 async def hurried_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
     await lsp_client.initialize_session(initialize_params({"flashls": {"timeBudgetMs": 200}}))

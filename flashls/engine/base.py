@@ -83,6 +83,9 @@ class Engine(Protocol):
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Generate the middle for `request`, checking `cancel` between steps."""
 
+    def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
+        """Evaluate the prompt only (warm-up); returns how many tokens were evaluated."""
+
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Continue the last generation that its deadline cut short, if nothing ran since;
         the result's text is the whole suggestion so far."""

@@ -51,6 +51,11 @@ class FakeEngine:
         self._suspended = None
         return self._emit(request, fake_middle(request.prefix), 0, cancel)
 
+    def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
+        """Pretend to evaluate the prompt: one "token" per character of the prefix."""
+        self._suspended = None
+        return len(request.prefix)
+
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Go on after a deadline, like the real engine."""
         suspended, self._suspended = self._suspended, None

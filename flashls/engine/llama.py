@@ -253,6 +253,20 @@ class LlamaEngine:
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
         return GenerationResult(text, finish, timings)
 
+    def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
+        """Evaluate `request`'s prompt into the cache without generating; tokens evaluated."""
+        self.load()
+        self._suspended = None
+        head, tail, _ = self._prompt(request)
+        assert self._kv is not None
+        try:
+            return self._kv.prepare(head, tail, lambda: cancel.cancelled)
+        except Cancelled:
+            return 0
+        except RuntimeError as error:
+            self._forget_cache()
+            raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
+
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Go on with the last generation if its deadline cut it and nothing ran since."""
         decoding, self._suspended = self._suspended, None

@@ -64,6 +64,11 @@ class ModelWorker:
         """Queue a generation; the future holds a QueuedResult of a GenerationResult."""
         return self._submit(lambda: self.engine.generate(request, cancel), cancel, priority)
 
+    def prefill(self, request: GenerationRequest,
+                cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
+        """Queue, behind any user request, evaluating a prompt ahead of time (warm-up)."""
+        return self._submit(lambda: self.engine.prefill(request, cancel), cancel, BACKGROUND)
+
     def resume(self, cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
         """Queue, behind any user request, the continuation of a generation cut short."""
         return self._submit(lambda: self.engine.resume(cancel), cancel, BACKGROUND)
