@@ -217,7 +217,20 @@ async def did_change_configuration(ls: FlashServer,
         await pull_configuration(ls)
 
 
+def _forget_finished_notifications(ls: FlashServer) -> None:
+    """Drop the futures pygls 2.1 keeps for handled notifications.
+
+    pygls stores a Future in `_request_futures` for every notification whose handler is a
+    generator or coroutine (its built-in didOpen/didChange/didClose are), under a fresh
+    id, and only responses ever pop them: about 2.7 KB leaked per keystroke. Pending
+    requests' futures are not done, so only those leftovers go."""
+    futures = ls.protocol._request_futures
+    for key in [key for key, future in futures.items() if future.done()]:
+        del futures[key]
+
+
 def _reparse(ls: FlashServer, uri: str) -> None:
+    _forget_finished_notifications(ls)
     document = ls.workspace.get_text_document(uri)
     language = document.language_id or language_of_path(document.path)
     ls.ensure_service().document_changed(uri, language, document.source)

@@ -275,3 +275,19 @@ async def test_corrupt_model_is_reported_and_server_survives(tmp_path: Path) -> 
         await lsp.shutdown_session()  # type: ignore[attr-defined]
     finally:
         await lsp.stop()  # type: ignore[attr-defined]
+
+
+def test_finished_notification_futures_are_dropped() -> None:
+    """pygls keeps a Future per handled notification; the server drops the finished ones."""
+    import concurrent.futures
+    from types import SimpleNamespace
+
+    from flashls.server import _forget_finished_notifications
+
+    finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+    finished.set_result(None)
+    pending: concurrent.futures.Future[None] = concurrent.futures.Future()
+    futures = {"notification-1": finished, "request-7": pending}
+    server = SimpleNamespace(protocol=SimpleNamespace(_request_futures=futures))
+    _forget_finished_notifications(server)  # type: ignore[arg-type]
+    assert futures == {"request-7": pending}
