@@ -82,7 +82,8 @@ def test_changed_tail_or_no_reuse_evaluates_again() -> None:
     kv = layout(cache)
     kv.prepare(HEAD, TAIL, lambda: False)
     other_tail = [2, 20, 30, 3]
-    assert kv.prepare(HEAD, other_tail, lambda: False) == len(other_tail)
+    # The shared start of the tail is kept (its marker re-run); the rest is evaluated.
+    assert kv.prepare(HEAD, other_tail, lambda: False) == 1 + 2
     assert cache.sequence(0) == HEAD + other_tail
     naive = layout(SimulatedCache(), reuse_prefix=False)
     naive.prepare(HEAD, TAIL, lambda: False)
@@ -98,3 +99,18 @@ def test_cancel_between_chunks_leaves_a_consistent_cache() -> None:
     assert cache.sequence(0) == kv.head == list(range(100, 104))
     assert kv.prepare(list(range(100, 112)), TAIL, lambda: False) == 8 + len(TAIL)
     assert cache.sequence(0) == list(range(100, 112)) + TAIL
+
+
+def test_a_tail_cut_by_cancel_is_continued_after_the_next_edit() -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    long_tail = [2, *range(200, 210), 3]  # 12 tokens: three chunks of 4
+    calls = iter([False, False, False, False, True])  # top, 2 head chunks, tail start; stop
+    with pytest.raises(Cancelled):
+        kv.prepare(HEAD, long_tail, lambda: next(calls, True))
+    assert kv.tail == long_tail[:4]
+    typed = [*HEAD, 14]
+    # The edit (1), the refreshed marker (1), and only the 8 tail tokens not yet cached.
+    assert kv.prepare(typed, long_tail, lambda: False) == 1 + 1 + 8
+    assert cache.sequence(0) == typed + long_tail
+    assert cache.sequence(1) == typed

@@ -73,31 +73,45 @@ class KvLayout:
         keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
         keep = min(keep, len(head) - 1) if not tail else keep
         edited = len(head) - keep
-        if (self._reuse_suffix and len(tail) > 1 and self.tail[:-1] == tail[:-1]
-                and edited <= self._chunk):
-            return self._shift_tail(head, tail, keep)
+        # Old tail cells that still match the new tail (all but the middle marker, which is
+        # always re-run for its logits); a tail cut short by a cancel counts as far as it got.
+        reusable = min(common_prefix_length(self.tail, tail), len(tail) - 1)
+        if self._reuse_suffix and reusable > 0 and edited <= self._chunk:
+            return self._shift_tail(head, tail, keep, reusable, cancel)
         return self._evaluate(head, tail, keep, cancel)
 
-    def _shift_tail(self, head: list[int], tail: list[int], keep: int) -> int:
+    def _shift_tail(self, head: list[int], tail: list[int], keep: int, reusable: int,
+                    cancel: Callable[[], bool]) -> int:
         memory = self._memory
         old_head = len(self.head)
-        # Drop the middle marker and anything generated after it: they are re-run.
-        memory.remove(0, old_head + len(self.tail) - 1, -1)
+        # Drop the old tail past what is reused: the middle marker, anything generated.
+        memory.remove(0, old_head + reusable, -1)
         memory.remove(1, keep, -1)
         memory.remove(0, keep, old_head)
         delta = len(head) - old_head
         if delta:
             memory.shift(old_head, -1, delta)
-        refresh = min(self._refresh, len(tail) - 1)
+        refresh = min(self._refresh, reusable)
         fresh = head[keep:] + tail[:refresh]
         if fresh:
             memory.remove(0, len(head), len(head) + refresh)
             memory.decode(fresh, keep, 1)
             memory.copy(1, 0, keep, len(head) + refresh)
             memory.remove(1, len(head), -1)
-        memory.decode(tail[-1:], len(head) + len(tail) - 1, 0)
-        self.head, self.tail, self.generated = list(head), list(tail), 0
-        return len(fresh) + 1
+        self.head, self.tail, self.generated = list(head), tail[:reusable], 0
+        return len(fresh) + self._extend_tail(tail, cancel)
+
+    def _extend_tail(self, tail: list[int], cancel: Callable[[], bool]) -> int:
+        """Decode the rest of `tail` after the cached part, in chunks that check `cancel`."""
+        evaluated = 0
+        for start in range(len(self.tail), len(tail), self._chunk):
+            if evaluated and cancel():
+                raise Cancelled
+            piece = tail[start:start + self._chunk]
+            self._memory.decode(piece, len(self.head) + start, 0)
+            self.tail.extend(piece)
+            evaluated += len(piece)
+        return evaluated
 
     def _evaluate(self, head: list[int], tail: list[int], keep: int,
                   cancel: Callable[[], bool]) -> int:
@@ -114,14 +128,9 @@ class KvLayout:
             memory.copy(0, 1, start, start + len(piece))
             self.head.extend(piece)
             evaluated += len(piece)
-        for start in range(0, len(tail), self._chunk):
-            if cancel():
-                raise Cancelled
-            piece = tail[start:start + self._chunk]
-            memory.decode(piece, len(head) + start, 0)
-            self.tail.extend(piece)
-            evaluated += len(piece)
-        return evaluated
+        if cancel():
+            raise Cancelled
+        return evaluated + self._extend_tail(tail, cancel)
 
     def append_generated(self, token: int) -> None:
         """Decode one generated token after the prompt, in sequence 0."""
