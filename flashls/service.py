@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from flashls.cache import SuggestionCache
@@ -62,9 +61,6 @@ class CompletionService:
         self.trees = SyntaxTrees()
         self.cache = SuggestionCache(settings.cache_entries)
         self._in_flight: dict[str, CancelToken] = {}
-        self.last_latency_ms: float | None = None
-        # How often the cache answered, and how often with a background continuation.
-        self.stats: Counter[str] = Counter()
 
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
         """Reparse a document after an edit (incrementally; cheap)."""
@@ -105,8 +101,6 @@ class CompletionService:
         hit = self.cache.find(request.uri, request.text, cursor)
         if hit is None:
             return None
-        self.stats["cache_hits"] += 1
-        self.stats["continued_hits"] += hit.continued
         return Completion(hit.text, "cache", "continued" if hit.continued else "cache")
 
     def _generation(self, context: CompletionContext) -> GenerationRequest:
@@ -127,7 +121,6 @@ class CompletionService:
             self.cache.remember(request.uri, request.text, cursor, text)
         timing = result.timings
         total = (time.perf_counter() - started) * 1000
-        self.last_latency_ms = total
         return Completion(text, "model", result.finish, {
             "context_ms": context_ms, "queue_ms": queued.queue_ms,
             "tokenize_ms": timing.tokenize_ms, "prompt_ms": timing.prompt_ms,
@@ -168,7 +161,6 @@ class CompletionService:
         """Generate the rest of a suggestion cut by its deadline, into the cache."""
         token = CancelToken()
         self._in_flight[request.uri] = token  # the next model request supersedes it
-        self.stats["continuations_started"] += 1
         future = self.worker.resume(token)
         loop = asyncio.get_running_loop()
         future.add_done_callback(lambda done: loop.call_soon_threadsafe(
@@ -185,7 +177,6 @@ class CompletionService:
             return
         text = clean(result.text, context, cut_short=result.finish == "deadline")
         self.cache.remember(request.uri, request.text, cursor, text, continued=True)
-        self.stats["continuations_finished"] += 1
 
     def _start(self, request: CompletionRequest) -> tuple[
             Completion | None, CompletionContext, int, float, CancelToken | None]:
