@@ -44,6 +44,42 @@ class Completion:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Progress:
+    """The raw text a generation has produced so far (written by the model thread)."""
+
+    text: str = ""
+
+    def update(self, text: str) -> None:
+        self.text = text
+
+
+@dataclass
+class _Continuation:
+    """A suggestion cut by its deadline that the model worker goes on generating."""
+
+    request: CompletionRequest
+    context: CompletionContext
+    cursor: int
+    progress: _Progress
+    future: concurrent.futures.Future[QueuedResult]
+
+    def carries(self, request: CompletionRequest, cursor: int) -> bool:
+        """True when `request` only typed along what has been generated so far."""
+        before, start = self.request.text, self.cursor
+        if request.uri != self.request.uri or cursor < start or (
+                request.text[cursor:] != before[start:] or request.text[:start] != before[:start]):
+            return False
+        typed, generated = request.text[start:cursor], self.progress.text
+        return generated.startswith(typed) or typed.startswith(generated)
+
+
+def _own_cancellation() -> bool:
+    """Whether the running task itself is being cancelled (not just a future it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Rejected(Exception):
     """The request cannot be answered (past the end, binary, too large); a reason, no error."""
 
@@ -61,6 +97,7 @@ class CompletionService:
         self.trees = SyntaxTrees()
         self.cache = SuggestionCache(settings.cache_entries)
         self._in_flight: dict[str, CancelToken] = {}
+        self._continuations: dict[str, _Continuation] = {}
 
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
         """Reparse a document after an edit (incrementally; cheap)."""
@@ -73,6 +110,7 @@ class CompletionService:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)
         self.cache.forget(uri)
+        self._continuations.pop(uri, None)
         token = self._in_flight.pop(uri, None)
         if token is not None:
             token.cancel()
@@ -103,10 +141,12 @@ class CompletionService:
             return None
         return Completion(hit.text, "cache", "continued" if hit.continued else "cache")
 
-    def _generation(self, context: CompletionContext) -> GenerationRequest:
+    def _generation(self, context: CompletionContext,
+                    progress: _Progress | None = None) -> GenerationRequest:
         return GenerationRequest(prefix=context.prefix, suffix=context.suffix,
                                  max_tokens=self.settings.max_tokens,
-                                 stop=stop_rule(context, self.settings.max_lines))
+                                 stop=stop_rule(context, self.settings.max_lines),
+                                 on_token=None if progress is None else progress.update)
 
     def _finish(self, request: CompletionRequest, context: CompletionContext, cursor: int,
                 queued: QueuedResult, started: float, context_ms: float) -> Completion:
@@ -157,67 +197,121 @@ class CompletionService:
                 and self.settings.speculative_cache)
 
     def _continue(self, request: CompletionRequest, context: CompletionContext,
-                  cursor: int) -> None:
+                  cursor: int, progress: _Progress) -> None:
         """Generate the rest of a suggestion cut by its deadline, into the cache."""
         token = CancelToken()
-        self._in_flight[request.uri] = token  # the next model request supersedes it
-        future = self.worker.resume(token)
+        self._in_flight[request.uri] = token  # a model request that does not join cancels it
+        continuation = _Continuation(request, context, cursor, progress,
+                                     self.worker.resume(token))
+        self._continuations[request.uri] = continuation
         loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda done: loop.call_soon_threadsafe(
-            self._continued, done, request, context, cursor, token))
+        continuation.future.add_done_callback(lambda _: loop.call_soon_threadsafe(
+            self._continued, continuation, token))
 
-    def _continued(self, done: concurrent.futures.Future[QueuedResult],
-                   request: CompletionRequest, context: CompletionContext, cursor: int,
-                   token: CancelToken) -> None:
-        self._release(request.uri, token)
-        if done.cancelled() or done.exception() is not None:
-            return
-        result = done.result().value
-        if not isinstance(result, GenerationResult) or result.finish == "cancelled":
-            return
-        text = clean(result.text, context, cut_short=result.finish == "deadline")
-        self.cache.remember(request.uri, request.text, cursor, text, continued=True)
+    def _continued(self, continuation: _Continuation, token: CancelToken) -> None:
+        uri = continuation.request.uri
+        self._release(uri, token)
+        if self._continuations.get(uri) is continuation:
+            del self._continuations[uri]
+        self._remember_continuation(continuation)
 
-    def _start(self, request: CompletionRequest) -> tuple[
-            Completion | None, CompletionContext, int, float, CancelToken | None]:
-        started = time.perf_counter()
-        context, cursor = self.prepare(request)
+    def _remember_continuation(self, continuation: _Continuation) -> None:
+        """Cache the continued suggestion: finished, or as far as it got."""
+        done = continuation.future
+        if done.done() and (done.cancelled() or done.exception() is not None):
+            return
+        result = done.result().value if done.done() else None
+        if isinstance(result, GenerationResult) and result.finish == "cancelled":
+            return
+        cut_short = result is None or result.finish == "deadline"
+        text = clean(continuation.progress.text if result is None else result.text,
+                     continuation.context, cut_short=cut_short)
+        request = continuation.request
+        self.cache.remember(request.uri, request.text, continuation.cursor, text,
+                            continued=True)
+
+    def _joinable(self, request: CompletionRequest, cursor: int) -> _Continuation | None:
+        continuation = self._continuations.get(request.uri)
+        if continuation is None or continuation.future.done():
+            return None
+        return continuation if continuation.carries(request, cursor) else None
+
+    async def _join(self, continuation: _Continuation, request: CompletionRequest,
+                    cursor: int, started: float) -> Completion | None:
+        """Wait, within this request's budget, for the continuation it typed along.
+
+        Cancelling this request (the next keystroke) leaves the continuation running.
+        None: the finished continuation does not cover what was typed; ask the model."""
+        finish = "joined"
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(continuation.future)),
+                                   self.settings.time_budget_ms / 1000)
+        except TimeoutError:
+            finish = "deadline"
+        except asyncio.CancelledError:
+            if _own_cancellation():
+                raise
+            return None  # a newer request superseded the continuation before it ran
+        except Exception:  # the model failed: the request goes to the model path instead
+            return None
+        self._remember_continuation(continuation)
+        hit = self.cache.find(request.uri, request.text, cursor)
+        if hit is None and finish == "joined":
+            return None
+        return Completion("" if hit is None else hit.text, "cache", finish,
+                          {"total_ms": (time.perf_counter() - started) * 1000})
+
+    def _start(self, request: CompletionRequest, context: CompletionContext, cursor: int,
+               started: float) -> tuple[Completion | None, CancelToken | None]:
         cached = self._from_cache(request, cursor)
         if cached is not None:
             cached.timings["total_ms"] = (time.perf_counter() - started) * 1000
-            return cached, context, cursor, started, None
+            return cached, None
         previous = self._in_flight.pop(request.uri, None)
         if previous is not None:
             previous.cancel()  # a newer keystroke supersedes the older request
+        self._continuations.pop(request.uri, None)
         deadline = time.monotonic() + self.settings.time_budget_ms / 1000
         token = CancelToken(deadline)
         self._in_flight[request.uri] = token
-        return None, context, cursor, started, token
+        return None, token
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """Answer one request; raises Rejected or EngineError, or CancelledError if cancelled."""
-        cached, context, cursor, started, token = self._start(request)
+        started = time.perf_counter()
+        context, cursor = self.prepare(request)
+        continuation = self._joinable(request, cursor)
+        if continuation is not None:
+            joined = await self._join(continuation, request, cursor, started)
+            if joined is not None:
+                return joined
+        cached, token = self._start(request, context, cursor, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached
         context_ms = (time.perf_counter() - started) * 1000
-        future = self.worker.generate(self._generation(context), token, USER)
+        progress = _Progress()
+        future = self.worker.generate(self._generation(context, progress), token, USER)
         try:
             queued = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             token.cancel()
-            raise
+            if _own_cancellation():
+                raise
+            return Completion("", "model", "cancelled")  # superseded while it queued
         finally:
             if self._in_flight.get(request.uri) is token:
                 del self._in_flight[request.uri]
         completion = self._finish(request, context, cursor, queued, started, context_ms)
         if self._will_continue(finished_result(queued)):
-            self._continue(request, context, cursor)
+            self._continue(request, context, cursor, progress)
         return completion
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:
         """The same pipeline for callers without an event loop (the CLI)."""
-        cached, context, cursor, started, token = self._start(request)
+        started = time.perf_counter()
+        context, cursor = self.prepare(request)
+        cached, token = self._start(request, context, cursor, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached

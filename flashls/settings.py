@@ -71,7 +71,8 @@ class Settings:
         "so far is shown.", minimum=20, maximum=600000)
     progressive: bool = _setting(
         True, "After a suggestion is cut by the time budget, keep generating it in the "
-        "background so the next keystroke can show the longer one at once.")
+        "background; a keystroke that types along it is answered from it (at once when it "
+        "is ready, else within the keystroke's own budget) instead of asking the model again.")
     warm_up_ms: int = _setting(
         300, "Idle time after an edit before the prompt at the edit is evaluated in the "
         "background, so the next request finds it ready; 0 turns warm-up off.", minimum=0,

@@ -499,9 +499,11 @@ def test_continuations_are_counted_against_cut_answers() -> None:
     whole = dataclasses.replace(_model_record(100.0, 90.0), finish="stop")
     continued = dataclasses.replace(cut, source="cache", finish="continued",
                                     timings={"total_ms": 1.0})
-    summary = summarize([cut, cut, whole, continued])
-    assert (summary["cut_by_budget"], summary["continued_hits"]) == (2, 1)
-    assert summary["continued_per_cut"] == pytest.approx(0.5)
+    joined = dataclasses.replace(continued, finish="joined")
+    summary = summarize([cut, cut, whole, continued, joined])
+    assert (summary["cut_by_budget"], summary["continued_hits"]) == (2, 2)
+    assert summary["joined_hits"] == 1
+    assert summary["continued_per_cut"] == pytest.approx(1.0)
 
 
 async def test_rss_is_sampled_after_warm_up_and_at_the_end_of_every_repetition(

@@ -71,11 +71,12 @@ def server_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
     cache_hits = sum(r.source == "cache" for r in answered)
     model = [r for r in answered if r.source == "model" and r.timings is not None]
     cut = sum(r.finish == "deadline" for r in model)
-    continued = sum(r.finish == "continued" for r in answered)
+    continued = sum(r.finish in ("continued", "joined") for r in answered)
     return {
-        # Answers cut by the time budget, and cache answers that a background
-        # continuation of such an answer had finished in time for.
+        # Answers cut by the time budget, and later keystrokes answered by the background
+        # continuation of such an answer: ready in the cache, or waited for ("joined").
         "cut_by_budget": cut, "continued_hits": continued,
+        "joined_hits": sum(r.finish == "joined" for r in answered),
         "continued_per_cut": _rate(continued, cut),
         "with_status": sum(r.source is not None for r in answered),
         "cache_hits": cache_hits, "cache_hit_rate": _rate(cache_hits, len(answered)),
@@ -182,7 +183,8 @@ def _server_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     evaluated, warm = summary["evaluated_tokens"], summary["evaluated_tokens_warm"]
     rows = [("cache-hit rate", _percent(summary["cache_hit_rate"])),
             ("cut by budget", str(summary["cut_by_budget"])),
-            ("continued hits", str(summary["continued_hits"])),
+            ("continued hits (joined)",
+             f'{summary["continued_hits"]} ({summary.get("joined_hits", 0)})'),
             ("eval tokens p50", _tokens(evaluated["p50"])),
             ("eval tokens p90", _tokens(evaluated["p90"])),
             ("warm eval tokens p50", _tokens(warm["p50"])),

@@ -83,7 +83,10 @@ class ModelWorker:
             if self._stopped:
                 job.future.cancel()
                 continue
-            if job.cancel.cancelled or not job.future.set_running_or_notify_cancel():
+            if job.cancel.cancelled:
+                job.future.cancel()  # superseded before it ran: its waiter must not hang
+                continue
+            if not job.future.set_running_or_notify_cancel():
                 continue
             waited = (time.perf_counter() - job.submitted) * 1000
             try:

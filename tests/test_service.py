@@ -1,0 +1,83 @@
+"""The completion pipeline called directly: progressive answers and their continuation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from flashls.engine.base import CancelToken, GenerationResult
+from flashls.engine.fake import FakeEngine
+from flashls.service import CompletionRequest, CompletionService
+from flashls.settings import Settings
+
+URI = "file:///work/a.py"
+LINE = "total = comp"
+
+
+class GatedEngine(FakeEngine):
+    """The fake engine, whose background continuation waits until the test opens a gate."""
+
+    def __init__(self) -> None:
+        # 400 ms a token against a 600 ms budget: two tokens ("_do", "ne("), then the cut.
+        super().__init__(token_ms=400)
+        self.gate = threading.Event()
+
+    def resume(self, cancel: CancelToken) -> GenerationResult | None:
+        self.gate.wait(timeout=30)
+        self.token_ms = 1
+        return super().resume(cancel)
+
+
+def typed(extra: str) -> CompletionRequest:
+    text = LINE + extra + "\n"
+    return CompletionRequest(URI, "python", text, 0, len(LINE + extra))
+
+
+def service() -> tuple[CompletionService, GatedEngine]:
+    engine = GatedEngine()
+    return CompletionService(Settings(time_budget_ms=600), engine), engine
+
+
+async def test_keystrokes_along_a_cut_suggestion_wait_for_its_continuation() -> None:
+    pipeline, engine = service()
+    first = await pipeline.complete(typed(""))
+    assert (first.source, first.finish) == ("model", "deadline")
+    assert "_done(".startswith(first.text) and first.text
+
+    # The continuation is held back: the next keystroke waits out its own budget, then
+    # shows what had been generated when the first answer was cut.
+    held = await pipeline.complete(typed("_"))
+    assert (held.source, held.finish) == ("cache", "deadline")
+    assert "done(".startswith(held.text) and held.text
+
+    waiting = asyncio.create_task(pipeline.complete(typed("_d")))
+    await asyncio.sleep(0.1)
+    engine.gate.set()
+    joined = await waiting
+    assert (joined.source, joined.finish, joined.text) == ("cache", "joined", "one(1)")
+    assert engine.calls == 1  # the model was asked once; the rest was its continuation
+
+
+async def test_cancelling_a_waiting_keystroke_leaves_the_continuation_running() -> None:
+    pipeline, engine = service()
+    await pipeline.complete(typed(""))
+    waiting = asyncio.create_task(pipeline.complete(typed("_")))
+    await asyncio.sleep(0.1)
+    waiting.cancel()  # the editor's $/cancelRequest when the user types on
+    engine.gate.set()
+    for _ in range(100):
+        later = await pipeline.complete(typed("_do"))
+        if later.finish == "continued":
+            break
+        await asyncio.sleep(0.05)
+    assert (later.source, later.finish, later.text) == ("cache", "continued", "ne(1)")
+    assert engine.calls == 1
+
+
+async def test_typing_away_from_a_cut_suggestion_asks_the_model_again() -> None:
+    pipeline, engine = service()
+    await pipeline.complete(typed(""))
+    engine.gate.set()
+    other = await pipeline.complete(typed("x"))
+    assert other.source == "model"
+    assert engine.calls == 2
