@@ -18,6 +18,7 @@ from flashls.bench.infill import (
     normalise,
     passes_tests,
     score,
+    suffix_anchor,
     suffix_line_stop,
     summarize,
     trim_repeated_suffix,
@@ -54,6 +55,16 @@ def test_stop_rule_cuts_before_a_complete_line_repeating_the_suffix() -> None:
     assert suffix_line_stop("  \n\n")("anything\n") is None
     assert trim_repeated_suffix("    x = 1\n  return total", "return total\n") == "    x = 1\n"
     assert trim_repeated_suffix("    x = 1\n", "return total\n") == "    x = 1\n"
+
+
+def test_a_middle_ending_mid_line_stops_where_the_suffix_is_written_out() -> None:
+    suffix = "[i] % 2 == 0:\n            count += 1\n    return count\n"
+    # "[i]%2==0:" alone is too short to be sure of: the next line joins it.
+    assert suffix_anchor(suffix) == "[i] % 2 == 0:\n            count += 1"
+    stop = suffix_line_stop(suffix)
+    assert stop("numbers[i] % 2 == 0:\n            count += 1\n") == len("numbers")
+    assert stop("numbers[i] % 3 == 0:\n") is None
+    assert suffix_anchor(")\n") == ""  # too little to recognise
 
 
 def test_typing_steps_start_where_the_typist_arrived_and_end_at_the_full_prefix() -> None:
@@ -117,3 +128,9 @@ def test_benchmark_on_the_real_model(model_path: Path, tmp_path: Path,
     assert (summary["shift"]["mean_evaluated_tokens_per_typed_char"]
             < summary["prefix"]["mean_evaluated_tokens_per_typed_char"])
     assert summary["full"]["agreement_with_full"] == 1.0
+
+
+def test_unknown_variants_are_refused_before_any_model_loads(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "infill", "--variants", "shift,sideways"]) == 1
+    assert "unknown variant(s) sideways" in capsys.readouterr().err

@@ -39,6 +39,7 @@ DATA_FILES = {
 DEFAULT_DATA_DIR = os.environ.get("FLASHLS_INFILL_DATA",
                                   "/work/shared/data/humaneval-infilling")
 TEST_TIMEOUT_S = 10.0
+ANCHOR_CHARS = 12
 
 
 class InfillError(RuntimeError):
@@ -76,6 +77,7 @@ class InfillConfig:
     n_threads: int = 2
     run_tests: bool = True
     out_dir: str = "bench/results"
+    variants: tuple[str, ...] = tuple(variant.name for variant in VARIANTS)
 
 
 @dataclass
@@ -121,19 +123,33 @@ def suffix_line(suffix: str) -> str:
     return next((line.strip() for line in suffix.split("\n") if line.strip()), "")
 
 
+def suffix_anchor(suffix: str, min_chars: int = ANCHOR_CHARS) -> str:
+    """The suffix's opening, in whole lines, with at least `min_chars` non-space characters:
+    a middle that ends mid-line (random spans) is over where the model writes this."""
+    taken: list[str] = []
+    for line in suffix.split("\n"):
+        taken.append(line)
+        if sum(not char.isspace() for char in "\n".join(taken)) >= min_chars:
+            return "\n".join(taken)
+    return ""
+
+
 def suffix_line_stop(suffix: str) -> StopRule:
-    """Cut before the first complete generated line that repeats the suffix's first line."""
+    """Cut before the first complete generated line that repeats the suffix's first line,
+    or before the generated text reaches the suffix's opening verbatim."""
     target = suffix_line(suffix)
+    anchor = suffix_anchor(suffix)
 
     def stop(text: str) -> int | None:
-        if not target:
-            return None
+        cuts = [text.find(anchor)] if anchor else []
         start = 0
-        while (end := text.find("\n", start)) >= 0:
+        while target and (end := text.find("\n", start)) >= 0:
             if text[start:end].strip() == target:
-                return start
+                cuts.append(start)
+                break
             start = end + 1
-        return None
+        found = [cut for cut in cuts if cut >= 0]
+        return min(found) if found else None
 
     return stop
 
@@ -196,12 +212,18 @@ def typing_steps(prefix: str, typed_chars: int) -> list[str]:
 # Engines
 
 
+def chosen_variants(config: InfillConfig) -> list[Variant]:
+    """The variants to run, in their fixed order, `full` (the reference) always among them."""
+    return [variant for variant in VARIANTS
+            if variant.name in config.variants or variant.name == REFERENCE]
+
+
 def load_engines(config: InfillConfig) -> dict[str, Any]:
     """One loaded LlamaEngine per variant; raises EngineError with a message for the user."""
     from flashls.engine.llama import LlamaEngine
 
     engines: dict[str, Any] = {}
-    for variant in VARIANTS:
+    for variant in chosen_variants(config):
         engine = LlamaEngine(Settings(
             model=config.model, n_threads=config.n_threads,
             reuse_kv_prefix=variant.reuse_kv_prefix, reuse_suffix=variant.reuse_suffix))
@@ -252,7 +274,7 @@ def run_row(engines: dict[str, Any], row: dict[str, Any],
             config: InfillConfig) -> dict[str, Attempt]:
     """Every variant's scored attempt at one row."""
     attempts = {variant.name: run_attempt(engines[variant.name], variant, row, config)
-                for variant in VARIANTS}
+                for variant in chosen_variants(config)}
     verdicts: dict[str, bool] = {}
     for attempt in attempts.values():
         score(attempt, row, attempts[REFERENCE])
@@ -315,7 +337,7 @@ def build_payload(config: InfillConfig, model: str, attempts: dict[str, list[Att
         "benchmark": "infill", "flashls_version": __version__,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "complete": complete, "config": asdict(config), "model": model,
-        "variants": {variant.name: asdict(variant) for variant in VARIANTS},
+        "variants": {variant.name: asdict(variant) for variant in chosen_variants(config)},
         "python": sys.version.split()[0], "platform": platform.platform(),
         "summary": {name: summarize(done) for name, done in attempts.items()},
         "rows": records,
@@ -328,7 +350,8 @@ def run_benchmark(config: InfillConfig,
     rows = load_rows(config)
     engines = load_engines(config)
     model = str(engines[REFERENCE].model_path)
-    attempts: dict[str, list[Attempt]] = {variant.name: [] for variant in VARIANTS}
+    attempts: dict[str, list[Attempt]] = {variant.name: []
+                                          for variant in chosen_variants(config)}
     records: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
         started = time.perf_counter()
@@ -418,6 +441,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: on)")
     parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
                         help="where infill-<timestamp>.json goes (default: %(default)s)")
+    parser.add_argument("--variants", default=",".join(defaults.variants), metavar="LIST",
+                        help="comma-separated variants to run besides full "
+                             "(default: %(default)s)")
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> InfillConfig:
@@ -426,11 +452,17 @@ def config_from_arguments(arguments: argparse.Namespace) -> InfillConfig:
         raise InfillError("--limit, --typed-chars and --max-tokens must be at least 1")
     if arguments.n_threads < 0:
         raise InfillError("--n-threads must not be negative")
+    variants = tuple(name.strip() for name in arguments.variants.split(",") if name.strip())
+    unknown = set(variants) - {variant.name for variant in VARIANTS}
+    if unknown:
+        raise InfillError(f"unknown variant(s) {', '.join(sorted(unknown))}: choose from "
+                          f"{', '.join(variant.name for variant in VARIANTS)}")
     return InfillConfig(
         data=arguments.data, data_dir=arguments.data_dir, limit=arguments.limit,
         seed=arguments.seed, typed_chars=arguments.typed_chars,
         max_tokens=arguments.max_tokens, model=arguments.model,
-        n_threads=arguments.n_threads, run_tests=arguments.run_tests, out_dir=arguments.out)
+        n_threads=arguments.n_threads, run_tests=arguments.run_tests, out_dir=arguments.out,
+        variants=variants)
 
 
 def handler(arguments: argparse.Namespace) -> int:
