@@ -55,14 +55,20 @@ class _Progress:
 
 
 @dataclass
-class _Continuation:
-    """A suggestion cut by its deadline that the model worker goes on generating."""
+class _Running:
+    """A generation on the model worker, for a request or continuing one cut by its deadline.
+
+    A later keystroke that only typed along what it has generated so far waits for it
+    (`CompletionService._join`) instead of cancelling it and asking the model again."""
 
     request: CompletionRequest
     context: CompletionContext
     cursor: int
     progress: _Progress
-    future: concurrent.futures.Future[QueuedResult]
+    token: CancelToken
+    continuation: bool
+    future: concurrent.futures.Future[QueuedResult] = field(
+        default_factory=concurrent.futures.Future)
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
         """True when `request` only typed along what has been generated so far."""
@@ -72,6 +78,14 @@ class _Continuation:
             return False
         typed, generated = request.text[start:cursor], self.progress.text
         return generated.startswith(typed) or typed.startswith(generated)
+
+
+def _result(future: concurrent.futures.Future[QueuedResult]) -> GenerationResult | None:
+    """A finished generation's result; None if it failed, was dropped or had nothing to do."""
+    if future.cancelled() or future.exception() is not None:
+        return None
+    value = future.result().value
+    return value if isinstance(value, GenerationResult) else None
 
 
 def _own_cancellation() -> bool:
@@ -97,7 +111,7 @@ class CompletionService:
         self.trees = SyntaxTrees()
         self.cache = SuggestionCache(settings.cache_entries)
         self._in_flight: dict[str, CancelToken] = {}
-        self._continuations: dict[str, _Continuation] = {}
+        self._running: dict[str, _Running] = {}
 
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
         """Reparse a document after an edit (incrementally; cheap)."""
@@ -110,7 +124,7 @@ class CompletionService:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)
         self.cache.forget(uri)
-        self._continuations.pop(uri, None)
+        self._running.pop(uri, None)
         token = self._in_flight.pop(uri, None)
         if token is not None:
             token.cancel()
@@ -148,17 +162,12 @@ class CompletionService:
                                  stop=stop_rule(context, self.settings.max_lines),
                                  on_token=None if progress is None else progress.update)
 
-    def _finish(self, request: CompletionRequest, context: CompletionContext, cursor: int,
-                queued: QueuedResult, started: float, context_ms: float) -> Completion:
+    def _finish(self, context: CompletionContext, queued: QueuedResult, started: float,
+                context_ms: float) -> Completion:
         result: GenerationResult = finished_result(queued)
         post_started = time.perf_counter()
         text = "" if result.finish == "cancelled" else clean(
             result.text, context, cut_short=result.finish == "deadline")
-        # A suggestion cut by its deadline is cached only when it will be continued: it is
-        # then the head of the model's whole answer, and the continuation replaces it.
-        complete = result.finish in ("stop", "eos", "length")
-        if self.settings.speculative_cache and (complete or self._will_continue(result)):
-            self.cache.remember(request.uri, request.text, cursor, text)
         timing = result.timings
         total = (time.perf_counter() - started) * 1000
         return Completion(text, "model", result.finish, {
@@ -192,73 +201,83 @@ class CompletionService:
         if self._in_flight.get(uri) is token:
             del self._in_flight[uri]
 
-    def _will_continue(self, result: GenerationResult) -> bool:
-        return (result.finish == "deadline" and self.settings.progressive
-                and self.settings.speculative_cache)
-
-    def _continue(self, request: CompletionRequest, context: CompletionContext,
-                  cursor: int, progress: _Progress) -> None:
-        """Generate the rest of a suggestion cut by its deadline, into the cache."""
-        token = CancelToken()
-        self._in_flight[request.uri] = token  # a model request that does not join cancels it
-        continuation = _Continuation(request, context, cursor, progress,
-                                     self.worker.resume(token))
-        self._continuations[request.uri] = continuation
+    def _launch(self, request: CompletionRequest, context: CompletionContext, cursor: int,
+                token: CancelToken, progress: _Progress, *, continuation: bool) -> _Running:
+        """Queue a generation (or the continuation of a cut one) and track it."""
+        running = _Running(request, context, cursor, progress, token, continuation)
+        if continuation:
+            running.future = self.worker.resume(token)
+        else:
+            running.future = self.worker.generate(
+                self._generation(context, progress), token, USER)
+        self._in_flight[request.uri] = token  # a request that does not join it cancels it
+        self._running[request.uri] = running
         loop = asyncio.get_running_loop()
-        continuation.future.add_done_callback(lambda _: loop.call_soon_threadsafe(
-            self._continued, continuation, token))
+        running.future.add_done_callback(lambda _: loop.call_soon_threadsafe(
+            self._ran, running))
+        return running
 
-    def _continued(self, continuation: _Continuation, token: CancelToken) -> None:
-        uri = continuation.request.uri
-        self._release(uri, token)
-        if self._continuations.get(uri) is continuation:
-            del self._continuations[uri]
-        self._remember_continuation(continuation)
-
-    def _remember_continuation(self, continuation: _Continuation) -> None:
-        """Cache the continued suggestion: finished, or as far as it got."""
-        done = continuation.future
-        if done.done() and (done.cancelled() or done.exception() is not None):
+    def _ran(self, running: _Running) -> None:
+        """Cache what a generation produced, whoever still waits for it; when its deadline
+        cut it, go on generating it in the background (progressive answers)."""
+        uri = running.request.uri
+        self._release(uri, running.token)
+        if self._running.get(uri) is running:
+            del self._running[uri]
+        result = _result(running.future)
+        if result is None or result.finish == "cancelled" or not self.settings.speculative_cache:
             return
-        result = done.result().value if done.done() else None
-        if isinstance(result, GenerationResult) and result.finish == "cancelled":
-            return
-        cut_short = result is None or result.finish == "deadline"
-        text = clean(continuation.progress.text if result is None else result.text,
-                     continuation.context, cut_short=cut_short)
-        request = continuation.request
-        self.cache.remember(request.uri, request.text, continuation.cursor, text,
-                            continued=True)
+        cut = result.finish == "deadline"
+        if cut and not self.settings.progressive:
+            return  # a cut suggestion is cached only as the head of its continuation
+        self._remember(running, result.text, cut_short=cut)
+        if cut and uri not in self._in_flight:
+            self._launch(running.request, running.context, running.cursor, CancelToken(),
+                         running.progress, continuation=True)
 
-    def _joinable(self, request: CompletionRequest, cursor: int) -> _Continuation | None:
-        continuation = self._continuations.get(request.uri)
-        if continuation is None or continuation.future.done():
+    def _remember(self, running: _Running, text: str, *, cut_short: bool) -> None:
+        request = running.request
+        self.cache.remember(request.uri, request.text, running.cursor,
+                            clean(text, running.context, cut_short=cut_short),
+                            continued=running.continuation)
+
+    def _joinable(self, request: CompletionRequest, cursor: int) -> _Running | None:
+        running = self._running.get(request.uri)
+        if running is None or running.future.done():
             return None
-        return continuation if continuation.carries(request, cursor) else None
+        return running if running.carries(request, cursor) else None
 
-    async def _join(self, continuation: _Continuation, request: CompletionRequest,
-                    cursor: int, started: float) -> Completion | None:
-        """Wait, within this request's budget, for the continuation it typed along.
+    async def _join(self, request: CompletionRequest, cursor: int,
+                    started: float) -> Completion | None:
+        """Wait, within this request's budget, for the generation it typed along (and for
+        the continuation of that generation, if its deadline cuts it).
 
-        Cancelling this request (the next keystroke) leaves the continuation running.
-        None: the finished continuation does not cover what was typed; ask the model."""
-        finish = "joined"
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(continuation.future)),
-                                   self.settings.time_budget_ms / 1000)
-        except TimeoutError:
-            finish = "deadline"
-        except asyncio.CancelledError:
-            if _own_cancellation():
-                raise
-            return None  # a newer request superseded the continuation before it ran
-        except Exception:  # the model failed: the request goes to the model path instead
+        None: nothing to join, or what was joined does not cover what was typed.
+        Cancelling this request (the next keystroke) leaves the generation running."""
+        deadline = time.monotonic() + self.settings.time_budget_ms / 1000
+        joined: _Running | None = None
+        while (running := self._joinable(request, cursor)) is not None:
+            joined = running
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running.future)),
+                                       max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                # The budget is spent: show as much as has been generated.
+                self._remember(running, running.progress.text, cut_short=True)
+                break
+            except asyncio.CancelledError:
+                if _own_cancellation():
+                    raise
+            except Exception:  # the model failed: this request asks it again
+                return None
+            await asyncio.sleep(0)  # let `_ran` cache the result (it may start a continuation)
+        if joined is None:
             return None
-        self._remember_continuation(continuation)
         hit = self.cache.find(request.uri, request.text, cursor)
-        if hit is None and finish == "joined":
+        if hit is None and time.monotonic() < deadline:
             return None
-        return Completion("" if hit is None else hit.text, "cache", finish,
+        return Completion("" if hit is None else hit.text, "cache",
+                          "joined" if time.monotonic() < deadline else "deadline",
                           {"total_ms": (time.perf_counter() - started) * 1000})
 
     def _start(self, request: CompletionRequest, context: CompletionContext, cursor: int,
@@ -270,45 +289,34 @@ class CompletionService:
         previous = self._in_flight.pop(request.uri, None)
         if previous is not None:
             previous.cancel()  # a newer keystroke supersedes the older request
-        self._continuations.pop(request.uri, None)
+        self._running.pop(request.uri, None)
         deadline = time.monotonic() + self.settings.time_budget_ms / 1000
-        token = CancelToken(deadline)
-        self._in_flight[request.uri] = token
-        return None, token
+        return None, CancelToken(deadline)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """Answer one request; raises Rejected or EngineError, or CancelledError if cancelled."""
         started = time.perf_counter()
         context, cursor = self.prepare(request)
-        continuation = self._joinable(request, cursor)
-        if continuation is not None:
-            joined = await self._join(continuation, request, cursor, started)
-            if joined is not None:
-                return joined
+        joined = await self._join(request, cursor, started)
+        if joined is not None:
+            return joined
         cached, token = self._start(request, context, cursor, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached
         context_ms = (time.perf_counter() - started) * 1000
-        progress = _Progress()
-        future = self.worker.generate(self._generation(context, progress), token, USER)
+        running = self._launch(request, context, cursor, token, _Progress(),
+                               continuation=False)
         try:
-            queued = await asyncio.wrap_future(future)
+            queued = await asyncio.shield(asyncio.wrap_future(running.future))
         except asyncio.CancelledError:
-            token.cancel()
             if _own_cancellation():
-                raise
+                raise  # the generation goes on for the keystrokes that type along it
             return Completion("", "model", "cancelled")  # superseded while it queued
-        finally:
-            if self._in_flight.get(request.uri) is token:
-                del self._in_flight[request.uri]
-        completion = self._finish(request, context, cursor, queued, started, context_ms)
-        if self._will_continue(finished_result(queued)):
-            self._continue(request, context, cursor, progress)
-        return completion
+        return self._finish(context, queued, started, context_ms)
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:
-        """The same pipeline for callers without an event loop (the CLI)."""
+        """The same pipeline for callers without an event loop (the CLI); nothing is cached."""
         started = time.perf_counter()
         context, cursor = self.prepare(request)
         cached, token = self._start(request, context, cursor, started)
@@ -317,5 +325,4 @@ class CompletionService:
             return cached
         context_ms = (time.perf_counter() - started) * 1000
         queued = self.worker.generate(self._generation(context), token, USER).result()
-        self._in_flight.pop(request.uri, None)
-        return self._finish(request, context, cursor, queued, started, context_ms)
+        return self._finish(context, queued, started, context_ms)

@@ -1,4 +1,4 @@
-"""The completion pipeline called directly: progressive answers and their continuation."""
+"""The completion pipeline called directly: joining running generations, progressive answers."""
 
 from __future__ import annotations
 
@@ -81,3 +81,18 @@ async def test_typing_away_from_a_cut_suggestion_asks_the_model_again() -> None:
     other = await pipeline.complete(typed("x"))
     assert other.source == "model"
     assert engine.calls == 2
+
+
+async def test_a_cancelled_request_keeps_generating_for_the_keystroke_after_it() -> None:
+    # An editor cancels the request of every keystroke when the next one comes; the next
+    # request, typed along the first one's text, waits for that generation to finish.
+    engine = FakeEngine(token_ms=100)
+    pipeline = CompletionService(Settings(time_budget_ms=5000), engine)
+    first = asyncio.create_task(pipeline.complete(typed("")))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    second = await pipeline.complete(typed("_"))
+    assert (second.source, second.finish, second.text) == ("cache", "joined", "done(1)")
+    assert engine.calls == 1
+    third = await pipeline.complete(typed("_d"))
+    assert (third.source, third.finish, third.text) == ("cache", "cache", "one(1)")
