@@ -125,7 +125,12 @@ class FlashServer(LanguageServer):
         return CompletionRequest(
             uri=uri, language_id=document.language_id or language_of_path(document.path),
             text=document.source, line=position.line, character=position.character,
-            position_encoding=str(self.workspace.position_encoding or "utf-16"))
+            position_encoding=self.position_encoding())
+
+    def position_encoding(self) -> str:
+        """The negotiated position encoding's name ("utf-16" unless the client chose)."""
+        negotiated = self.workspace.position_encoding
+        return str(getattr(negotiated, "value", negotiated) or "utf-16")
 
     def schedule_warm_up(self, uri: str, position: types.Position) -> None:
         """After `warm_up_ms` without edits or requests, evaluate the prompt at `position`."""
@@ -248,21 +253,29 @@ def did_change(ls: FlashServer, params: types.DidChangeTextDocumentParams) -> No
     _reparse(ls, params.text_document.uri)
     last = params.content_changes[-1] if params.content_changes else None
     if isinstance(last, types.TextDocumentContentChangePartial):
-        ls.schedule_warm_up(params.text_document.uri, _end_of_insert(last))
+        ls.schedule_warm_up(params.text_document.uri,
+                            _end_of_insert(last, ls.position_encoding()))
 
 
-def _end_of_insert(change: types.TextDocumentContentChangePartial) -> types.Position:
-    """Where the cursor most likely is after a change: just after the inserted text.
-
-    Columns are counted in UTF-16; with another negotiated encoding a non-ASCII line
-    warms a slightly wrong prompt, which costs time but no correctness."""
+def _end_of_insert(change: types.TextDocumentContentChangePartial,
+                   encoding: str = "utf-16") -> types.Position:
+    """Where the cursor most likely is after a change: just after the inserted text,
+    in the columns of the negotiated position encoding."""
     lines = change.text.split("\n")
     start = change.range.start
     if len(lines) == 1:
-        return types.Position(line=start.line, character=start.character + len(
-            change.text.encode("utf-16-le")) // 2)
+        return types.Position(line=start.line,
+                              character=start.character + _columns(change.text, encoding))
     return types.Position(line=start.line + len(lines) - 1,
-                          character=len(lines[-1].encode("utf-16-le")) // 2)
+                          character=_columns(lines[-1], encoding))
+
+
+def _columns(text: str, encoding: str) -> int:
+    if encoding == "utf-8":
+        return len(text.encode("utf-8", errors="surrogatepass"))
+    if encoding == "utf-32":
+        return len(text)
+    return len(text.encode("utf-16-le", errors="surrogatepass")) // 2
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

@@ -291,3 +291,16 @@ def test_finished_notification_futures_are_dropped() -> None:
     server = SimpleNamespace(protocol=SimpleNamespace(_request_futures=futures))
     _forget_finished_notifications(server)  # type: ignore[arg-type]
     assert futures == {"request-7": pending}
+
+
+def test_warm_up_lands_after_the_insert_in_the_negotiated_encoding() -> None:
+    from flashls.server import _end_of_insert
+
+    insert = types.TextDocumentContentChangePartial(
+        range=types.Range(start=types.Position(line=2, character=4),
+                          end=types.Position(line=2, character=4)), text="é😀")
+    columns = {encoding: _end_of_insert(insert, encoding).character
+               for encoding in ("utf-8", "utf-16", "utf-32")}
+    assert columns == {"utf-8": 4 + 6, "utf-16": 4 + 3, "utf-32": 4 + 2}
+    split = types.TextDocumentContentChangePartial(range=insert.range, text="x\n  é")
+    assert _end_of_insert(split, "utf-8") == types.Position(line=3, character=4)
