@@ -50,7 +50,8 @@ class Settings:
         0, "Layers to offload to a GPU (Metal, CUDA builds); -1 offloads all.", minimum=-1,
         maximum=1000)
     n_ctx: int = _setting(
-        4096, "Model context size in tokens.", minimum=512, maximum=131072)
+        2048, "Model context size in tokens; the prompt budgets plus `max_tokens` must fit "
+        "(a longer prompt loses its far ends).", minimum=512, maximum=131072)
     preload_model: bool = _setting(
         True, "Load the model when the server starts instead of on the first request.")
     prefix_budget_tokens: int = _setting(
