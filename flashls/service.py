@@ -69,6 +69,7 @@ class _Running:
     continuation: bool
     future: concurrent.futures.Future[QueuedResult] = field(
         default_factory=concurrent.futures.Future)
+    waiting: int = 0  # requests awaiting it now; with none it only serves the cache
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
         """True when `request` only typed along what has been generated so far."""
@@ -258,6 +259,7 @@ class CompletionService:
         joined: _Running | None = None
         while (running := self._joinable(request, cursor)) is not None:
             joined = running
+            running.waiting += 1
             try:
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running.future)),
                                        max(0.0, deadline - time.monotonic()))
@@ -270,6 +272,8 @@ class CompletionService:
                     raise
             except Exception:  # the model failed: this request asks it again
                 return None
+            finally:
+                running.waiting -= 1
             await asyncio.sleep(0)  # let `_ran` cache the result (it may start a continuation)
         if joined is None:
             return None
@@ -279,6 +283,16 @@ class CompletionService:
         return Completion("" if hit is None else hit.text, "cache",
                           "joined" if time.monotonic() < deadline else "deadline",
                           {"total_ms": (time.perf_counter() - started) * 1000})
+
+    def _yield_background(self, uri: str) -> None:
+        """Stop other documents' work that nobody waits for (warm-ups, continuations,
+        generations whose requests were cancelled): the model is one, and this is a user."""
+        for other, token in list(self._in_flight.items()):
+            running = self._running.get(other)
+            if other != uri and (running is None or running.waiting == 0):
+                token.cancel()
+                del self._in_flight[other]
+                self._running.pop(other, None)
 
     def _start(self, request: CompletionRequest, context: CompletionContext, cursor: int,
                started: float) -> tuple[Completion | None, CancelToken | None]:
@@ -290,6 +304,7 @@ class CompletionService:
         if previous is not None:
             previous.cancel()  # a newer keystroke supersedes the older request
         self._running.pop(request.uri, None)
+        self._yield_background(request.uri)
         deadline = time.monotonic() + self.settings.time_budget_ms / 1000
         return None, CancelToken(deadline)
 
@@ -307,12 +322,15 @@ class CompletionService:
         context_ms = (time.perf_counter() - started) * 1000
         running = self._launch(request, context, cursor, token, _Progress(),
                                continuation=False)
+        running.waiting += 1
         try:
             queued = await asyncio.shield(asyncio.wrap_future(running.future))
         except asyncio.CancelledError:
             if _own_cancellation():
                 raise  # the generation goes on for the keystrokes that type along it
             return Completion("", "model", "cancelled")  # superseded while it queued
+        finally:
+            running.waiting -= 1
         return self._finish(context, queued, started, context_ms)
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:

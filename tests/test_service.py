@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from flashls.engine.base import CancelToken, GenerationResult
 from flashls.engine.fake import FakeEngine
@@ -96,3 +97,19 @@ async def test_a_cancelled_request_keeps_generating_for_the_keystroke_after_it()
     assert engine.calls == 1
     third = await pipeline.complete(typed("_d"))
     assert (third.source, third.finish, third.text) == ("cache", "cache", "one(1)")
+
+
+async def test_work_nobody_waits_for_yields_to_a_request_in_another_document() -> None:
+    engine = FakeEngine(token_ms=300)
+    pipeline = CompletionService(Settings(time_budget_ms=10000), engine)
+    # "fake_completion(1)": six tokens, 1.8 s, if nothing stops it.
+    orphan = asyncio.create_task(pipeline.complete(
+        CompletionRequest("file:///work/b.py", "python", "x = (\n", 0, 5)))
+    await asyncio.sleep(0.1)
+    orphan.cancel()  # the editor gave up on it; the user moved to another file
+    await asyncio.sleep(0)  # the server handles the cancel before the next request
+    started = time.monotonic()
+    answer = await pipeline.complete(typed(""))
+    assert answer.text == "_done(1)"
+    # At most one more token of the orphan (0.3 s), then this request's three (0.9 s).
+    assert time.monotonic() - started < 1.6
