@@ -296,6 +296,22 @@ async def test_hits_count_exact_rest_and_partials_separately(
     assert payload["comparison"] is None
 
 
+async def test_priming_asks_once_at_the_cursor_before_typing_and_is_not_timed(
+        fake_server: Path, source_file: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    command = _server_command(fake_server, "--log", str(log))
+    payload = await run_benchmark(_config(source_file, command, prime=True,
+                                          keystrokes_per_site=4))
+    assert len(payload["records"]) == 4
+    site = [m for m in _log(log) if m.get("method") in (
+        "textDocument/didChange", "textDocument/inlineCompletion")
+        and source_file.name in json.dumps(m)]
+    first_change = next(i for i, m in enumerate(site) if m["method"] == "textDocument/didChange")
+    assert first_change == 1  # one request, then the typing
+    inserted = site[1]["params"]["contentChanges"][0]["range"]["start"]
+    assert site[0]["params"]["position"] == inserted
+
+
 async def test_naive_baseline_runs_with_its_flags_and_is_compared(
         fake_server: Path, source_file: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"

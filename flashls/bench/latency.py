@@ -56,6 +56,7 @@ class BenchConfig:
     repeat: int = 1
     mode: str = "sync"
     interval_ms: float = 80.0
+    prime: bool = False
     baseline: str = NAIVE
     server_command: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
@@ -147,9 +148,10 @@ async def _replay_all(client: LspClient, traces: Sequence[trace.Trace], variant:
             if config.mode == "human":
                 records += await replay_human(client, board, site_pass,
                                               config.interval_ms / 1000,
-                                              config.request_timeout_s)
+                                              config.request_timeout_s, config.prime)
             else:
-                records += await replay_sync(client, board, site_pass, config.request_timeout_s)
+                records += await replay_sync(client, board, site_pass,
+                                             config.request_timeout_s, config.prime)
             rss_samples_mb.append(client.rss_mb())
     return records
 
@@ -267,6 +269,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "type every --interval-ms and cancel stale requests")
     parser.add_argument("--interval-ms", type=float, default=defaults.interval_ms,
                         help="time between keystrokes in human mode (default: %(default)s)")
+    parser.add_argument("--prime", action=argparse.BooleanOptionalAction,
+                        default=defaults.prime,
+                        help="before each site's first keystroke, wait for one untimed "
+                             "completion at its cursor, so typing meets a warm model "
+                             "(default: off: the first keystroke pays the cold prompt)")
     parser.add_argument("--baseline", choices=(NAIVE, "none"), default=defaults.baseline,
                         help="naive: replay again against a server started with "
                              f"{' '.join(naive_flags())}; none: skip (default: %(default)s)")
@@ -296,7 +303,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         files=tuple(arguments.files), sites=arguments.sites, seed=arguments.seed,
         keystrokes_per_site=arguments.keystrokes_per_site, repeat=arguments.repeat,
         mode=arguments.mode,
-        interval_ms=arguments.interval_ms, baseline=arguments.baseline,
+        interval_ms=arguments.interval_ms, prime=arguments.prime, baseline=arguments.baseline,
         server_command=tuple(command), server_args=tuple(arguments.server_arg),
         out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s)

@@ -198,11 +198,29 @@ async def close_document(client: LspClient, trace: Trace) -> None:
     await client.notify("textDocument/didClose", {"textDocument": {"uri": trace.uri}})
 
 
+async def prime_site(client: LspClient, trace: Trace, timeout_s: float) -> None:
+    """One untimed completion at the cursor before the first keystroke, as for a user who
+    has been working at this place: the typing that follows meets a warm model."""
+    position = trace.keystrokes[0].insert_at.to_lsp()
+    pending = await client.send_request(INLINE_COMPLETION, {
+        "textDocument": {"uri": trace.uri}, "position": position,
+        "context": {"triggerKind": TRIGGER_AUTOMATIC}})
+    if await client.wait(pending, timeout_s) is None:
+        await client.cancel(pending.request_id)
+
+
+async def start_site(client: LspClient, trace: Trace, prime: bool, timeout_s: float) -> None:
+    """Open the site's document and, with `prime`, warm the model at its cursor."""
+    await open_document(client, trace)
+    if prime and trace.keystrokes:
+        await prime_site(client, trace, timeout_s)
+
+
 async def replay_sync(client: LspClient, board: StatusBoard, site_pass: SitePass,
-                      timeout_s: float) -> list[RequestRecord]:
+                      timeout_s: float, prime: bool = False) -> list[RequestRecord]:
     """Type the trace, waiting for each answer before the next keystroke."""
     trace = site_pass.trace
-    await open_document(client, trace)
+    await start_site(client, trace, prime, timeout_s)
     records = []
     for keystroke in trace.keystrokes:
         await client.notify("textDocument/didChange", did_change_params(trace, keystroke))
@@ -234,10 +252,11 @@ def _answer_fields(board: StatusBoard, trace: Trace, keystroke: Keystroke,
 
 
 async def replay_human(client: LspClient, board: StatusBoard, site_pass: SitePass,
-                       interval_s: float, timeout_s: float) -> list[RequestRecord]:
+                       interval_s: float, timeout_s: float,
+                       prime: bool = False) -> list[RequestRecord]:
     """Type on a fixed clock; a keystroke cancels the request it makes out of date."""
     trace = site_pass.trace
-    await open_document(client, trace)
+    await start_site(client, trace, prime, timeout_s)
     pending: list[PendingRequest] = []
     typed_at: list[float] = []
     start = time.perf_counter()
