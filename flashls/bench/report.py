@@ -74,7 +74,8 @@ def server_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
     continued = sum(r.finish in ("continued", "joined") for r in answered)
     return {
         # Answers cut by the time budget, and later keystrokes answered by the background
-        # continuation of such an answer: ready in the cache, or waited for ("joined").
+        # continuation of such an answer: ready in the cache, or waited for ("joined"; in
+        # human mode also the generation of a cancelled earlier request).
         "cut_by_budget": cut, "continued_hits": continued,
         "joined_hits": sum(r.finish == "joined" for r in answered),
         "continued_per_cut": _rate(continued, cut),
