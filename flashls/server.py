@@ -18,7 +18,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from flashls import __version__, settings
-from flashls.context import language_of_path
+from flashls.context import column_units, language_of_path
 from flashls.engine.base import Engine, EngineError
 from flashls.service import Completion, CompletionRequest, CompletionService, Rejected
 
@@ -265,17 +265,9 @@ def _end_of_insert(change: types.TextDocumentContentChangePartial,
     start = change.range.start
     if len(lines) == 1:
         return types.Position(line=start.line,
-                              character=start.character + _columns(change.text, encoding))
+                              character=start.character + column_units(change.text, encoding))
     return types.Position(line=start.line + len(lines) - 1,
-                          character=_columns(lines[-1], encoding))
-
-
-def _columns(text: str, encoding: str) -> int:
-    if encoding == "utf-8":
-        return len(text.encode("utf-8", errors="surrogatepass"))
-    if encoding == "utf-32":
-        return len(text)
-    return len(text.encode("utf-16-le", errors="surrogatepass")) // 2
+                          character=column_units(lines[-1], encoding))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

@@ -5,7 +5,12 @@ Parsing lives in `syntax`, grammars in `languages`, the budgeted window in `wind
 
 from flashls.context.languages import language_of_path
 from flashls.context.syntax import SyntaxTrees
-from flashls.context.window import CompletionContext, build_context, position_to_offset
+from flashls.context.window import (
+    CompletionContext,
+    build_context,
+    column_units,
+    position_to_offset,
+)
 
-__all__ = ["CompletionContext", "SyntaxTrees", "build_context", "language_of_path",
-           "position_to_offset"]
+__all__ = ["CompletionContext", "SyntaxTrees", "build_context", "column_units",
+           "language_of_path", "position_to_offset"]

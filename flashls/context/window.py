@@ -43,6 +43,11 @@ def _unit_width(char: str, encoding: str) -> int:
     return 2 if ord(char) > 0xFFFF else 1
 
 
+def column_units(text: str, encoding: str = "utf-16") -> int:
+    """How many code units of the position encoding `text` spans on a line."""
+    return sum(_unit_width(char, encoding) for char in text)
+
+
 def position_to_offset(text: str, line: int, character: int,
                        encoding: str = "utf-16") -> int | None:
     """The string offset of an LSP position, or None when it lies past the document's end.
