@@ -123,7 +123,12 @@ def did_change_params(trace: Trace, keystroke: Keystroke) -> dict[str, Any]:
 
 def inline_completion_params(trace: Trace, keystroke: Keystroke) -> dict[str, Any]:
     """`textDocument/inlineCompletion` at the cursor, triggered automatically by typing."""
-    return {"textDocument": {"uri": trace.uri}, "position": keystroke.cursor.to_lsp(),
+    return inline_completion_at(trace, keystroke.cursor.to_lsp())
+
+
+def inline_completion_at(trace: Trace, position: dict[str, int]) -> dict[str, Any]:
+    """`textDocument/inlineCompletion` at an LSP position, triggered automatically."""
+    return {"textDocument": {"uri": trace.uri}, "position": position,
             "context": {"triggerKind": TRIGGER_AUTOMATIC}}
 
 
@@ -201,10 +206,8 @@ async def close_document(client: LspClient, trace: Trace) -> None:
 async def prime_site(client: LspClient, trace: Trace, timeout_s: float) -> None:
     """One untimed completion at the cursor before the first keystroke, as for a user who
     has been working at this place: the typing that follows meets a warm model."""
-    position = trace.keystrokes[0].insert_at.to_lsp()
-    pending = await client.send_request(INLINE_COMPLETION, {
-        "textDocument": {"uri": trace.uri}, "position": position,
-        "context": {"triggerKind": TRIGGER_AUTOMATIC}})
+    pending = await client.send_request(INLINE_COMPLETION, inline_completion_at(
+        trace, trace.keystrokes[0].insert_at.to_lsp()))
     if await client.wait(pending, timeout_s) is None:
         await client.cancel(pending.request_id)
 
