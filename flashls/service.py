@@ -278,10 +278,11 @@ class CompletionService:
         if joined is None:
             return None
         hit = self.cache.find(request.uri, request.text, cursor)
-        if hit is None and time.monotonic() < deadline:
+        in_time = time.monotonic() < deadline
+        if hit is None and in_time:
             return None
         return Completion("" if hit is None else hit.text, "cache",
-                          "joined" if time.monotonic() < deadline else "deadline",
+                          "joined" if in_time else "deadline",
                           {"total_ms": (time.perf_counter() - started) * 1000})
 
     def _yield_background(self, uri: str) -> None:
