@@ -130,7 +130,7 @@ class LspClient:
         """The response, or None if it did not come within `timeout_s`."""
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def request(self, method: str, params: Any, timeout_s: float) -> Response:
@@ -155,7 +155,7 @@ class LspClient:
                 await self.request("shutdown", None, timeout_s)
                 await self.notify("exit", None)
                 await asyncio.wait_for(self._process.wait(), timeout_s)
-        except (ServerError, asyncio.TimeoutError, ConnectionError) as error:
+        except (TimeoutError, ServerError, ConnectionError) as error:
             log.warning("server did not shut down cleanly: %s", error)
         finally:
             await self.kill()
