@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 import pytest_lsp
 from lsprotocol import types
@@ -49,10 +51,16 @@ async def test_real_model_completes(client: LanguageClient, language: str) -> No
     assert not errors
 
 
-async def test_python_suggestion_is_the_obvious_one(client: LanguageClient) -> None:
+async def test_python_suggestion_completes_the_statement(client: LanguageClient) -> None:
     uri, text, line, column = SOURCES["python"]
     open_document(client, text, uri=uri, language="python")
-    assert (await inline(client, uri, line, column))[0] == "join(directory, name))"
+    [suggestion] = await inline(client, uri, line, column)
+    # Not the model's exact text (CPUs differ on near-ties): accepted at the cursor, it
+    # leaves valid Python and does not write the next line again.
+    assert suggestion.strip() and "return found" not in suggestion, suggestion
+    lines = text.splitlines(keepends=True)
+    lines[line] = lines[line][:column] + suggestion + lines[line][column:]
+    ast.parse("".join(lines))
 
 
 async def test_nothing_past_the_end_nor_for_huge_or_binary(client: LanguageClient) -> None:

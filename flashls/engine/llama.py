@@ -10,6 +10,7 @@ import bisect
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from flashls.engine.base import (
 from flashls.engine.kv import Cancelled, KvLayout, Memory
 from flashls.fim import FimFormat, UnknownFormat, detect_format, format_named
 from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
-from flashls.settings import Settings
+from flashls.settings import PROMPT_MARKER_TOKENS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class _Decoding:
     output: bytearray = field(default_factory=bytearray)
     steps: int = 0
     pending: int | None = None  # sampled, shown, not yet decoded into the cache
+    # The prompt (head, tail) when the deadline came before it was all evaluated.
+    unevaluated: tuple[list[int], list[int]] | None = None
 
 
 class LlamaEngine:
@@ -199,7 +202,7 @@ class LlamaEngine:
             if piece.strip() and b"\n" not in piece:
                 prefix_ids.pop()
                 healed = piece
-        room = self._settings.n_ctx - request.max_tokens - 8
+        room = self._settings.n_ctx - request.max_tokens - PROMPT_MARKER_TOKENS
         if len(prefix_ids) + len(suffix_ids) > room:
             suffix_ids = suffix_ids[:max(room // 4, room - len(prefix_ids))]
             prefix_ids = prefix_ids[max(len(prefix_ids) - (room - len(suffix_ids)), 0):]
@@ -220,12 +223,16 @@ class LlamaEngine:
         if not healed:
             token = int(np.argmax(logits))
             return token, self._pieces[token]
+        candidates = self._healing_candidates(healed) or [int(np.argmax(logits))]
+        token = max(candidates, key=lambda candidate: float(logits[candidate]))
+        return token, self._pieces[token][len(healed):]
+
+    def _healing_candidates(self, healed: bytes) -> list[int]:
+        """Tokens whose text starts with `healed` (the taken-back last prompt token)."""
         low = bisect.bisect_left(self._sorted_pieces, healed)
         high = bisect.bisect_left(self._sorted_pieces, healed[:-1] + bytes([healed[-1] + 1])) \
             if healed[-1] < 255 else len(self._sorted_pieces)
-        candidates = self._sorted_ids[low:high] or [int(np.argmax(logits))]
-        token = max(candidates, key=lambda candidate: float(logits[candidate]))
-        return token, self._pieces[token][len(healed):]
+        return self._sorted_ids[low:high]
 
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Greedy fill-in-the-middle generation for one request."""
@@ -237,17 +244,22 @@ class LlamaEngine:
         timings.tokenize_ms = (time.perf_counter() - started) * 1000
         timings.prompt_tokens = len(head) + len(tail)
         assert self._kv is not None
+        decoding = _Decoding(request, healed)
         try:
-            timings.evaluated_tokens = self._kv.prepare(head, tail, lambda: cancel.cancelled)
+            # The deadline is checked between prompt chunks too: a cold prompt answers
+            # "nothing yet" in time and finishes in its continuation (`resume`).
+            timings.evaluated_tokens = self._evaluate_prompt(
+                head, tail, lambda: cancel.cancelled or cancel.expired())
         except Cancelled:
             timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
-            return GenerationResult("", "cancelled", timings)
-        except RuntimeError as error:
-            self._forget_cache()
-            raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
+            timings.evaluated_tokens = self._kv.evaluated
+            if cancel.cancelled:
+                return GenerationResult("", "cancelled", timings)
+            decoding.unevaluated = (head, tail)
+            self._suspended = decoding
+            return GenerationResult("", "deadline", timings)
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
-        decoding = _Decoding(request, healed)
         text, finish = self._decode_tokens(decoding, cancel)
         timings.generated_tokens = decoding.steps
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
@@ -258,11 +270,18 @@ class LlamaEngine:
         self.load()
         self._suspended = None
         head, tail, _ = self._prompt(request)
-        assert self._kv is not None
         try:
-            return self._kv.prepare(head, tail, lambda: cancel.cancelled)
+            return self._evaluate_prompt(head, tail, lambda: cancel.cancelled)
         except Cancelled:
             return 0
+
+    def _evaluate_prompt(self, head: list[int], tail: list[int],
+                         stop: Callable[[], bool]) -> int:
+        """Bring the KV cache to `head + tail`; tokens evaluated. Raises Cancelled when
+        `stop` turns true between chunks, EngineError when llama.cpp fails."""
+        assert self._kv is not None
+        try:
+            return self._kv.prepare(head, tail, stop)
         except RuntimeError as error:
             self._forget_cache()
             raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
@@ -273,11 +292,23 @@ class LlamaEngine:
         if decoding is None:
             return None
         started = time.perf_counter()
+        timings = Timings()
+        if decoding.unevaluated is not None:
+            head, tail = decoding.unevaluated
+            timings.prompt_tokens = len(head) + len(tail)
+            try:
+                timings.evaluated_tokens = self._evaluate_prompt(
+                    head, tail, lambda: cancel.cancelled)
+            except Cancelled:
+                return GenerationResult("", "cancelled", timings)
+            decoding.unevaluated = None
+        prompt_done = time.perf_counter()
+        timings.prompt_ms = (prompt_done - started) * 1000
         already = decoding.steps
         text, finish = self._decode_tokens(decoding, cancel)
-        return GenerationResult(text, finish, Timings(
-            generate_ms=(time.perf_counter() - started) * 1000,
-            generated_tokens=decoding.steps - already))
+        timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
+        timings.generated_tokens = decoding.steps - already
+        return GenerationResult(text, finish, timings)
 
     def _next_token(self, decoding: _Decoding) -> tuple[int, bytes]:
         if decoding.steps == 0:
@@ -313,6 +344,30 @@ class LlamaEngine:
                 self._suspended = decoding
                 return text, "deadline"
         return text, "length"
+
+    def first_token_candidates(self, request: GenerationRequest,
+                               count: int = 2) -> list[tuple[str, float]]:
+        """The `count` likeliest first tokens for `request` as generation would choose
+        among them (token healing applied), with their logits, best first.
+
+        Model numerics differ between CPUs, so tests and benchmarks compare two engines'
+        first tokens only where the top-two margin is large."""
+        self.prefill(request, CancelToken())
+        _, _, healed = self._prompt(request)
+        logits = self._logits()
+        candidates = self._healing_candidates(healed) if healed else []
+        pool = np.array(candidates or range(len(logits)), dtype=np.int64)
+        best = pool[np.argsort(-logits[pool], kind="stable")[:count]]
+        return [(self._pieces[token][len(healed):].decode("utf-8", errors="replace"),
+                 float(logits[token])) for token in best]
+
+    def close(self) -> None:
+        """Free the model and its context now (an engine reload), not at garbage collection."""
+        llm, self._llm = self._llm, None
+        self._kv, self._suspended = None, None
+        self._pieces, self._sorted_pieces, self._sorted_ids = [], [], []
+        if llm is not None:
+            llm.close()  # the model's exit stack frees the two-sequence context first
 
     def _forget_cache(self) -> None:
         if self._kv is not None:
