@@ -36,8 +36,9 @@ DATA_FILES = {
     "multiline": "HumanEval-MultiLineInfilling.jsonl.gz",
     "randomspan": "HumanEval-RandomSpanInfillingLight.jsonl.gz",
 }
-DEFAULT_DATA_DIR = os.environ.get("FLASHLS_INFILL_DATA",
-                                  "/work/shared/data/humaneval-infilling")
+# OpenAI's human-eval-infilling data (MIT, see its LICENSE) ships inside the package.
+PACKAGED_DATA_DIR = Path(__file__).parent / "data" / "humaneval-infilling"
+DEFAULT_DATA_DIR = os.environ.get("FLASHLS_INFILL_DATA", str(PACKAGED_DATA_DIR))
 TEST_TIMEOUT_S = 10.0
 ANCHOR_CHARS = 12
 
