@@ -4,10 +4,15 @@ hub, resolving and checking model files, and the `flashls models` command line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -27,6 +32,7 @@ from flashls.models import (
 )
 from flashls.models.install import assemble
 from flashls.models.manifest import import_name, parse_manifest, pinned_version
+from flashls.models.pull import network_timeouts
 from tests.helpers_models import FakeHub, build_part_wheel, fake_gguf, serve_fake_hub, split
 
 PROJECT = "flashls-test-model-part"
@@ -193,13 +199,18 @@ def test_missing_package_reports_pip_error(store: Path, wheelhouse: Path) -> Non
 
 
 @pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    """A fake hub that `HF_ENDPOINT` points at, with offline mode off."""
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline mode off, and loopback addresses never sent through a proxy."""
     import huggingface_hub.constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def hub(online: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A fake hub that `HF_ENDPOINT` points at, with offline mode off."""
     with serve_fake_hub() as fake:
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         yield fake
@@ -259,6 +270,77 @@ def test_pull_of_a_missing_file_is_one_clear_error(store: Path, hub: FakeHub) ->
         pull("org/coder-GGUF", "nope.gguf")
     assert not (store / "nope.gguf").exists()
     assert _leftovers(store) == []
+
+
+@contextlib.contextmanager
+def _silent_endpoint() -> Iterator[str]:
+    """A loopback TCP port that accepts connections and never answers; yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept_forever() -> None:
+        with contextlib.suppress(OSError):  # closed when the block ends
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def _pull_failure(seconds: float) -> tuple[str, float]:
+    """Run `pull` in a thread bounded by `seconds`; its InstallError message and duration."""
+    outcome: list[BaseException | None] = []
+    started = time.monotonic()
+
+    def attempt() -> None:
+        try:
+            pull("org/coder-GGUF", "coder-q4.gguf")
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"pull was still waiting after {seconds} s"
+    assert isinstance(outcome[0], InstallError), outcome[0]
+    return str(outcome[0]), time.monotonic() - started
+
+
+def test_pull_from_a_silent_endpoint_times_out_naming_it(
+        store: Path, online: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHLS_HTTP_TIMEOUT_S", "1")
+    with _silent_endpoint() as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        message, elapsed = _pull_failure(30)
+    assert elapsed < 10, elapsed  # the hub client alone retried for 397 s
+    assert urlsplit(url).netloc in message and "timed out" in message, message
+    assert len(message.splitlines()) == 1
+    assert not store.exists() or _leftovers(store) == []
+
+
+def test_pull_from_a_closed_port_says_refused(store: Path, online: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        address = f"127.0.0.1:{probe.getsockname()[1]}"  # free once closed
+    monkeypatch.setenv("HF_ENDPOINT", f"http://{address}")
+    message, _ = _pull_failure(30)
+    assert address in message and "refused" in message, message
+
+
+def test_http_timeouts_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLASHLS_HTTP_TIMEOUT_S", raising=False)
+    assert network_timeouts() == (10.0, 30.0)
+    monkeypatch.setenv("FLASHLS_HTTP_TIMEOUT_S", "2.5")
+    assert network_timeouts() == (2.5, 2.5)
+    monkeypatch.setenv("FLASHLS_HTTP_TIMEOUT_S", "soon")
+    assert network_timeouts() == (10.0, 30.0)
 
 
 # --- resolving and checking -----------------------------------------------------------

