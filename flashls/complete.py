@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from flashls.context import language_of_path
+from flashls.documents import Document
 from flashls.engine.base import EngineError
 from flashls.server import make_engine
 from flashls.service import CompletionRequest, CompletionService, Rejected
@@ -31,6 +32,8 @@ def complete_file(config: Settings, arguments: argparse.Namespace) -> int:
     service = CompletionService(config, make_engine(arguments.engine, config))
     language = arguments.language or language_of_path(str(path))
     uri = path.resolve().as_uri()
+    # The pipeline sees lines as the server does: any LSP line break as one "\n".
+    text = Document(uri, language, 0, text).lf_view()
     service.document_changed(uri, language, text)
     try:
         service.worker.load().result()

@@ -8,9 +8,9 @@ from flashls.context.syntax import SyntaxTrees
 from flashls.context.window import (
     CompletionContext,
     build_context,
-    column_units,
+    identifier_before,
     position_to_offset,
 )
 
-__all__ = ["CompletionContext", "SyntaxTrees", "build_context", "column_units",
+__all__ = ["CompletionContext", "SyntaxTrees", "build_context", "identifier_before",
            "language_of_path", "position_to_offset"]

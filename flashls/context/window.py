@@ -15,6 +15,7 @@ import tree_sitter
 from flashls.context.languages import SPECS
 
 ANCHOR_LINES = 16
+_IDENTIFIER_TAIL = re.compile(r"[A-Za-z0-9_]+$")
 BLOCK_OPENERS = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen|=)\s*$")
 
 
@@ -43,11 +44,6 @@ def _unit_width(char: str, encoding: str) -> int:
     return 2 if ord(char) > 0xFFFF else 1
 
 
-def column_units(text: str, encoding: str = "utf-16") -> int:
-    """How many code units of the position encoding `text` spans on a line."""
-    return sum(_unit_width(char, encoding) for char in text)
-
-
 def position_to_offset(text: str, line: int, character: int,
                        encoding: str = "utf-16") -> int | None:
     """The string offset of an LSP position, or None when it lies past the document's end.
@@ -70,6 +66,16 @@ def position_to_offset(text: str, line: int, character: int,
             return index if units == character else None
         units += _unit_width(text[index], encoding)
     return end if units == character else None
+
+
+def identifier_before(text: str, line: int, character: int, encoding: str = "utf-16") -> str:
+    """The ASCII identifier characters right before an LSP position ("" past the end)."""
+    cursor = position_to_offset(text, line, character, encoding)
+    if cursor is None:
+        return ""
+    head = text[_line_start(text, cursor):cursor]
+    match = _IDENTIFIER_TAIL.search(head)
+    return match.group() if match else ""
 
 
 def _line_start(text: str, offset: int) -> int:
