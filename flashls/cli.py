@@ -8,36 +8,40 @@ import sys
 from collections.abc import Sequence
 
 from flashls import __version__, settings
-
-
-def _configure_logging(level: str, log_file: str | None) -> None:
-    """Logs go to stderr or a file: stdout belongs to JSON-RPC."""
-    handler: logging.Handler = (logging.FileHandler(log_file) if log_file
-                                else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # pygls logs every message at INFO; keep that for --log-level debug.
-    logging.getLogger("pygls").setLevel("DEBUG" if level == "debug" else "WARNING")
+from flashls.logs import configure_logging
 
 
 def _run_serve(arguments: argparse.Namespace) -> int:
     from flashls.server import serve
 
     config, problems = settings.from_arguments(arguments)
-    _configure_logging(config.log_level, arguments.log_file)
+    configure_logging(config.log_level, arguments.log_file)
     for problem in problems:
         logging.getLogger("flashls").warning(problem)
+    try:
+        token = _tcp_token(arguments)
+    except (OSError, ValueError) as error:
+        print(f"flashls: {error}", file=sys.stderr)
+        return 2
     return serve(config, tcp=arguments.tcp, engine_kind=arguments.engine,
-                 allow_remote=arguments.allow_remote)
+                 allow_remote=arguments.allow_remote, token=token)
+
+
+def _tcp_token(arguments: argparse.Namespace) -> str | None:
+    """The token a TCP client must present (--token-file, else FLASHLS_TCP_TOKEN); with
+    --allow-remote there always is one: a new one is printed when neither is set."""
+    from flashls.transport import ensure_token, read_token
+
+    if arguments.tcp and arguments.allow_remote:
+        return ensure_token(arguments.token_file)
+    return read_token(arguments.token_file)
 
 
 def _run_complete(arguments: argparse.Namespace) -> int:
     from flashls.complete import complete_file
 
     config, problems = settings.from_arguments(arguments)
-    _configure_logging("warning" if config.log_level == "info" else config.log_level,
+    configure_logging("warning" if config.log_level == "info" else config.log_level,
                        arguments.log_file)
     for problem in problems:
         print(f"flashls: {problem}", file=sys.stderr)
@@ -50,7 +54,12 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="listen on TCP instead of stdio (HOST must be a loopback "
                             "address unless --allow-remote is given)")
     serve.add_argument("--allow-remote", action="store_true",
-                       help="allow --tcp to bind a non-loopback address")
+                       help="allow --tcp to bind a non-loopback address; clients must then "
+                            "present a token (see --token-file)")
+    serve.add_argument("--token-file", default=None,
+                       help="TCP only: clients must send this file's text as "
+                            "initializationOptions.authToken (also FLASHLS_TCP_TOKEN); with "
+                            "--allow-remote and no token one is generated and printed")
     serve.add_argument("--engine", choices=("llama", "fake"), default="llama",
                        help="`fake` is a deterministic stand-in for protocol tests")
     serve.add_argument("--log-file", default=None, help="write logs here instead of stderr")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import ipaddress
 import logging
 import os
@@ -18,13 +19,25 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from flashls import __version__, settings
-from flashls.context import column_units, language_of_path
+from flashls.context import identifier_before, language_of_path
+from flashls.documents import (
+    Change,
+    DocumentError,
+    DocumentStore,
+    Position,
+    Range,
+    column_units,
+)
 from flashls.engine.base import Engine, EngineError
+from flashls.logs import set_log_level
+from flashls.protocol import FlashProtocol, strict_converter
 from flashls.service import Completion, CompletionRequest, CompletionService, Rejected
 
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "flashls/status"
+# A request answering the server's copy of a document as a digest (see `document_digest`).
+DIGEST_REQUEST = "flashls/documentDigest"
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
                    "reuse_kv_prefix", "reuse_suffix", "token_healing")
@@ -42,16 +55,19 @@ def make_engine(kind: str, config: settings.Settings) -> Engine:
 
 
 class FlashServer(LanguageServer):
-    """The language server: its settings, its completion service, what it told the user."""
+    """The language server: its documents, settings, completion service, what it told the
+    user. The document store is the only source of text: pygls's workspace is not fed."""
 
     def __init__(self, config: settings.Settings, engine_kind: str = "llama") -> None:
-        super().__init__("flashls", __version__)
+        super().__init__("flashls", __version__, protocol_cls=FlashProtocol,
+                         converter_factory=strict_converter)
         self.config = config
         # Start-up settings (CLI flags, environment); client settings are laid over them,
         # so a setting the user removes in the editor falls back to these.
         self.base_config = config
         self._client_settings: dict[str, Any] = {}
         self.engine_kind = engine_kind
+        self.documents = DocumentStore()
         self.service: CompletionService | None = None
         self._reported: set[str] = set()
         self._warm_timers: dict[str, asyncio.TimerHandle] = {}
@@ -63,9 +79,18 @@ class FlashServer(LanguageServer):
                                                                       self.config))
         return self.service
 
+    def offers_completion_items(self, params: types.InitializeParams) -> bool:
+        """Whether to advertise `completionProvider`: not to editors that show inline
+        completions, which would then show each suggestion twice."""
+        mode = self.config.completion_fallback
+        if mode != "auto":
+            return mode == "always"
+        text_document = params.capabilities.text_document
+        return text_document is None or text_document.inline_completion is None
+
     def apply_settings(self, raw: Any, origin: str) -> None:
         """Lay the client's settings from `origin` over the start-up ones; tell the user
-        about invalid values."""
+        about invalid values; reload the engine when a model setting changed."""
         self._client_settings[origin] = raw
         merged = self.base_config
         for source, values in self._client_settings.items():
@@ -75,15 +100,18 @@ class FlashServer(LanguageServer):
         changed = [spec.name for spec in dataclasses.fields(merged)
                    if getattr(merged, spec.name) != getattr(self.config, spec.name)]
         self.config = merged
+        if "log_level" in changed:
+            set_log_level(merged.log_level)
         if self.service is None:
             return
         if any(name in ENGINE_SETTINGS for name in changed):
             log.info("engine settings changed (%s): reloading", ", ".join(changed))
-            self.service.worker.stop()
-            self.service = None
+            for uri in list(self._warm_timers):
+                self.cancel_warm_up(uri)
+            self.service.replace_engine(make_engine(self.engine_kind, merged), merged)
             self.preload()
         else:
-            self.service.settings = merged
+            self.service.update_settings(merged)
 
     def tell(self, kind: types.MessageType, message: str) -> None:
         """Show a message once per distinct text; log it always."""
@@ -120,12 +148,24 @@ class FlashServer(LanguageServer):
             self.status("error", str(error))
             self.tell(types.MessageType.Error, str(error))
 
-    def _request(self, uri: str, position: types.Position) -> CompletionRequest:
-        document = self.workspace.get_text_document(uri)
+    def _request(self, uri: str, position: types.Position) -> CompletionRequest | None:
+        """The request for a cursor in an open, in-sync document; None otherwise (an
+        unopened URI is never read from disk)."""
+        document = self.documents.get(uri)
+        if document is None or not document.in_sync:
+            return None
         return CompletionRequest(
-            uri=uri, language_id=document.language_id or language_of_path(document.path),
-            text=document.source, line=position.line, character=position.character,
+            uri=uri, language_id=document.language_id or language_of_path(uri),
+            text=document.lf_view(), line=position.line, character=position.character,
             position_encoding=self.position_encoding())
+
+    def word_before(self, uri: str, position: types.Position) -> str:
+        """The identifier characters just before a cursor (a completion item replaces them)."""
+        request = self._request(uri, position)
+        if request is None:
+            return ""
+        return identifier_before(request.text, request.line, request.character,
+                                 request.position_encoding)
 
     def position_encoding(self) -> str:
         """The negotiated position encoding's name ("utf-16" unless the client chose)."""
@@ -147,7 +187,8 @@ class FlashServer(LanguageServer):
 
     def _warm_up(self, uri: str, position: types.Position) -> None:
         self._warm_timers.pop(uri, None)
-        future = self.ensure_service().prefill(self._request(uri, position))
+        request = self._request(uri, position)
+        future = None if request is None else self.ensure_service().prefill(request)
         if future is None:
             return
         loop = asyncio.get_running_loop()
@@ -161,9 +202,9 @@ class FlashServer(LanguageServer):
     async def suggest(self, uri: str, position: types.Position) -> Completion | None:
         """The pipeline's answer for a cursor, or None when there is nothing to show."""
         self.cancel_warm_up(uri)
-        if not self.config.enable:
-            return None
         request = self._request(uri, position)
+        if not self.config.enable or request is None:
+            return None
         try:
             completion = await self.ensure_service().complete(request)
         except Rejected as reason:
@@ -205,7 +246,7 @@ async def pull_configuration(ls: FlashServer) -> None:
         answers = await asyncio.wait_for(ls.workspace_configuration_async(
             types.ConfigurationParams(items=[types.ConfigurationItem(
                 section=settings.SECTION)])), timeout=5)
-    except (asyncio.TimeoutError, Exception) as error:  # a client's bad answer is no crash
+    except (TimeoutError, Exception) as error:  # a client's bad answer is no crash
         log.warning("workspace/configuration failed: %s", error)
         return
     if answers and isinstance(answers[0], dict):
@@ -222,59 +263,75 @@ async def did_change_configuration(ls: FlashServer,
         await pull_configuration(ls)
 
 
-def _forget_finished_notifications(ls: FlashServer) -> None:
-    """Drop the futures pygls 2.1 keeps for handled notifications.
-
-    pygls stores a Future in `_request_futures` for every notification whose handler is a
-    generator or coroutine (its built-in didOpen/didChange/didClose are), under a fresh
-    id, and only responses ever pop them: about 2.7 KB leaked per keystroke. Pending
-    requests' futures are not done, so only those leftovers go."""
-    futures = ls.protocol._request_futures
-    for key in [key for key, future in futures.items() if future.done()]:
-        del futures[key]
-
-
 def _reparse(ls: FlashServer, uri: str) -> None:
-    _forget_finished_notifications(ls)
-    document = ls.workspace.get_text_document(uri)
-    language = document.language_id or language_of_path(document.path)
-    ls.ensure_service().document_changed(uri, language, document.source)
+    document = ls.documents.get(uri)
+    if document is not None and document.in_sync:
+        ls.ensure_service().document_changed(uri, document.language_id, document.lf_view())
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: FlashServer, params: types.DidOpenTextDocumentParams) -> None:
-    """Parse the opened document."""
-    _reparse(ls, params.text_document.uri)
+    """Keep the opened document and parse it."""
+    item = params.text_document
+    ls.documents.open(item.uri, item.language_id or language_of_path(item.uri), item.version,
+                      item.text)
+    _reparse(ls, item.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: FlashServer, params: types.DidChangeTextDocumentParams) -> None:
-    """Reparse incrementally after pygls has applied the edits; plan a warm-up at the edit."""
-    _reparse(ls, params.text_document.uri)
-    last = params.content_changes[-1] if params.content_changes else None
-    if isinstance(last, types.TextDocumentContentChangePartial):
-        ls.schedule_warm_up(params.text_document.uri,
-                            _end_of_insert(last, ls.position_encoding()))
+    """Apply the edits (all or none), reparse, plan a warm-up where the typing ended."""
+    uri = params.text_document.uri
+    try:
+        cursor = ls.documents.change(uri, params.text_document.version,
+                                     [_change(change) for change in params.content_changes],
+                                     ls.position_encoding())
+    except DocumentError as error:
+        # Not applied: the server's copy would no longer match the editor's. No
+        # suggestions for it until the editor sends the whole text again.
+        log.warning("edit of %s rejected: %s", uri, error)
+        ls.cancel_warm_up(uri)
+        return
+    _reparse(ls, uri)
+    if cursor is not None and any(isinstance(change, types.TextDocumentContentChangePartial)
+                                  for change in params.content_changes):
+        ls.schedule_warm_up(uri, types.Position(line=cursor.line, character=cursor.character))
 
 
-def _end_of_insert(change: types.TextDocumentContentChangePartial,
-                   encoding: str = "utf-16") -> types.Position:
-    """Where the cursor most likely is after a change: just after the inserted text,
-    in the columns of the negotiated position encoding."""
-    lines = change.text.split("\n")
-    start = change.range.start
-    if len(lines) == 1:
-        return types.Position(line=start.line,
-                              character=start.character + column_units(change.text, encoding))
-    return types.Position(line=start.line + len(lines) - 1,
-                          character=column_units(lines[-1], encoding))
+def _change(change: types.TextDocumentContentChangeEvent) -> Change:
+    if isinstance(change, types.TextDocumentContentChangePartial):
+        start, end = change.range.start, change.range.end
+        return Change(Range(Position(start.line, start.character),
+                            Position(end.line, end.character)), change.text)
+    return Change(None, change.text)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: FlashServer, params: types.DidCloseTextDocumentParams) -> None:
-    """Forget the closed document's trees and cached suggestions."""
+    """Forget the closed document, its trees and its cached suggestions."""
     ls.cancel_warm_up(params.text_document.uri)
+    ls.documents.close(params.text_document.uri)
     ls.ensure_service().document_closed(params.text_document.uri)
+
+
+@server.feature(DIGEST_REQUEST)
+def document_digest(ls: FlashServer, params: Any) -> dict[str, Any] | None:
+    """The server's copy of a document as a digest (tests and clients check sync with it;
+    the text itself is never sent back)."""
+    uri = _uri_of(params)
+    document = None if uri is None else ls.documents.get(uri)
+    if document is None:
+        return None
+    return {"version": document.version, "length": len(document.text), "inSync":
+            document.in_sync, "sha256": hashlib.sha256(
+                document.text.encode("utf-8", errors="surrogatepass")).hexdigest()}
+
+
+def _uri_of(params: Any) -> str | None:
+    """`params.textDocument.uri` of a request pygls left unstructured (a custom method)."""
+    text_document = getattr(params, "textDocument", None)
+    uri = getattr(text_document, "uri", None)
+    return uri if isinstance(uri, str) else None
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -292,17 +349,14 @@ async def inline_completion(ls: FlashServer, params: types.InlineCompletionParam
                 types.CompletionOptions(trigger_characters=[".", "(", ",", " "]))
 async def completion(ls: FlashServer, params: types.CompletionParams) -> types.CompletionList:
     """The same suggestion as a completion item, for clients without inline completion."""
-    suggestion = await ls.suggest(params.text_document.uri, params.position)
+    suggestion = None
+    if ls.config.completion_fallback != "never":
+        suggestion = await ls.suggest(params.text_document.uri, params.position)
     if suggestion is None:
         return types.CompletionList(is_incomplete=True, items=[])
-    document = ls.workspace.get_text_document(params.text_document.uri)
-    cursor = document.position_codec.position_from_client_units(document.lines,
-                                                                 params.position)
-    head = document.lines[params.position.line][:cursor.character]
-    word = head[len(head.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                "0123456789_")):]
-    start = document.position_codec.position_to_client_units(
-        document.lines, types.Position(line=cursor.line, character=cursor.character - len(word)))
+    word = ls.word_before(params.text_document.uri, params.position)
+    start = types.Position(line=params.position.line, character=params.position.character
+                           - column_units(word, ls.position_encoding()))
     new_text = word + suggestion.text
     item = types.CompletionItem(
         label=new_text.split("\n", 1)[0].strip()[:80] or new_text.strip()[:80],
@@ -323,21 +377,28 @@ def _loopback(host: str) -> bool:
 
 
 def serve(config: settings.Settings, *, tcp: str | None = None, engine_kind: str = "llama",
-          allow_remote: bool = False) -> int:
-    """Run the server until the client disconnects."""
+          allow_remote: bool = False, token: str | None = None) -> int:
+    """Run the server until the client exits or disconnects; the process's exit code.
+
+    Over TCP one client is served; `token` (required with `allow_remote`) must come in
+    `initialize`'s `initializationOptions.authToken`."""
+    from flashls import transport
+
     server.config = server.base_config = config
     server.engine_kind = engine_kind
-    if tcp:
-        host, _, port = tcp.rpartition(":")
-        if not allow_remote and not _loopback(host):
-            print(f"flashls: refusing to listen on {host}: not a loopback address "
-                  f"(pass --allow-remote to insist)", file=sys.stderr)
-            return 2
-        server.start_tcp(host, int(port))
-        return 0
-    # Anything a library prints to fd 1 would corrupt JSON-RPC: give the protocol its own
-    # copy of stdout and point fd 1 at stderr.
-    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    server.start_io(sys.stdin.buffer, protocol_out)
-    return 0
+    try:
+        if tcp:
+            host, _, port = tcp.rpartition(":")
+            if not allow_remote and not _loopback(host):
+                print(f"flashls: refusing to listen on {host}: not a loopback address "
+                      f"(pass --allow-remote to insist)", file=sys.stderr)
+                return 2
+            return transport.run_tcp(server, host.strip("[]"), int(port), auth_token=token)
+        # Anything a library prints to fd 1 would corrupt JSON-RPC: give the protocol its
+        # own copy of stdout and point fd 1 at stderr.
+        protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        return transport.run_stdio(server, sys.stdin.fileno(), protocol_out)
+    finally:
+        if server.service is not None:
+            server.service.close()

@@ -16,6 +16,12 @@ import cattrs
 
 SECTION = "flashls"
 ENV_PREFIX = "FLASHLS_"
+# Unknown keys named in the one message about them (a client may send thousands).
+UNKNOWN_LISTED = 5
+# Cells for the FIM markers and the beginning-of-text token around the two budgets.
+PROMPT_MARKER_TOKENS = 8
+# The settings whose sum must fit `n_ctx`.
+CONTEXT_FIELDS = ("n_ctx", "prefix_budget_tokens", "suffix_budget_tokens", "max_tokens")
 
 
 def _setting(
@@ -50,10 +56,12 @@ class Settings:
         0, "Layers to offload to a GPU (Metal, CUDA builds); -1 offloads all.", minimum=-1,
         maximum=1000)
     n_ctx: int = _setting(
-        2048, "Model context size in tokens; the prompt budgets plus `max_tokens` must fit "
-        "(a longer prompt loses its far ends).", minimum=512, maximum=131072)
+        2048, "Model context size in tokens; the prompt budgets plus `max_tokens` (and 8 "
+        "for the prompt's markers) must fit, or the values that would overflow it are "
+        "refused.", minimum=512, maximum=131072)
     preload_model: bool = _setting(
-        True, "Load the model when the server starts instead of on the first request.")
+        True, "Load the model when the server starts (and after a model setting changes) "
+        "instead of on the first request.")
     prefix_budget_tokens: int = _setting(
         1024, "Most tokens of text before the cursor put into the prompt.", minimum=16,
         maximum=65536)
@@ -95,6 +103,11 @@ class Settings:
     log_level: str = _setting(
         "info", "Logging level for stderr or the log file.",
         choices=("debug", "info", "warning", "error"))
+    completion_fallback: str = _setting(
+        "auto", "Also offer the suggestion as a `textDocument/completion` item: `auto` only "
+        "to editors without inline completion (so none shows it twice), `always`, `never`. "
+        "Whether the server advertises it is decided at start-up.",
+        choices=("auto", "always", "never"))
 
 
 _converter = cattrs.Converter()
@@ -108,6 +121,12 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
 def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
     """One value structured to its field's type and checked against its bounds."""
     kind = _field_type(spec)
+    if value is None:
+        raise ValueError("expected a value, got null")
+    if kind is str and not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    if kind is bool and not isinstance(value, (bool, str)):
+        raise ValueError(f"expected a boolean, got {value!r}")
     if kind is bool and isinstance(value, str):
         lowered = value.strip().lower()
         if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -151,17 +170,48 @@ def merge(base: Settings, raw: Mapping[str, Any] | None) -> tuple[Settings, list
     known = {spec.name: spec for spec in setting_fields()}
     changes: dict[str, Any] = {}
     problems: list[str] = []
+    unknown: list[str] = []
     for key, value in raw.items():
         name = _camel_to_snake(str(key))
         spec = known.get(name)
         if spec is None:
-            problems.append(f"unknown setting {key!r} ignored")
+            unknown.append(repr(key))
             continue
         try:
             changes[name] = _coerce(spec, value)
         except (ValueError, TypeError, cattrs.errors.BaseValidationError) as error:
             problems.append(f"setting {key!r}: {error}; keeping {getattr(base, name)!r}")
-    return dataclasses.replace(base, **changes), problems
+    if unknown:
+        listed = ", ".join(unknown[:UNKNOWN_LISTED]) + (", ..." if len(unknown) >
+                                                         UNKNOWN_LISTED else "")
+        problems.append(f"{len(unknown)} unknown setting(s) ignored: {listed}")
+    merged, misfit = _fit_context(base, dataclasses.replace(base, **changes))
+    return merged, problems + misfit
+
+
+def prompt_room_needed(config: Settings) -> int:
+    """Context cells one suggestion needs: both prompt budgets, the markers, the output."""
+    return (config.prefix_budget_tokens + config.suffix_budget_tokens + PROMPT_MARKER_TOKENS
+            + config.max_tokens)
+
+
+def _fit_context(base: Settings, merged: Settings) -> tuple[Settings, list[str]]:
+    """`merged`, unless its budgets outgrow `n_ctx`: then the fields that changed among
+    them keep their `base` values (a prompt that does not fit would lose its ends)."""
+    if prompt_room_needed(merged) <= merged.n_ctx:
+        return merged, []
+    changed = {name: getattr(base, name) for name in CONTEXT_FIELDS
+               if getattr(merged, name) != getattr(base, name)}
+    fallback = dataclasses.replace(merged, **changed)
+    if prompt_room_needed(fallback) > fallback.n_ctx:  # `base` itself did not fit
+        fallback = dataclasses.replace(merged, **{name: getattr(Settings(), name)
+                                                  for name in CONTEXT_FIELDS})
+    return fallback, [
+        f"n_ctx {merged.n_ctx} cannot hold prefix_budget_tokens + suffix_budget_tokens + "
+        f"max_tokens ({merged.prefix_budget_tokens} + {merged.suffix_budget_tokens} + "
+        f"{merged.max_tokens}, plus {PROMPT_MARKER_TOKENS} for the prompt's markers); "
+        f"keeping " + ", ".join(f"{name} {getattr(fallback, name)!r}"
+                                for name in CONTEXT_FIELDS)]
 
 
 def from_environment(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:

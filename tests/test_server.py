@@ -62,14 +62,60 @@ async def inline(client: LanguageClient, uri: str, line: int, character: int) ->
             for item in items]
 
 
-async def test_capabilities_advertise_inline_completion(client: LanguageClient) -> None:
-    result = await client.initialize_async(initialize_params())
-    capabilities = result.capabilities
-    assert capabilities.inline_completion_provider is not None
-    assert capabilities.completion_provider is not None
-    sync = capabilities.text_document_sync
-    assert isinstance(sync, types.TextDocumentSyncOptions)
-    assert sync.change == types.TextDocumentSyncKind.Incremental
+async def stop_server(lsp: object) -> None:
+    """Stop a client started by hand; kill its server if the test failed before `exit`
+    (pygls's `stop` would wait for it forever)."""
+    process = lsp._server  # type: ignore[attr-defined]
+    if process is not None and process.returncode is None:
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            process.kill()
+    await lsp.stop()  # type: ignore[attr-defined]
+
+
+async def _initialized(capabilities: types.ClientCapabilities, options: object = None
+                       ) -> tuple[LanguageClient, types.InitializeResult]:
+    lsp = await ClientServerConfig(server_command=FAKE).start()
+    result = await lsp.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
+        capabilities=capabilities, initialization_options=options))
+    return lsp, result  # type: ignore[return-value]
+
+
+def _with_inline_completion() -> types.ClientCapabilities:
+    capabilities = client_capabilities("neovim")
+    assert capabilities.text_document is not None
+    capabilities.text_document.inline_completion = types.InlineCompletionClientCapabilities()
+    return capabilities
+
+
+@pytest.mark.parametrize(("capabilities", "options", "offers_items"), [
+    (lambda: client_capabilities("neovim"), None, True),  # 0.11: no ghost text
+    (_with_inline_completion, None, False),  # would show each suggestion twice
+    (_with_inline_completion, {"flashls": {"completionFallback": "always"}}, True),
+])
+async def test_capabilities_offer_completion_items_only_without_inline_completion(
+        capabilities: object, options: object, offers_items: bool) -> None:
+    lsp, result = await _initialized(capabilities(), options)  # type: ignore[operator]
+    try:
+        assert result.capabilities.inline_completion_provider is not None
+        assert (result.capabilities.completion_provider is not None) == offers_items
+        sync = result.capabilities.text_document_sync
+        assert isinstance(sync, types.TextDocumentSyncOptions)
+        assert sync.change == types.TextDocumentSyncKind.Incremental
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)
+
+
+async def test_a_second_initialize_is_refused_and_keeps_the_documents(
+        client: LanguageClient) -> None:
+    from pygls.exceptions import JsonRpcInvalidRequest
+
+    uri = open_document(client, "value = comp\n")
+    with pytest.raises(JsonRpcInvalidRequest, match="already"):
+        await client.initialize_async(initialize_params())
+    assert await inline(client, uri, 0, 12) == ["_done(1)"]
 
 
 async def test_incremental_edits_are_applied_before_completing(client: LanguageClient) -> None:
@@ -277,33 +323,76 @@ async def test_corrupt_model_is_reported_and_server_survives(tmp_path: Path) -> 
         assert "flashls models install" in errors[0]
         await lsp.shutdown_session()  # type: ignore[attr-defined]
     finally:
-        await lsp.stop()  # type: ignore[attr-defined]
+        await stop_server(lsp)
 
 
 def test_finished_notification_futures_are_dropped() -> None:
-    """pygls keeps a Future per handled notification; the server drops the finished ones."""
+    """pygls keeps a Future per handled notification; the protocol drops the finished ones."""
     import concurrent.futures
     from types import SimpleNamespace
 
-    from flashls.server import _forget_finished_notifications
+    from flashls.protocol import FlashProtocol
 
     finished: concurrent.futures.Future[None] = concurrent.futures.Future()
     finished.set_result(None)
     pending: concurrent.futures.Future[None] = concurrent.futures.Future()
     futures = {"notification-1": finished, "request-7": pending}
-    server = SimpleNamespace(protocol=SimpleNamespace(_request_futures=futures))
-    _forget_finished_notifications(server)  # type: ignore[arg-type]
+    protocol = SimpleNamespace(_request_futures=futures)
+    FlashProtocol.forget_finished_notifications(protocol)  # type: ignore[arg-type]
     assert futures == {"request-7": pending}
 
 
-def test_warm_up_lands_after_the_insert_in_the_negotiated_encoding() -> None:
-    from flashls.server import _end_of_insert
+async def test_unopened_documents_are_never_read_from_disk(client: LanguageClient,
+                                                          tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
+    secret = tmp_path / "secret.py"
+    secret.write_text("password = 'hunter2'\n")
+    for uri in (secret.as_uri(), fifo.as_uri(), "file:///dev/zero", "file:///dev/stdin",
+                "file:///etc/passwd", tmp_path.as_uri()):
+        assert await asyncio.wait_for(inline(client, uri, 0, 8), 5) == []
+        result = await asyncio.wait_for(client.text_document_completion_async(
+            types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                   position=types.Position(line=0, character=8))), 5)
+        assert isinstance(result, types.CompletionList) and list(result.items) == []
 
-    insert = types.TextDocumentContentChangePartial(
-        range=types.Range(start=types.Position(line=2, character=4),
-                          end=types.Position(line=2, character=4)), text="é😀")
-    columns = {encoding: _end_of_insert(insert, encoding).character
-               for encoding in ("utf-8", "utf-16", "utf-32")}
-    assert columns == {"utf-8": 4 + 6, "utf-16": 4 + 3, "utf-32": 4 + 2}
-    split = types.TextDocumentContentChangePartial(range=insert.range, text="x\n  é")
-    assert _end_of_insert(split, "utf-8") == types.Position(line=3, character=4)
+
+@pytest.mark.parametrize(("text", "line", "character"), [("", 0, 0), ("abc\n", 1, 0),
+                                                          ("x\r\ny", 1, 1)])
+async def test_completion_items_at_the_end_of_a_file(client: LanguageClient, text: str,
+                                                     line: int, character: int) -> None:
+    uri = open_document(client, text, uri="file:///work/end.py")
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character)))
+    assert isinstance(result, types.CompletionList)
+    for item in result.items:  # an answer, or none, but never an internal error
+        assert isinstance(item.text_edit, types.TextEdit)
+        assert item.text_edit.range.end == types.Position(line=line, character=character)
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("Threads:")))
+
+
+async def test_engine_reloads_leave_no_thread_behind() -> None:
+    """Every change of an engine setting used to leave the old model in a thread that
+    never ended (3 -> 44 threads after 40 changes)."""
+    lsp = await ClientServerConfig(server_command=FAKE).start()
+    try:
+        await lsp.initialize_session(initialize_params())  # type: ignore[attr-defined]
+        uri = open_document(lsp, "value = comp\n")  # type: ignore[arg-type]
+        assert await inline(lsp, uri, 0, 12) == ["_done(1)"]  # type: ignore[arg-type]
+        pid = lsp._server.pid  # type: ignore[attr-defined]
+        before = _threads(pid)
+        for threads in range(1, 41):
+            lsp.workspace_did_change_configuration(  # type: ignore[attr-defined]
+                types.DidChangeConfigurationParams(settings={"flashls": {"nThreads": threads}}))
+            assert await inline(lsp, uri, 0, 12) == ["_done(1)"]  # type: ignore[arg-type]
+        await asyncio.sleep(0.5)
+        assert _threads(pid) <= before
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)

@@ -57,3 +57,33 @@ def test_readme_settings_table_is_generated_from_the_schema() -> None:
     start = readme.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
     end = readme.index("<!-- settings-table:end -->")
     assert readme[start:end].strip() == settings.markdown_table()
+
+
+def test_nulls_and_wrong_types_keep_the_value_with_one_message_each() -> None:
+    merged, problems = settings.merge(Settings(), {"enable": None, "model": None,
+                                                   "logLevel": 3, "tokenHealing": 1,
+                                                   "fimFormat": ["qwen"]})
+    assert merged == Settings()
+    assert len(problems) == 5
+    assert any("'enable'" in problem and "null" in problem for problem in problems)
+    assert any("'model'" in problem and "null" in problem for problem in problems)
+
+
+def test_thousands_of_unknown_keys_make_one_message() -> None:
+    merged, problems = settings.merge(Settings(), {f"key{index}": index
+                                                   for index in range(10_000)})
+    assert merged == Settings()
+    assert len(problems) == 1 and "10000 unknown setting(s)" in problems[0]
+    assert len(problems[0]) < 200
+
+
+def test_budgets_that_outgrow_the_context_are_refused() -> None:
+    merged, problems = settings.merge(Settings(), {"nCtx": 512, "maxTokens": 2048})
+    assert (merged.n_ctx, merged.max_tokens) == (Settings().n_ctx, Settings().max_tokens)
+    assert len(problems) == 1 and "n_ctx 512 cannot hold" in problems[0]
+    fitting, problems = settings.merge(Settings(), {"nCtx": 4096, "maxTokens": 2048})
+    assert (fitting.n_ctx, fitting.max_tokens, problems) == (4096, 2048, [])
+    assert settings.prompt_room_needed(fitting) <= fitting.n_ctx
+    # Shrinking n_ctx alone under the default budgets is refused as well.
+    small, problems = settings.merge(fitting, {"nCtx": 1024})
+    assert small.n_ctx == 4096 and problems

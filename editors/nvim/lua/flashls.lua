@@ -100,6 +100,12 @@ end
 ---@param opts? flashls.Options
 function M.setup(opts)
   opts = vim.tbl_deep_extend('force', M.defaults, opts or {})
+  if opts.mode == 'popup' then
+    -- The server offers completion items only to clients without inline completion
+    -- (else an editor would show each suggestion twice); popup mode asks for them.
+    opts.config = vim.tbl_deep_extend('keep', opts.config or {},
+      { init_options = { flashls = { completion_fallback = 'always' } } })
+  end
   on_attach(opts)
   if vim.lsp.config == nil then
     start_without_config_api(opts)
