@@ -79,6 +79,15 @@ class SuggestionCache:
                 return Hit(entry.tail[len(typed):] + entry.suggestion, entry.continued)
         return None
 
+    def resize(self, max_entries: int) -> None:
+        """Bound the cache anew, keeping the most recently used entries that still fit."""
+        resized: LRUCache[tuple[str, bytes], list[_Shown]] = LRUCache(
+            maxsize=max(1, max_entries // ENTRIES_PER_KEY))
+        while len(self._entries) > resized.maxsize:
+            self._entries.popitem()  # the least recently used
+        resized.update(self._entries)
+        self._entries = resized
+
     def forget(self, uri: str) -> None:
         """Drop a closed document's entries."""
         for key in [key for key in self._entries if key[0] == uri]:

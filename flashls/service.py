@@ -114,6 +114,31 @@ class CompletionService:
         self._in_flight: dict[str, CancelToken] = {}
         self._running: dict[str, _Running] = {}
 
+    def update_settings(self, settings: Settings) -> None:
+        """Take settings that need no new engine; a new cache size applies at once."""
+        if settings.cache_entries != self.settings.cache_entries:
+            self.cache.resize(settings.cache_entries)
+        self.settings = settings
+
+    def replace_engine(self, engine: Engine, settings: Settings) -> None:
+        """Swap in a new engine (a model setting changed): the old worker's job is
+        cancelled, its thread ends and frees its model; what it produced is dropped.
+        Parse trees stay: they do not depend on the model."""
+        for token in self._in_flight.values():
+            token.cancel()
+        self._in_flight.clear()
+        self._running.clear()
+        self.worker.stop()
+        self.worker = ModelWorker(engine)
+        self.cache = SuggestionCache(settings.cache_entries)
+        self.settings = settings
+
+    def close(self) -> None:
+        """Stop the model worker and free the model (server exit)."""
+        for token in self._in_flight.values():
+            token.cancel()
+        self.worker.stop()
+
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
         """Reparse a document after an edit (incrementally; cheap)."""
         if len(text) > self.settings.max_file_bytes or _looks_binary(text):

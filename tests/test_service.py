@@ -113,3 +113,50 @@ async def test_work_nobody_waits_for_yields_to_a_request_in_another_document() -
     assert answer.text == "_done(1)"
     # At most one more token of the orphan (0.3 s), then this request's three (0.9 s).
     assert time.monotonic() - started < 1.6
+
+
+class ClosingEngine(FakeEngine):
+    """The fake engine, counting when it is freed and from which thread."""
+
+    def __init__(self) -> None:
+        super().__init__(token_ms=50)
+        self.closed_by: str | None = None
+
+    def close(self) -> None:
+        self.closed_by = threading.current_thread().name
+
+
+async def test_engine_reloads_end_their_threads_and_free_each_engine() -> None:
+    settings = Settings(time_budget_ms=60000)
+    pipeline = CompletionService(settings, ClosingEngine())
+    threads_before = threading.active_count()
+    engines = []
+    for _ in range(40):
+        running = asyncio.create_task(pipeline.complete(typed("")))
+        await asyncio.sleep(0.01)  # a generation is running when the reload comes
+        engines.append(pipeline.worker.engine)
+        old_worker = pipeline.worker
+        pipeline.replace_engine(ClosingEngine(), settings)
+        assert old_worker.join(timeout=5)
+        answer = await running
+        assert answer.finish in ("cancelled", "eos", "stop")  # resolved, never left hanging
+    assert all(engine.closed_by == "flashls-model" for engine in engines)
+    assert threading.active_count() <= threads_before
+    pipeline.close()
+    assert pipeline.worker.join(timeout=5)
+
+
+def test_a_stopped_worker_resolves_every_job() -> None:
+    from flashls.engine.base import GenerationRequest
+    from flashls.engine.worker import ModelWorker
+
+    worker = ModelWorker(FakeEngine(token_ms=100))
+    request = GenerationRequest("x = ", "", 30, lambda text: None)
+    futures = [worker.generate(request, CancelToken()) for _ in range(3)]
+    time.sleep(0.05)
+    worker.stop()
+    late = worker.generate(request, CancelToken())
+    assert worker.join(timeout=5)
+    for future in [*futures, late]:
+        assert future.cancelled() or future.result(timeout=1).value.finish == "cancelled"
+

@@ -87,5 +87,8 @@ class Engine(Protocol):
         """Evaluate the prompt only (warm-up); returns how many tokens were evaluated."""
 
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
-        """Continue the last generation that its deadline cut short, if nothing ran since;
-        the result's text is the whole suggestion so far."""
+        """Continue the last generation that its deadline cut short (in its prompt or its
+        tokens), if nothing ran since; the result's text is the whole suggestion so far."""
+
+    def close(self) -> None:
+        """Free the model; the engine is not used again."""

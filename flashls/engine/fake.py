@@ -41,6 +41,9 @@ class FakeEngine:
     def load(self) -> None:
         """Nothing to load."""
 
+    def close(self) -> None:
+        """Nothing to free."""
+
     def describe(self) -> str:
         """Names itself."""
         return "fake engine"

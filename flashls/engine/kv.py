@@ -59,6 +59,8 @@ class KvLayout:
         self.head: list[int] = []
         self.tail: list[int] = []
         self.generated = 0
+        # Tokens the last `prepare` evaluated so far (also when it was cancelled midway).
+        self.evaluated = 0
 
     @property
     def end(self) -> int:
@@ -68,6 +70,7 @@ class KvLayout:
     def prepare(self, head: list[int], tail: list[int], cancel: Callable[[], bool]) -> int:
         """Make the cache hold `head + tail` with logits for its last token; returns how
         many tokens were evaluated. Raises Cancelled, leaving a consistent (shorter) cache."""
+        self.evaluated = 0
         if cancel():
             raise Cancelled
         keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
@@ -99,6 +102,7 @@ class KvLayout:
             memory.copy(1, 0, keep, len(head) + refresh)
             memory.remove(1, len(head), -1)
         self.head, self.tail, self.generated = list(head), tail[:reusable], 0
+        self.evaluated = len(fresh)
         return len(fresh) + self._extend_tail(tail, cancel)
 
     def _extend_tail(self, tail: list[int], cancel: Callable[[], bool]) -> int:
@@ -111,6 +115,7 @@ class KvLayout:
             self._memory.decode(piece, len(self.head) + start, 0)
             self.tail.extend(piece)
             evaluated += len(piece)
+            self.evaluated += len(piece)
         return evaluated
 
     def _evaluate(self, head: list[int], tail: list[int], keep: int,
@@ -128,6 +133,7 @@ class KvLayout:
             memory.copy(0, 1, start, start + len(piece))
             self.head.extend(piece)
             evaluated += len(piece)
+            self.evaluated += len(piece)
         if cancel():
             raise Cancelled
         return evaluated + self._extend_tail(tail, cancel)

@@ -2,6 +2,8 @@
 
 Async callers get a concurrent Future; cancelling a job that has not started drops it,
 cancelling one that runs sets its CancelToken, which the engine checks between tokens.
+`stop` ends the thread and frees the model (an engine reload must not leave the old
+model loaded in a thread that never ends).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ USER = 0
 BACKGROUND = 1
 
 
+def _STOP() -> None:
+    """The job `stop` queues last; the thread ends when it reaches it."""
+
+
 @dataclass(order=True)
 class _Job:
     priority: int
@@ -43,20 +49,30 @@ class QueuedResult:
 
 
 class ModelWorker:
-    """Runs engine calls on a single daemon thread, in priority then arrival order."""
+    """Runs engine calls on a single daemon thread, in priority then arrival order.
+
+    Invariants: every submitted future is resolved (result, exception or cancelled), also
+    across `stop`; once stopped, no job runs and the engine is closed by the thread itself
+    after the job it was running, so the model is never freed under a running call."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._sequence = itertools.count()
-        self._thread = threading.Thread(target=self._loop, name="flashls-model", daemon=True)
+        self._lock = threading.Lock()  # orders `_submit` against `stop`
         self._stopped = False
+        self._current: _Job | None = None
+        self._thread = threading.Thread(target=self._loop, name="flashls-model", daemon=True)
         self._thread.start()
 
     def _submit(self, run: Callable[[], Any], cancel: CancelToken,
                 priority: int) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put(_Job(priority, next(self._sequence), run, future, cancel))
+        with self._lock:
+            if self._stopped:
+                future.cancel()
+            else:
+                self._jobs.put(_Job(priority, next(self._sequence), run, future, cancel))
         return future
 
     def generate(self, request: GenerationRequest, cancel: CancelToken,
@@ -82,6 +98,8 @@ class ModelWorker:
             job = self._jobs.get()
             if self._stopped:
                 job.future.cancel()
+                if job.run is _STOP:  # queued last, under the lock: nothing follows it
+                    break
                 continue
             if job.cancel.cancelled:
                 job.future.cancel()  # superseded before it ran: its waiter must not hang
@@ -89,17 +107,35 @@ class ModelWorker:
             if not job.future.set_running_or_notify_cancel():
                 continue
             waited = (time.perf_counter() - job.submitted) * 1000
+            self._current = job
             try:
                 job.future.set_result(QueuedResult(job.run(), waited))
             except BaseException as error:  # handed to the caller, never kills the thread
                 log.debug("model job failed: %s", error)
                 job.future.set_exception(error)
+            finally:
+                self._current = None
+        try:
+            self.engine.close()
+        except Exception:  # a failing free must not hide that the thread ended
+            log.exception("closing the engine failed")
 
     def stop(self) -> None:
-        """Drop queued jobs; the thread idles until the process exits."""
-        self._stopped = True
-        self._jobs.put(_Job(BACKGROUND, next(self._sequence), lambda: None,
-                            concurrent.futures.Future(), CancelToken()))
+        """Cancel the running job, drop queued ones, end the thread and free the engine."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._jobs.put(_Job(BACKGROUND, next(self._sequence), _STOP,
+                                concurrent.futures.Future(), CancelToken()))
+        running = self._current
+        if running is not None:
+            running.cancel.cancel()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for a stopped worker's thread to end; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def finished_result(result: QueuedResult) -> GenerationResult:
