@@ -104,7 +104,7 @@ function M.setup(opts)
     -- The server offers completion items only to clients without inline completion
     -- (else an editor would show each suggestion twice); popup mode asks for them.
     opts.config = vim.tbl_deep_extend('keep', opts.config or {},
-      { init_options = { flashls = { completion_fallback = 'always' } } })
+      { settings = { flashls = { completion_fallback = 'always' } } })
   end
   on_attach(opts)
   if vim.lsp.config == nil then
