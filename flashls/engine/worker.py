@@ -9,6 +9,8 @@ model loaded in a thread that never ends).
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import queue
@@ -24,6 +26,17 @@ log = logging.getLogger(__name__)
 
 USER = 0
 BACKGROUND = 1
+
+
+def _return_freed_memory() -> None:
+    """Hand the freed model's heap back to the OS. glibc gives each model thread its own
+    malloc arena and keeps what was freed there: without this, RSS grew from 697 to about
+    920 MB over 30 reloads although every model was freed."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim, nothing kept
+        pass
 
 
 def _STOP() -> None:
@@ -119,6 +132,7 @@ class ModelWorker:
             self.engine.close()
         except Exception:  # a failing free must not hide that the thread ended
             log.exception("closing the engine failed")
+        _return_freed_memory()
 
     def stop(self) -> None:
         """Cancel the running job, drop queued ones, end the thread and free the engine."""
