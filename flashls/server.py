@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 STATUS_NOTIFICATION = "flashls/status"
 # A request answering the server's copy of a document as a digest (see `document_digest`).
 DIGEST_REQUEST = "flashls/documentDigest"
+# The editor's notification of where the user looks: the document in front and where its
+# cursor rests (GitHub Copilot's language server has the same method, without position).
+FOCUS_NOTIFICATION = "textDocument/didFocus"
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
                    "reuse_kv_prefix", "reuse_suffix", "token_healing")
@@ -325,6 +328,25 @@ def document_digest(ls: FlashServer, params: Any) -> dict[str, Any] | None:
     return {"version": document.version, "length": len(document.text), "inSync":
             document.in_sync, "sha256": hashlib.sha256(
                 document.text.encode("utf-8", errors="surrogatepass")).hexdigest()}
+
+
+@server.feature(FOCUS_NOTIFICATION)
+def did_focus(ls: FlashServer, params: Any) -> None:
+    """Warm the place the user looks at (after `warm_up_ms`, at background priority): the
+    reading time before the first keystroke evaluates the prompt there."""
+    uri = _uri_of(params)
+    position = _position_of(params)
+    if uri is not None and position is not None:
+        ls.schedule_warm_up(uri, position)
+
+
+def _position_of(params: Any) -> types.Position | None:
+    """`params.position` of an unstructured notification, if it is a valid position."""
+    position = getattr(params, "position", None)
+    line, character = getattr(position, "line", None), getattr(position, "character", None)
+    if type(line) is int and type(character) is int and line >= 0 and character >= 0:
+        return types.Position(line=line, character=character)
+    return None
 
 
 def _uri_of(params: Any) -> str | None:

@@ -214,6 +214,7 @@ class CompletionService:
             context, _ = self.prepare(request)
         except Rejected:
             return None
+        self._yield_background(request.uri)  # the user looks here now, not there
         token = CancelToken()
         self._in_flight[request.uri] = token  # any real request for the document cancels it
         future = self.worker.prefill(self._generation(context), token)

@@ -396,3 +396,28 @@ async def test_engine_reloads_leave_no_thread_behind() -> None:
         await lsp.shutdown_session()  # type: ignore[attr-defined]
     finally:
         await stop_server(lsp)
+
+
+async def test_focus_warms_the_place_the_user_looks_at(client: LanguageClient) -> None:
+    statuses: list[tuple[object, object]] = []
+
+    @client.feature("flashls/status")
+    def record(ls: LanguageClient, params: object) -> None:
+        if getattr(params, "state", None) == "warm":
+            statuses.append((getattr(params, "uri", None), getattr(params, "message", None)))
+
+    first = open_document(client, "import os\nos.pa\n", uri="file:///work/one.py")
+    second = open_document(client, "import sys\nsys.ar\n", uri="file:///work/two.py")
+    client.protocol.notify("textDocument/didFocus", {
+        "textDocument": {"uri": second}, "position": {"line": 1, "character": 6}})
+    for bad in ({"textDocument": {"uri": first}}, {"position": {"line": 0, "character": 0}},
+                {"textDocument": {"uri": first}, "position": {"line": "1", "character": 0}}):
+        client.protocol.notify("textDocument/didFocus", bad)  # ignored, no error
+    for _ in range(30):
+        if statuses:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    # The fake engine counts one token per prefix character: "import sys\nsys.ar"
+    assert statuses == [(second, "evaluated 17 prompt tokens")]
+    assert await inline(client, second, 1, 6) == ["_done(1)"]

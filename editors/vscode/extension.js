@@ -210,6 +210,39 @@ function registerCommands(context) {
   );
 }
 
+// How long the cursor rests before the server is told where the user looks.
+const FOCUS_DEBOUNCE_MS = 250;
+let focusTimer;
+
+/**
+ * Tells the server which document is in front and where its cursor rests
+ * (`textDocument/didFocus`), so it evaluates that place while the user reads.
+ */
+function reportFocus(editor) {
+  clearTimeout(focusTimer);
+  if (!editor || !client || !client.isRunning() || !suggestionsEnabled()) {
+    return;
+  }
+  focusTimer = setTimeout(() => {
+    if (!client || !client.isRunning()) {
+      return;
+    }
+    const converter = client.code2ProtocolConverter;
+    client.sendNotification('textDocument/didFocus', {
+      textDocument: { uri: converter.asUri(editor.document.uri) },
+      position: converter.asPosition(editor.selection.active),
+    }).catch(() => undefined);
+  }, FOCUS_DEBOUNCE_MS);
+}
+
+function registerFocus(context) {
+  context.subscriptions.push(
+    vscode.window.onDidChangeActiveTextEditor((editor) => reportFocus(editor)),
+    vscode.window.onDidChangeTextEditorSelection((event) => reportFocus(event.textEditor)),
+    { dispose: () => clearTimeout(focusTimer) },
+  );
+}
+
 async function activate(context) {
   output = vscode.window.createOutputChannel('flashls', { log: true });
   statusBar = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
@@ -219,7 +252,9 @@ async function activate(context) {
   statusBar.show();
   context.subscriptions.push(output, statusBar, { dispose: stopClient });
   registerCommands(context);
+  registerFocus(context);
   await startClient(context);
+  reportFocus(vscode.window.activeTextEditor);
 }
 
 function deactivate() {

@@ -61,6 +61,47 @@ local function map_keys(bufnr, opts)
   end
 end
 
+-- How long the cursor rests before the server is told where the user looks.
+local FOCUS_DEBOUNCE_MS = 250
+local focus_timer = nil
+
+--- Tells flashls which buffer is in front and where its cursor rests
+--- (`textDocument/didFocus`), so it evaluates that place while the user reads.
+---@param bufnr integer
+local function report_focus(bufnr)
+  if focus_timer then
+    focus_timer:stop()
+  else
+    focus_timer = vim.uv.new_timer()
+  end
+  focus_timer:start(FOCUS_DEBOUNCE_MS, 0, vim.schedule_wrap(function()
+    if not M.enabled or not vim.api.nvim_buf_is_valid(bufnr)
+        or bufnr ~= vim.api.nvim_get_current_buf() then
+      return
+    end
+    for _, client in ipairs(vim.lsp.get_clients({ name = 'flashls', bufnr = bufnr })) do
+      local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+      if vim.fn.has('nvim-0.11') == 1 then
+        client:notify('textDocument/didFocus', params)
+      else
+        client.notify('textDocument/didFocus', params) -- 0.10: a function field
+      end
+    end
+  end))
+end
+
+---@param bufnr integer
+local function track_focus(bufnr)
+  vim.api.nvim_create_autocmd({ 'BufEnter', 'CursorMoved', 'InsertEnter' }, {
+    group = vim.api.nvim_create_augroup('flashls.focus.' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function(args)
+      report_focus(args.buf)
+    end,
+  })
+  report_focus(bufnr)
+end
+
 ---@param opts flashls.Options
 local function on_attach(opts)
   vim.api.nvim_create_autocmd('LspAttach', {
@@ -70,6 +111,7 @@ local function on_attach(opts)
       if not client or client.name ~= 'flashls' then
         return
       end
+      track_focus(args.buf)
       if use_ghost_text(opts) then
         vim.lsp.inline_completion.enable(M.enabled, { bufnr = args.buf })
         map_keys(args.buf, opts)
