@@ -10,11 +10,7 @@ import os
 import re
 import shutil
 import socket
-import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.parse import urlsplit
 
 from flashls.models.manifest import HuggingFaceSource, ModelInfo, find_hub_model, find_model
@@ -142,20 +138,24 @@ def network_timeouts() -> tuple[float, float]:
 
 
 def endpoint_problem(url: str, connect_s: float, read_s: float) -> str | None:
-    """None if `url`'s server answers a HEAD at all (any status), else what went wrong."""
-    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "flashls"})
-    opener = urllib.request.build_opener(_NoRedirects, _TimedHandler(read_s))
+    """None if `url`'s server answers a HEAD at all (any status, a redirect too: it is not
+    followed), else what went wrong, in one line."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else \
+        http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=connect_s)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        with opener.open(request, timeout=connect_s):
-            return None
-    except urllib.error.HTTPError:
-        return None  # an answer: statuses are the hub client's business
-    except urllib.error.URLError as error:
-        reason = error.reason
-        failure = reason if isinstance(reason, BaseException) else error
-        return _describe_failure(failure, url, connect_s, read_s)
+        connection.connect()
+        assert connection.sock is not None
+        connection.sock.settimeout(read_s)  # connected: now each read may take `read_s`
+        connection.request("HEAD", target, headers={"User-Agent": "flashls"})
+        connection.getresponse()
+        return None
     except (OSError, http.client.HTTPException) as error:
         return _describe_failure(error, url, connect_s, read_s)
+    finally:
+        connection.close()
 
 
 def _describe_failure(error: BaseException, url: str, connect_s: float | None = None,
@@ -184,51 +184,3 @@ def _causes(error: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer; following it would GET the whole file from a CDN."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    """Connects within `timeout`, then waits at most `read_timeout` for each read."""
-
-    def __init__(self, host: str, *, read_timeout: float, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._read_timeout = read_timeout
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._read_timeout)
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """`_HTTPConnection` over TLS; the handshake is part of connecting."""
-
-    def __init__(self, host: str, *, read_timeout: float, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._read_timeout = read_timeout
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._read_timeout)
-
-
-class _TimedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """Opens http and https URLs on connections with a separate read timeout."""
-
-    def __init__(self, read_timeout: float) -> None:
-        super().__init__()
-        self._read_timeout = read_timeout
-        self._tls = ssl.create_default_context()
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPConnection, req,  # type: ignore[arg-type]
-                            read_timeout=self._read_timeout)
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPSConnection, req,  # type: ignore[arg-type]
-                            read_timeout=self._read_timeout, context=self._tls)
