@@ -43,7 +43,7 @@ DIGEST_REQUEST = "flashls/documentDigest"
 FOCUS_NOTIFICATION = "textDocument/didFocus"
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
-                   "reuse_kv_prefix", "reuse_suffix", "token_healing")
+                   "reuse_kv_prefix", "reuse_suffix", "snapshot_mb", "token_healing")
 
 
 def make_engine(kind: str, config: settings.Settings) -> Engine:

@@ -91,6 +91,10 @@ class Settings:
     reuse_suffix: bool = _setting(
         True, "After an edit, shift the cached text after the cursor into place instead of "
         "evaluating it again (much faster; its cache is slightly stale).")
+    snapshot_mb: int = _setting(
+        256, "Host memory for saved prompts (about 12 KB a token for the default model): "
+        "going back to a file or place evaluated earlier restores its prompt instead of "
+        "evaluating it again; 0 turns this off.", minimum=0, maximum=65536)
     token_healing: bool = _setting(
         True, "Re-generate the half-typed last token so partial words complete naturally.")
     speculative_cache: bool = _setting(

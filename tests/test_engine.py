@@ -151,3 +151,27 @@ def test_prefill_leaves_only_the_markers_to_evaluate(engine: LlamaEngine) -> Non
     assert engine.prefill(request, CancelToken()) > 0
     result = engine.generate(request, CancelToken())
     assert result.timings.evaluated_tokens <= 2  # the suffix and middle markers
+
+
+def test_returning_to_a_file_restores_its_prompt(engine: LlamaEngine,
+                                                 model_path: Path) -> None:
+    """A prompt displaced by another file's is saved and restored on return: the return
+    evaluates only what was typed, and writes what a fresh engine is sure of."""
+    # Prompts of a few chunks, as real ones are (a saved prompt must be worth a copy).
+    helpers = "".join(f"def helper_{index}(value):\n    return value * {index}\n\n\n"
+                      for index in range(12))
+    prefix = PREFIX.replace("import os\n", "import os\n\n\n" + helpers, 1)
+    other = GenerationRequest(helpers + "import json\n\n\ndef load(path):\n    with open("
+                              "path) as handle:\n        return json.", "\n", 8, first_line)
+    engine.generate(GenerationRequest(prefix, SUFFIX, 4, first_line), CancelToken())
+    engine.generate(other, CancelToken())
+    back = GenerationRequest(prefix + "jo", SUFFIX, 16, first_line)
+    returned = engine.generate(back, CancelToken())
+    assert returned.timings.evaluated_tokens <= 6
+    assert_parses_in_place(back.prefix, returned.text)
+    fresh_engine = LlamaEngine(Settings(model=str(model_path), n_threads=2, snapshot_mb=0,
+                                        reuse_kv_prefix=False))
+    (best, best_logit), (_, runner_up_logit) = fresh_engine.first_token_candidates(back)
+    if best_logit - runner_up_logit >= SURE_MARGIN:
+        assert returned.text.startswith(best), (best, returned.text)
+    fresh_engine.close()

@@ -114,3 +114,54 @@ def test_a_tail_cut_by_cancel_is_continued_after_the_next_edit() -> None:
     assert kv.prepare(typed, long_tail, lambda: False) == 1 + 1 + 8
     assert cache.sequence(0) == typed + long_tail
     assert cache.sequence(1) == typed
+
+
+class SavingCache(SimulatedCache):
+    """The simulated cache with llama_state_seq_get/set_data on sequence 0."""
+
+    def save(self) -> bytes:
+        return repr(sorted((pos, token) for (seq, pos), token in self.cells.items()
+                           if seq == 0)).encode()
+
+    def load(self, state: bytes) -> None:
+        assert self.last(0) == -1, "restoring into a sequence that is not empty"
+        for pos, token in eval(state.decode()):  # the test's own repr, nothing else
+            self.cells[(0, pos)] = token
+
+    def memory(self) -> Memory:
+        return Memory(self.decode, self.remove, self.shift, self.copy, can_shift=True,
+                      save=self.save, load=self.load)
+
+
+def test_returning_to_an_earlier_prompt_restores_it_instead_of_evaluating() -> None:
+    cache = SavingCache()
+    kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
+                  snapshot_bytes=1 << 20)
+    file_a = [1, *range(100, 120)]
+    file_b = [1, *range(200, 216)]
+    assert kv.prepare(file_a, TAIL, lambda: False) == len(file_a) + len(TAIL)
+    kv.append_generated(7)  # a generated token is not part of what is saved
+    assert kv.prepare(file_b, TAIL, lambda: False) == len(file_b) - 1 + len(TAIL)
+    assert [snapshot.head for snapshot in kv.snapshots] == [tuple(file_a)]
+    # Back in file A, two characters typed: only those and the markers are evaluated.
+    typed = [*file_a, 121]
+    assert kv.prepare(typed, TAIL, lambda: False) == 1 + 1 + 1
+    assert cache.sequence(0) == typed + TAIL and cache.sequence(1) == typed
+    assert [snapshot.head for snapshot in kv.snapshots] == [tuple(file_b)]
+
+
+def test_snapshots_stay_within_their_budget_and_off_means_off() -> None:
+    cache = SavingCache()
+    prompts = [[1, *range(base, base + 12)] for base in (100, 200, 300, 400)]
+    one = len(SavingCache().save()) + 200  # room for about two saved prompts
+    kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
+                  snapshot_bytes=2 * one)
+    for prompt in prompts:
+        kv.prepare(prompt, TAIL, lambda: False)
+    assert 0 < kv.snapshot_memory <= 2 * one
+    assert [snapshot.head[1] for snapshot in kv.snapshots][-1] == 300  # most recent kept
+    off = KvLayout(SavingCache().memory(), 4, reuse_prefix=True, reuse_suffix=True,
+                   snapshot_bytes=0)
+    for prompt in prompts:
+        off.prepare(prompt, TAIL, lambda: False)
+    assert off.snapshots == []

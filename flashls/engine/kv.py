@@ -10,12 +10,17 @@ which is why the edit cannot be decoded into sequence 0 in front of the shifted 
 
 The shifted tail's keys and values were computed against the old head: an approximation
 that `reuse_suffix` turns off and that the benchmark measures.
+
+Snapshots: when a prompt shares far more with an earlier prompt (another file, another
+place) than with the cached one, the cached cells of sequence 0 are saved to host memory
+and the earlier prompt's saved cells restored, so returning costs a copy, not a
+re-evaluation. They are kept most recent first within `snapshot_bytes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HEAD_SEQUENCES = (0, 1)
 
@@ -33,6 +38,17 @@ class Memory:
     shift: Callable[[int, int, int], None]  # sequence 0 cells from position onward, by delta
     copy: Callable[[int, int, int, int], None]  # source seq, destination seq, from, to
     can_shift: bool
+    save: Callable[[], bytes] = field(default=lambda: b"")  # sequence 0's cells, serialised
+    load: Callable[[bytes], None] = field(default=lambda state: None)  # into empty sequence 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Sequence 0's cells for a prompt (head and as much tail as was evaluated)."""
+
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    state: bytes
 
 
 def common_prefix_length(left: list[int], right: list[int]) -> int:
@@ -48,9 +64,13 @@ class KvLayout:
     """The cached head and tail, and the cheapest way to bring them to a new prompt."""
 
     def __init__(self, memory: Memory, chunk: int, *, reuse_prefix: bool,
-                 reuse_suffix: bool, refresh_tokens: int = 0) -> None:
+                 reuse_suffix: bool, refresh_tokens: int = 0, snapshot_bytes: int = 0) -> None:
         self._memory = memory
         self._chunk = chunk
+        # Saved prompts, most recently used last; their states add up to <= the budget.
+        # The cached prompt is never among them (restoring one takes it out).
+        self._snapshot_bytes = snapshot_bytes if reuse_prefix else 0
+        self.snapshots: list[Snapshot] = []
         self._reuse_prefix = reuse_prefix
         self._reuse_suffix = reuse_suffix and reuse_prefix and memory.can_shift
         # Tail tokens (from the suffix marker on) evaluated again after every edit: the
@@ -74,6 +94,7 @@ class KvLayout:
         if cancel():
             raise Cancelled
         keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
+        keep = self._switch_to_snapshot(head, keep)
         keep = min(keep, len(head) - 1) if not tail else keep
         edited = len(head) - keep
         # Old tail cells that still match the new tail (all but the middle marker, which is
@@ -138,13 +159,55 @@ class KvLayout:
             raise Cancelled
         return evaluated + self._extend_tail(tail, cancel)
 
+    def _switch_to_snapshot(self, head: list[int], keep: int) -> int:
+        """Restore the saved prompt that shares the most with `head` when it beats the
+        cached one by more than a chunk; save the cached prompt whenever `head` displaces
+        more than a chunk of it. Returns the length `head` now shares with the cache."""
+        if not self._snapshot_bytes:
+            return keep
+        best = max(self.snapshots, default=None,
+                   key=lambda snapshot: common_prefix_length(list(snapshot.head), head))
+        shared = 0 if best is None else common_prefix_length(list(best.head), head)
+        if best is None or shared <= keep + self._chunk:
+            if len(self.head) - keep > self._chunk:
+                self._save()
+            return keep
+        self.snapshots.remove(best)
+        self._save()
+        for sequence in HEAD_SEQUENCES:
+            self._memory.remove(sequence, 0, -1)
+        self._memory.load(best.state)
+        self._memory.copy(0, 1, 0, len(best.head))
+        self.head, self.tail, self.generated = list(best.head), list(best.tail), 0
+        return shared
+
+    def _save(self) -> None:
+        """Keep the cached prompt (without generated cells) among the snapshots."""
+        if len(self.head) < self._chunk:
+            return
+        self._memory.remove(0, len(self.head) + len(self.tail), -1)
+        self.generated = 0
+        head = tuple(self.head)
+        # An earlier save of a prompt this one only extends is superseded by it.
+        self.snapshots = [snapshot for snapshot in self.snapshots
+                          if head[:len(snapshot.head)] != snapshot.head]
+        self.snapshots.append(Snapshot(head, tuple(self.tail), self._memory.save()))
+        while sum(len(snapshot.state) for snapshot in self.snapshots) > self._snapshot_bytes:
+            self.snapshots.pop(0)
+
+    @property
+    def snapshot_memory(self) -> int:
+        """Bytes held by the snapshots."""
+        return sum(len(snapshot.state) for snapshot in self.snapshots)
+
     def append_generated(self, token: int) -> None:
         """Decode one generated token after the prompt, in sequence 0."""
         self._memory.decode([token], self.end, 0)
         self.generated += 1
 
     def forget(self) -> None:
-        """Empty the cache (after a llama.cpp error)."""
+        """Empty the cache and the snapshots (after a llama.cpp error)."""
         for sequence in HEAD_SEQUENCES:
             self._memory.remove(sequence, 0, -1)
         self.head, self.tail, self.generated = [], [], 0
+        self.snapshots.clear()

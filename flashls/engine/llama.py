@@ -131,6 +131,8 @@ class LlamaEngine:
 
     def _two_sequence_cache(self, llm: Any) -> KvLayout:
         """Swap in a context with two sequences over one unified KV buffer (see engine.kv)."""
+        import ctypes
+
         import llama_cpp
         from llama_cpp import _internals
 
@@ -141,6 +143,17 @@ class LlamaEngine:
         llm._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         single.close()
         memory = llm._ctx.memory
+
+        def save() -> bytes:
+            size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, 0)
+            buffer = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buffer, size, 0)
+            return bytes(buffer[:written])
+
+        def load(state: bytes) -> None:
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if not llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buffer, len(state), 0):
+                raise RuntimeError("llama.cpp could not restore a saved prompt")
 
         def decode(tokens: list[int], position: int, sequence: int) -> None:
             llm._batch.set_batch(batch=tokens, n_past=position, logits_all=False)
@@ -156,10 +169,11 @@ class LlamaEngine:
                 memory, 0, start, end, delta),
             copy=lambda source, target, start, end: llama_cpp.llama_memory_seq_cp(
                 memory, source, target, start, end),
-            can_shift=bool(llama_cpp.llama_memory_can_shift(memory))),
+            can_shift=bool(llama_cpp.llama_memory_can_shift(memory)), save=save, load=load),
             PROMPT_CHUNK, reuse_prefix=self._settings.reuse_kv_prefix,
             reuse_suffix=self._settings.reuse_suffix,
-            refresh_tokens=SUFFIX_REFRESH_TOKENS)
+            refresh_tokens=SUFFIX_REFRESH_TOKENS,
+            snapshot_bytes=self._settings.snapshot_mb * 1024 * 1024)
 
     def _index_pieces(self) -> None:
         """Every token's text, and the texts sorted so token healing can bisect them."""
