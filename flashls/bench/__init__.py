@@ -1,6 +1,7 @@
 """`flashls bench`: measurements of flashls driven over real JSON-RPC, as an editor would.
 
-Only the command-line wiring lives here; `latency.py` holds the latency benchmark.
+Only the command-line wiring lives here; `latency.py` holds the latency benchmark,
+`session.py` the editing-session benchmark.
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ import argparse
 
 def _run_latency(arguments: argparse.Namespace) -> int:
     from flashls.bench.latency import handler
+
+    return handler(arguments)
+
+
+def _run_session(arguments: argparse.Namespace) -> int:
+    from flashls.bench.session import handler
 
     return handler(arguments)
 
@@ -27,5 +34,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "baseline (no KV-prefix reuse, no speculative cache).")
     add_arguments(latency)
     latency.set_defaults(func=_run_latency)
+    from flashls.bench.session import add_arguments as add_session_arguments
+
+    session = kinds.add_parser(
+        "session", help="play an editing session across open files and time what shows",
+        description="Open several files, visit places across them (some of them twice), "
+                    "delete and re-type each line's tail as VS Code or Neovim would drive "
+                    "`flashls serve`, and report how often and how soon a suggestion shows.")
+    add_session_arguments(session)
+    session.set_defaults(func=_run_session)
     from flashls.bench.infill import add_infill_parser
     add_infill_parser(kinds)

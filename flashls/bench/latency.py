@@ -112,7 +112,8 @@ def initialize_params() -> dict[str, Any]:
     }
 
 
-async def _initialize(client: LspClient, timeout_s: float) -> None:
+async def initialize_server(client: LspClient, timeout_s: float) -> None:
+    """`initialize` and `initialized`; fails unless inline completion is advertised."""
     response = await client.request("initialize", initialize_params(), timeout_s)
     if response.error is not None:
         raise BenchError(f"initialize failed: {response.error}")
@@ -122,7 +123,7 @@ async def _initialize(client: LspClient, timeout_s: float) -> None:
     await client.notify("initialized", {})
 
 
-async def _warm_up(client: LspClient, timeout_s: float) -> None:
+async def wait_until_ready(client: LspClient, timeout_s: float) -> None:
     """One request on a scratch document, so model loading is not timed as typing."""
     uri = (Path(tempfile.gettempdir()) / "flashls-bench-warmup.py").as_uri()
     await client.notify("textDocument/didOpen", {"textDocument": {
@@ -163,9 +164,9 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
     started = time.perf_counter()
     client = await LspClient.start(command)
     try:
-        await _initialize(client, config.startup_timeout_s)
+        await initialize_server(client, config.startup_timeout_s)
         ready = time.perf_counter()
-        await _warm_up(client, config.startup_timeout_s)
+        await wait_until_ready(client, config.startup_timeout_s)
         warm = time.perf_counter()
         rss_samples_mb = [client.rss_mb()]
         records = await _replay_all(client, traces, name, config, rss_samples_mb)
