@@ -148,7 +148,7 @@ class LlamaEngine:
             size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, 0)
             buffer = (ctypes.c_uint8 * size)()
             written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buffer, size, 0)
-            return bytes(buffer[:written])
+            return ctypes.string_at(buffer, written)  # one copy (slicing makes int lists)
 
         def load(state: bytes) -> None:
             buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
