@@ -249,7 +249,7 @@ async def pull_configuration(ls: FlashServer) -> None:
         answers = await asyncio.wait_for(ls.workspace_configuration_async(
             types.ConfigurationParams(items=[types.ConfigurationItem(
                 section=settings.SECTION)])), timeout=5)
-    except (TimeoutError, Exception) as error:  # a client's bad answer is no crash
+    except Exception as error:  # a timeout or a client's bad answer is no crash
         log.warning("workspace/configuration failed: %s", error)
         return
     if answers and isinstance(answers[0], dict):

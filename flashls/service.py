@@ -124,19 +124,17 @@ class CompletionService:
         """Swap in a new engine (a model setting changed): the old worker's job is
         cancelled, its thread ends and frees its model; what it produced is dropped.
         Parse trees stay: they do not depend on the model."""
-        for token in self._in_flight.values():
-            token.cancel()
-        self._in_flight.clear()
-        self._running.clear()
-        self.worker.stop()
+        self.close()
         self.worker = ModelWorker(engine)
         self.cache = SuggestionCache(settings.cache_entries)
         self.settings = settings
 
     def close(self) -> None:
-        """Stop the model worker and free the model (server exit)."""
+        """Cancel every job, stop the model worker and free its model."""
         for token in self._in_flight.values():
             token.cancel()
+        self._in_flight.clear()
+        self._running.clear()
         self.worker.stop()
 
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
