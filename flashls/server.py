@@ -41,6 +41,9 @@ DIGEST_REQUEST = "flashls/documentDigest"
 # The editor's notification of where the user looks: the document in front and where its
 # cursor rests (GitHub Copilot's language server has the same method, without position).
 FOCUS_NOTIFICATION = "textDocument/didFocus"
+# Sent when a suggestion cut by the time budget has been finished in the background while
+# the document stayed as it was: the editor asks again and shows all of it from the cache.
+FINISHED_NOTIFICATION = "flashls/suggestionFinished"
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
                    "reuse_kv_prefix", "reuse_suffix", "snapshot_mb", "token_healing")
@@ -80,7 +83,17 @@ class FlashServer(LanguageServer):
         if self.service is None:
             self.service = CompletionService(self.config, make_engine(self.engine_kind,
                                                                       self.config))
+            self.service.on_finished = self._finished
         return self.service
+
+    def _finished(self, request: CompletionRequest) -> None:
+        """Tell the editor a cut suggestion is complete, if its document did not change."""
+        document = self.documents.get(request.uri)
+        if document is None or document.lf_view() != request.text:
+            return
+        self.protocol.notify(FINISHED_NOTIFICATION, {
+            "textDocument": {"uri": request.uri, "version": document.version},
+            "position": {"line": request.line, "character": request.character}})
 
     def offers_completion_items(self, params: types.InitializeParams) -> bool:
         """Whether to advertise `completionProvider`: not to editors that show inline

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flashls.cache import SuggestionCache
@@ -113,6 +114,9 @@ class CompletionService:
         self.cache = SuggestionCache(settings.cache_entries)
         self._in_flight: dict[str, CancelToken] = {}
         self._running: dict[str, _Running] = {}
+        # Called with the request whose cut suggestion a continuation has just finished,
+        # so the editor can ask again and show all of it (the answer is in the cache).
+        self.on_finished: Callable[[CompletionRequest], None] | None = None
 
     def update_settings(self, settings: Settings) -> None:
         """Take settings that need no new engine; a new cache size applies at once."""
@@ -259,6 +263,8 @@ class CompletionService:
         if cut and uri not in self._in_flight:
             self._launch(running.request, running.context, running.cursor, CancelToken(),
                          running.progress, continuation=True)
+        elif running.continuation and not cut and self.on_finished is not None:
+            self.on_finished(running.request)
 
     def _remember(self, running: _Running, text: str, *, cut_short: bool) -> None:
         request = running.request

@@ -421,3 +421,32 @@ async def test_focus_warms_the_place_the_user_looks_at(client: LanguageClient) -
     # The fake engine counts one token per prefix character: "import sys\nsys.ar"
     assert statuses == [(second, "evaluated 17 prompt tokens")]
     assert await inline(client, second, 1, 6) == ["_done(1)"]
+
+
+async def test_a_finished_cut_suggestion_is_announced_while_the_text_stays(
+        hurried_client: LanguageClient) -> None:
+    finished: list[object] = []
+
+    @hurried_client.feature("flashls/suggestionFinished")
+    def record(ls: LanguageClient, params: object) -> None:
+        finished.append(params)
+
+    uri = open_document(hurried_client, "total = comp\nother = comp\n")
+    [first] = await inline(hurried_client, uri, 0, 12)
+    assert first != "_done(1)"  # cut by the 200 ms budget
+    for _ in range(50):
+        if finished:
+            break
+        await asyncio.sleep(0.1)
+    [announced] = finished
+    position = announced.position  # type: ignore[attr-defined]
+    assert (announced.textDocument.uri, position.line, position.character) == (  # type: ignore[attr-defined]
+        uri, 0, 12)
+    assert await inline(hurried_client, uri, 0, 12) == ["_done(1)"]  # asked again: cached
+
+    # Typed something else before the continuation finished: nothing is announced.
+    [cut] = await inline(hurried_client, uri, 1, 12)
+    assert cut != "_done(1)"
+    insert(hurried_client, uri, 1, 12, "x", 2)
+    await asyncio.sleep(2.0)
+    assert len(finished) == 1

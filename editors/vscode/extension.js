@@ -166,6 +166,21 @@ async function startClient(context) {
       latencyMs: params.latencyMs === undefined ? status.latencyMs : params.latencyMs,
     });
   });
+  // A suggestion cut by the time budget is complete now: ask again where the cursor still
+  // is, so the whole of it shows without a keystroke (the server answers from its cache).
+  client.onNotification('flashls/suggestionFinished', (params) => {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor || !client || !suggestionsEnabled()) {
+      return;
+    }
+    const here = client.code2ProtocolConverter.asPosition(editor.selection.active);
+    const sameDocument =
+      client.code2ProtocolConverter.asUri(editor.document.uri) === params.textDocument.uri;
+    if (sameDocument && here.line === params.position.line
+        && here.character === params.position.character) {
+      vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
+    }
+  });
   try {
     await client.start();
   } catch (error) {
