@@ -134,6 +134,17 @@ def inline_completion_at(trace: Trace, position: dict[str, int]) -> dict[str, An
 
 def suggestion_first_line(result: Any, trace: Trace, keystroke: Keystroke) -> str:
     """What the editor would show after the cursor on this line; "" when nothing."""
+    line_before_cursor = trace.site.indent + trace.site.body[: keystroke.typed]
+    text = shown_text(result, line_before_cursor, keystroke.cursor.line)
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
+def shown_text(result: Any, line_before_cursor: str, cursor_line: int) -> str:
+    """The first inline item's text as shown after the cursor; "" when there is none.
+
+    An item whose range starts before the cursor on its line repeats what is typed there;
+    that part is dropped.
+    """
     items = result.get("items") if isinstance(result, dict) else result
     if not isinstance(items, list) or not items or not isinstance(items[0], dict):
         return ""
@@ -143,20 +154,12 @@ def suggestion_first_line(result: Any, trace: Trace, keystroke: Keystroke) -> st
         text = text.get("value", "")
     if not isinstance(text, str):
         return ""
-    text = _without_typed_part(text, item.get("range"), trace, keystroke)
-    return text.split("\n", 1)[0].rstrip("\r")
-
-
-def _without_typed_part(text: str, replaced: Any, trace: Trace, keystroke: Keystroke) -> str:
-    """An item whose range starts before the cursor repeats what is typed; drop that part."""
-    if not isinstance(replaced, dict):
+    replaced = item.get("range")
+    start = replaced.get("start", {}) if isinstance(replaced, dict) else {}
+    if start.get("line") != cursor_line:
         return text
-    start = replaced.get("start", {})
-    if start.get("line") != keystroke.cursor.line:
-        return text
-    line_text = trace.site.indent + trace.site.body[: keystroke.typed]
-    begin = utf16_to_index(line_text, int(start.get("character", 0)))
-    typed_part = line_text[begin:]
+    begin = utf16_to_index(line_before_cursor, int(start.get("character", 0)))
+    typed_part = line_before_cursor[begin:]
     return text[len(typed_part):] if text.startswith(typed_part) else text
 
 

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response
-from flashls.bench.replay import INLINE_COMPLETION, STATUS_NOTIFICATION, StatusBoard
+from flashls.bench.replay import (
+    INLINE_COMPLETION,
+    STATUS_NOTIFICATION,
+    StatusBoard,
+    shown_text,
+)
 from flashls.bench.session_editor import (
     DELETE,
     END,
@@ -36,7 +41,7 @@ from flashls.bench.session_plan import (
     did_open_params,
     type_change,
 )
-from flashls.bench.trace import Position, utf16_to_index
+from flashls.bench.trace import Position
 
 DID_FOCUS = "textDocument/didFocus"
 DID_CHANGE = "textDocument/didChange"
@@ -227,24 +232,5 @@ def _float(value: Any) -> float | None:
 
 
 def suggestion_text(result: Any, line_before_cursor: str, cursor: Position) -> str:
-    """The first item's text as shown after the cursor; "" when there is none.
-
-    An item whose range starts before the cursor on its line repeats what is typed there;
-    that part is dropped.
-    """
-    items = result.get("items") if isinstance(result, dict) else result
-    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
-        return ""
-    item = items[0]
-    text = item.get("insertText", "")
-    if isinstance(text, dict):  # a snippet StringValue
-        text = text.get("value", "")
-    if not isinstance(text, str):
-        return ""
-    start = (item.get("range") or {}).get("start", {})
-    if start.get("line") != cursor.line or start.get("character", cursor.character) \
-            >= cursor.character:
-        return text
-    typed_part = line_before_cursor[utf16_to_index(line_before_cursor,
-                                                   int(start["character"])):]
-    return text[len(typed_part):] if text.startswith(typed_part) else text
+    """The first item's text as shown after the cursor; "" when there is none."""
+    return shown_text(result, line_before_cursor, cursor.line)
