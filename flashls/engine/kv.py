@@ -165,9 +165,9 @@ class KvLayout:
         more than a chunk of it. Returns the length `head` now shares with the cache."""
         if not self._snapshot_bytes:
             return keep
-        best = max(self.snapshots, default=None,
-                   key=lambda snapshot: common_prefix_length(list(snapshot.head), head))
-        shared = 0 if best is None else common_prefix_length(list(best.head), head)
+        shared, best = max(((common_prefix_length(list(snapshot.head), head), snapshot)
+                            for snapshot in self.snapshots),
+                           key=lambda pair: pair[0], default=(0, None))
         if best is None or shared <= keep + self._chunk:
             if len(self.head) - keep > self._chunk:
                 self._save()
@@ -192,7 +192,7 @@ class KvLayout:
         self.snapshots = [snapshot for snapshot in self.snapshots
                           if head[:len(snapshot.head)] != snapshot.head]
         self.snapshots.append(Snapshot(head, tuple(self.tail), self._memory.save()))
-        while sum(len(snapshot.state) for snapshot in self.snapshots) > self._snapshot_bytes:
+        while self.snapshot_memory > self._snapshot_bytes:
             self.snapshots.pop(0)
 
     @property
