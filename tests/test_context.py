@@ -65,7 +65,19 @@ def test_window_start_is_anchored_while_typing() -> None:
         starts.add(context.prefix.split("\n", 1)[0])
     assert len(starts) == 1
     first_line = starts.pop()
-    assert text.split("\n").index(first_line) % ANCHOR_LINES == 0
+    # About 30 lines fit: anchored every 8 lines, so that at most a quarter is dropped.
+    assert text.split("\n").index(first_line) % (ANCHOR_LINES // 2) == 0
+
+
+def test_a_small_window_keeps_most_of_its_lines() -> None:
+    """The cold-place window (a few hundred tokens) is anchored in small steps: anchoring
+    at 16 lines could leave it one line of prefix and none of suffix."""
+    text = _big_module()
+    for cursor in (text.index("value_300 ="), text.index("value_305 ="), text.index("value_311 =")):
+        context = build_context(text, cursor, language_id="python", tree=None,
+                                prefix_budget=144, suffix_budget=48, multiline="auto")
+        assert context.prefix.count("\n") >= 8 and context.suffix.count("\n") >= 2, (
+            context.prefix, context.suffix)
 
 
 def test_multiline_only_after_block_opener_on_empty_line() -> None:

@@ -98,13 +98,22 @@ def _window_start(text: str, line_start: int, budget: int) -> tuple[int, int]:
     return start, lines_back
 
 
+def _anchor_step(lines: int) -> int:
+    """Lines between anchors for a window of `lines` lines: ANCHOR_LINES, but small
+    windows (the cold-place window) must not lose more than a quarter of their lines."""
+    step = ANCHOR_LINES
+    while step > 1 and step - 1 > lines // 4:
+        step //= 2
+    return step
+
+
 def _anchored_prefix_start(text: str, line_start: int, budget: int) -> int:
     start, lines_back = _window_start(text, line_start, budget)
     if start == 0:
         return 0
-    # Drop lines until the first line's number is a multiple of ANCHOR_LINES.
+    # Drop lines until the first line's number is a multiple of the anchor step.
     first_row = text.count("\n", 0, start)
-    surplus = (-first_row) % ANCHOR_LINES
+    surplus = (-first_row) % _anchor_step(lines_back)
     for _ in range(min(surplus, lines_back)):
         start = text.find("\n", start) + 1
     return start
@@ -127,8 +136,8 @@ def _suffix_end(text: str, cursor: int, budget: int) -> int:
         end = next_end
         rows += 1
     if end < len(text):
-        # Keep a whole number of ANCHOR_LINES below the cursor line.
-        for _ in range(rows % ANCHOR_LINES):
+        # Keep a whole number of anchor steps below the cursor line.
+        for _ in range(rows % _anchor_step(rows)):
             end = text.rfind("\n", 0, end)
     return end
 
