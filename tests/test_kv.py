@@ -165,3 +165,18 @@ def test_snapshots_stay_within_their_budget_and_off_means_off() -> None:
     for prompt in prompts:
         off.prepare(prompt, TAIL, lambda: False)
     assert off.snapshots == []
+
+
+def test_cost_foretells_what_prepare_evaluates() -> None:
+    """`cost` is what the engine uses to choose the short window: it must match `prepare`
+    for a cold prompt, a keystroke, a changed tail and a return to a saved prompt."""
+    cache = SavingCache()
+    kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
+                  snapshot_bytes=1 << 20)
+    file_a = [1, *range(100, 120)]
+    file_b = [1, *range(200, 216)]
+    for head, tail in ((file_a, TAIL), ([*file_a, 121], TAIL), ([*file_a, 121], [2, 20, 9, 3]),
+                       (file_b, TAIL), ([*file_a, 121, 122], TAIL), (file_a[:3], TAIL)):
+        foretold = kv.cost(head, tail)
+        assert foretold == kv.prepare(head, tail, lambda: False), (head, tail)
+        assert kv.cost(head, tail) <= 2  # at most the refreshed marker and the middle one

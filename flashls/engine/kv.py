@@ -104,6 +104,22 @@ class KvLayout:
             return self._shift_tail(head, tail, keep, reusable, cancel)
         return self._evaluate(head, tail, keep, cancel)
 
+    def cost(self, head: list[int], tail: list[int]) -> int:
+        """How many tokens `prepare(head, tail)` would evaluate now (changes nothing)."""
+        keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
+        cached_tail = self.tail
+        if self._snapshot_bytes:
+            for snapshot in self.snapshots:
+                shared = common_prefix_length(list(snapshot.head), head)
+                if shared > keep + self._chunk:
+                    keep, cached_tail = shared, list(snapshot.tail)
+        keep = min(keep, len(head) - 1) if not tail else keep
+        edited = len(head) - keep
+        reusable = min(common_prefix_length(cached_tail, tail), len(tail) - 1)
+        if self._reuse_suffix and reusable > 0 and edited <= self._chunk:
+            return edited + min(self._refresh, reusable) + len(tail) - reusable
+        return edited + len(tail)
+
     def _shift_tail(self, head: list[int], tail: list[int], keep: int, reusable: int,
                     cancel: Callable[[], bool]) -> int:
         memory = self._memory
