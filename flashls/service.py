@@ -55,25 +55,35 @@ class _Progress:
         self.text = text
 
 
+WARM, GENERATE, CONTINUE = "warm", "generate", "continue"
+
+
 @dataclass
-class _Running:
-    """A generation on the model worker, for a request or continuing one cut by its deadline.
+class _Job:
+    """The one piece of model work kept for a document.
 
-    A later keystroke that only typed along what it has generated so far waits for it
-    (`CompletionService._join`) instead of cancelling it and asking the model again."""
+    `kind` is WARM (evaluate a prompt before anyone asks), GENERATE (a request's
+    generation; later keystrokes that only type along it wait for it instead of asking
+    the model again, see `carries`) or CONTINUE (a generation cut by its deadline, going
+    on in the background: progressive answers)."""
 
+    kind: str
     request: CompletionRequest
     context: CompletionContext
     cursor: int
-    progress: _Progress
     token: CancelToken
-    continuation: bool
+    short: CompletionContext | None = None  # the cold-place window the engine may use
+    progress: _Progress = field(default_factory=_Progress)
     future: concurrent.futures.Future[QueuedResult] = field(
         default_factory=concurrent.futures.Future)
     waiting: int = 0  # requests awaiting it now; with none it only serves the cache
+    settled: bool = False  # `CompletionService._settle` has taken its result
+    text: str = ""  # the post-processed suggestion, once settled
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
         """True when `request` only typed along what has been generated so far."""
+        if self.kind == WARM or self.future.done():
+            return False
         before, start = self.request.text, self.cursor
         if request.uri != self.request.uri or cursor < start or (
                 request.text[cursor:] != before[start:] or request.text[:start] != before[:start]):
@@ -105,15 +115,23 @@ def _looks_binary(text: str) -> bool:
 
 
 class CompletionService:
-    """Holds the syntax trees, the suggestion cache and the model worker."""
+    """Holds the syntax trees, the suggestion cache and the model worker.
+
+    Invariants of `_jobs` (document URI -> its job):
+    - at most one job per document is kept: a new job replaces the entry only after the
+      old job's token was cancelled (`_take_over`), so an unkept job never runs long;
+    - an entry is removed when its job is settled, cancelled or yields to another document;
+    - every job is settled exactly once (`_settle`), by whoever sees its future done first
+      (the done callback on the event loop, or a request that awaited it), so nothing
+      depends on the order in which callbacks run.
+    """
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.worker = ModelWorker(engine)
         self.trees = SyntaxTrees()
         self.cache = SuggestionCache(settings.cache_entries)
-        self._in_flight: dict[str, CancelToken] = {}
-        self._running: dict[str, _Running] = {}
+        self._jobs: dict[str, _Job] = {}
         # Called with the request whose cut suggestion a continuation has just finished,
         # so the editor can ask again and show all of it (the answer is in the cache).
         self.on_finished: Callable[[CompletionRequest], None] | None = None
@@ -135,10 +153,9 @@ class CompletionService:
 
     def close(self) -> None:
         """Cancel every job, stop the model worker and free its model."""
-        for token in self._in_flight.values():
-            token.cancel()
-        self._in_flight.clear()
-        self._running.clear()
+        for job in self._jobs.values():
+            job.token.cancel()
+        self._jobs.clear()
         self.worker.stop()
 
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
@@ -152,10 +169,9 @@ class CompletionService:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)
         self.cache.forget(uri)
-        self._running.pop(uri, None)
-        token = self._in_flight.pop(uri, None)
-        if token is not None:
-            token.cancel()
+        job = self._jobs.pop(uri, None)
+        if job is not None:
+            job.token.cancel()
 
     def prepare(self, request: CompletionRequest) -> tuple[CompletionContext, int]:
         """The context for a request and the cursor's string offset; raises Rejected."""
@@ -168,12 +184,28 @@ class CompletionService:
                                     request.position_encoding)
         if cursor is None:
             raise Rejected(f"position {request.line}:{request.character} is past the end")
-        tree = self.trees.tree(request.uri)
-        context = build_context(
-            request.text, cursor, language_id=request.language_id, tree=tree,
-            prefix_budget=self.settings.prefix_budget_tokens,
-            suffix_budget=self.settings.suffix_budget_tokens, multiline=self.settings.multiline)
+        context = self._context(request, cursor, self.settings.prefix_budget_tokens,
+                                self.settings.suffix_budget_tokens)
         return context, cursor
+
+    def _context(self, request: CompletionRequest, cursor: int, prefix_budget: int,
+                 suffix_budget: int) -> CompletionContext:
+        return build_context(
+            request.text, cursor, language_id=request.language_id,
+            tree=self.trees.tree(request.uri), prefix_budget=prefix_budget,
+            suffix_budget=suffix_budget, multiline=self.settings.multiline)
+
+    def short_context(self, request: CompletionRequest, cursor: int,
+                       context: CompletionContext) -> CompletionContext | None:
+        """The smaller window the engine answers from while the full one is not evaluated
+        (`cold_window_tokens`); None when it is off or the full window is no larger."""
+        tokens = self.settings.cold_window_tokens
+        if not tokens:
+            return None
+        short = self._context(request, cursor, tokens - tokens // 4, tokens // 4)
+        if len(short.prefix) >= len(context.prefix) and len(short.suffix) >= len(context.suffix):
+            return None
+        return short
 
     def _from_cache(self, request: CompletionRequest, cursor: int) -> Completion | None:
         if not self.settings.speculative_cache:
@@ -183,100 +215,91 @@ class CompletionService:
             return None
         return Completion(hit.text, "cache", "continued" if hit.continued else "cache")
 
-    def _generation(self, context: CompletionContext,
-                    progress: _Progress | None = None) -> GenerationRequest:
+    def _generation(self, job: _Job) -> GenerationRequest:
+        context, short = job.context, job.short
         return GenerationRequest(prefix=context.prefix, suffix=context.suffix,
                                  max_tokens=self.settings.max_tokens,
                                  stop=stop_rule(context, self.settings.max_lines),
-                                 on_token=None if progress is None else progress.update)
+                                 on_token=job.progress.update,
+                                 short=None if short is None else (short.prefix, short.suffix))
 
-    def _finish(self, context: CompletionContext, queued: QueuedResult, started: float,
-                context_ms: float) -> Completion:
+    @staticmethod
+    def _completion(text: str, queued: QueuedResult, started: float,
+                    context_ms: float, post_ms: float) -> Completion:
         result: GenerationResult = finished_result(queued)
-        post_started = time.perf_counter()
-        text = "" if result.finish == "cancelled" else clean(
-            result.text, context, cut_short=result.finish == "deadline")
         timing = result.timings
         total = (time.perf_counter() - started) * 1000
         return Completion(text, "model", result.finish, {
             "context_ms": context_ms, "queue_ms": queued.queue_ms,
             "tokenize_ms": timing.tokenize_ms, "prompt_ms": timing.prompt_ms,
-            "generate_ms": timing.generate_ms,
-            "postprocess_ms": (time.perf_counter() - post_started) * 1000,
+            "generate_ms": timing.generate_ms, "postprocess_ms": post_ms,
             "total_ms": total, "prompt_tokens": timing.prompt_tokens,
             "evaluated_tokens": timing.evaluated_tokens,
-            "generated_tokens": timing.generated_tokens})
+            "generated_tokens": timing.generated_tokens,
+            "short_window": float(timing.short_window)})
+
+    def _submit(self, job: _Job) -> _Job:
+        """Queue `job` on the model worker and keep it as its document's job."""
+        if job.kind == WARM:
+            job.future = self.worker.prefill(self._generation(job), job.token)
+        elif job.kind == CONTINUE:
+            job.future = self.worker.resume(job.token)
+        else:
+            job.future = self.worker.generate(self._generation(job), job.token, USER)
+        self._jobs[job.request.uri] = job
+        loop = asyncio.get_running_loop()
+        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._settle, job))
+        return job
 
     def prefill(self, request: CompletionRequest
                 ) -> concurrent.futures.Future[QueuedResult] | None:
-        """Evaluate the prompt for a cursor in the background, unless a request is running."""
-        if request.uri in self._in_flight:
+        """Evaluate the prompt for a cursor in the background, unless the document has a
+        job already; any request for the document cancels it."""
+        if request.uri in self._jobs:
             return None
         try:
-            context, _ = self.prepare(request)
+            context, cursor = self.prepare(request)
         except Rejected:
             return None
         self._yield_background(request.uri)  # the user looks here now, not there
-        token = CancelToken()
-        self._in_flight[request.uri] = token  # any real request for the document cancels it
-        future = self.worker.prefill(self._generation(context), token)
-        loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(
-            self._release, request.uri, token))
-        return future
+        job = _Job(WARM, request, context, cursor, CancelToken(),
+                   self.short_context(request, cursor, context))
+        return self._submit(job).future
 
-    def _release(self, uri: str, token: CancelToken) -> None:
-        """Forget a finished background job, unless a newer one replaced it."""
-        if self._in_flight.get(uri) is token:
-            del self._in_flight[uri]
-
-    def _launch(self, request: CompletionRequest, context: CompletionContext, cursor: int,
-                token: CancelToken, progress: _Progress, *, continuation: bool) -> _Running:
-        """Queue a generation (or the continuation of a cut one) and track it."""
-        running = _Running(request, context, cursor, progress, token, continuation)
-        if continuation:
-            running.future = self.worker.resume(token)
-        else:
-            running.future = self.worker.generate(
-                self._generation(context, progress), token, USER)
-        self._in_flight[request.uri] = token  # a request that does not join it cancels it
-        self._running[request.uri] = running
-        loop = asyncio.get_running_loop()
-        running.future.add_done_callback(lambda _: loop.call_soon_threadsafe(
-            self._ran, running))
-        return running
-
-    def _ran(self, running: _Running) -> None:
-        """Cache what a generation produced, whoever still waits for it; when its deadline
-        cut it, go on generating it in the background (progressive answers)."""
-        uri = running.request.uri
-        self._release(uri, running.token)
-        if self._running.get(uri) is running:
-            del self._running[uri]
-        result = _result(running.future)
-        if result is None or result.finish == "cancelled" or not self.settings.speculative_cache:
+    def _settle(self, job: _Job) -> None:
+        """Take a finished job's result, once: cache what a generation produced, whoever
+        still waits for it; when its deadline cut it, go on generating it in the background
+        (progressive answers); after an answer from the short window, evaluate the full one."""
+        if job.settled or not job.future.done():
+            return
+        job.settled = True
+        uri = job.request.uri
+        if self._jobs.get(uri) is job:
+            del self._jobs[uri]
+        result = _result(job.future)
+        if job.kind == WARM or result is None or result.finish == "cancelled":
             return
         cut = result.finish == "deadline"
-        if cut and not self.settings.progressive:
+        job.text = clean(result.text, job.context, cut_short=cut)
+        if not self.settings.speculative_cache or (cut and not self.settings.progressive):
             return  # a cut suggestion is cached only as the head of its continuation
-        self._remember(running, result.text, cut_short=cut)
-        if cut and uri not in self._in_flight:
-            self._launch(running.request, running.context, running.cursor, CancelToken(),
-                         running.progress, continuation=True)
-        elif running.continuation and not cut and self.on_finished is not None:
-            self.on_finished(running.request)
+        self.cache.remember(uri, job.request.text, job.cursor, job.text,
+                            continued=job.kind == CONTINUE)
+        taken = uri in self._jobs  # a newer request or warm-up has the document now
+        if cut:
+            if not taken:
+                self._submit(_Job(CONTINUE, job.request, job.context, job.cursor,
+                                  CancelToken(), job.short, job.progress))
+            return
+        if job.kind == CONTINUE and self.on_finished is not None:
+            self.on_finished(job.request)
+        if result.timings.short_window and not taken:
+            self._submit(_Job(WARM, job.request, job.context, job.cursor, CancelToken(),
+                              job.short))
 
-    def _remember(self, running: _Running, text: str, *, cut_short: bool) -> None:
-        request = running.request
-        self.cache.remember(request.uri, request.text, running.cursor,
-                            clean(text, running.context, cut_short=cut_short),
-                            continued=running.continuation)
-
-    def _joinable(self, request: CompletionRequest, cursor: int) -> _Running | None:
-        running = self._running.get(request.uri)
-        if running is None or running.future.done():
-            return None
-        return running if running.carries(request, cursor) else None
+    def _joinable(self, request: CompletionRequest, cursor: int) -> _Job | None:
+        job = self._jobs.get(request.uri)
+        return job if job is not None and job.carries(request, cursor) else None
 
     async def _join(self, request: CompletionRequest, cursor: int,
                     started: float) -> Completion | None:
@@ -286,16 +309,18 @@ class CompletionService:
         None: nothing to join, or what was joined does not cover what was typed.
         Cancelling this request (the next keystroke) leaves the generation running."""
         deadline = time.monotonic() + self.settings.time_budget_ms / 1000
-        joined: _Running | None = None
-        while (running := self._joinable(request, cursor)) is not None:
-            joined = running
-            running.waiting += 1
+        joined: _Job | None = None
+        while (job := self._joinable(request, cursor)) is not None:
+            joined = job
+            job.waiting += 1
             try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running.future)),
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)),
                                        max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 # The budget is spent: show as much as has been generated.
-                self._remember(running, running.progress.text, cut_short=True)
+                self.cache.remember(request.uri, job.request.text, job.cursor,
+                                    clean(job.progress.text, job.context, cut_short=True),
+                                    continued=job.kind == CONTINUE)
                 break
             except asyncio.CancelledError:
                 if _own_cancellation():
@@ -303,8 +328,8 @@ class CompletionService:
             except Exception:  # the model failed: this request asks it again
                 return None
             finally:
-                running.waiting -= 1
-            await asyncio.sleep(0)  # let `_ran` cache the result (it may start a continuation)
+                job.waiting -= 1
+            self._settle(job)  # caches the result; a cut one's continuation is joined next
         if joined is None:
             return None
         hit = self.cache.find(request.uri, request.text, cursor)
@@ -318,23 +343,22 @@ class CompletionService:
     def _yield_background(self, uri: str) -> None:
         """Stop other documents' work that nobody waits for (warm-ups, continuations,
         generations whose requests were cancelled): the model is one, and this is a user."""
-        for other, token in list(self._in_flight.items()):
-            running = self._running.get(other)
-            if other != uri and (running is None or running.waiting == 0):
-                token.cancel()
-                del self._in_flight[other]
-                self._running.pop(other, None)
+        for other, job in list(self._jobs.items()):
+            if other != uri and job.waiting == 0:
+                job.token.cancel()
+                del self._jobs[other]
 
-    def _start(self, request: CompletionRequest, context: CompletionContext, cursor: int,
-               started: float) -> tuple[Completion | None, CancelToken | None]:
+    def _take_over(self, request: CompletionRequest, cursor: int,
+                   started: float) -> tuple[Completion | None, CancelToken | None]:
+        """A cached answer, or the cancel token of a new generation for `request`, whose
+        document's older job is cancelled (a newer keystroke supersedes it)."""
         cached = self._from_cache(request, cursor)
         if cached is not None:
             cached.timings["total_ms"] = (time.perf_counter() - started) * 1000
             return cached, None
-        previous = self._in_flight.pop(request.uri, None)
+        previous = self._jobs.pop(request.uri, None)
         if previous is not None:
-            previous.cancel()  # a newer keystroke supersedes the older request
-        self._running.pop(request.uri, None)
+            previous.token.cancel()
         self._yield_background(request.uri)
         deadline = time.monotonic() + self.settings.time_budget_ms / 1000
         return None, CancelToken(deadline)
@@ -346,32 +370,42 @@ class CompletionService:
         joined = await self._join(request, cursor, started)
         if joined is not None:
             return joined
-        cached, token = self._start(request, context, cursor, started)
+        cached, token = self._take_over(request, cursor, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached
+        job = _Job(GENERATE, request, context, cursor, token,
+                   self.short_context(request, cursor, context))
         context_ms = (time.perf_counter() - started) * 1000
-        running = self._launch(request, context, cursor, token, _Progress(),
-                               continuation=False)
-        running.waiting += 1
+        self._submit(job)
+        job.waiting += 1
         try:
-            queued = await asyncio.shield(asyncio.wrap_future(running.future))
+            queued = await asyncio.shield(asyncio.wrap_future(job.future))
         except asyncio.CancelledError:
             if _own_cancellation():
                 raise  # the generation goes on for the keystrokes that type along it
             return Completion("", "model", "cancelled")  # superseded while it queued
         finally:
-            running.waiting -= 1
-        return self._finish(context, queued, started, context_ms)
+            job.waiting -= 1
+        post_started = time.perf_counter()
+        self._settle(job)
+        return self._completion(job.text, queued, started, context_ms,
+                                (time.perf_counter() - post_started) * 1000)
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:
         """The same pipeline for callers without an event loop (the CLI); nothing is cached."""
         started = time.perf_counter()
         context, cursor = self.prepare(request)
-        cached, token = self._start(request, context, cursor, started)
+        cached, token = self._take_over(request, cursor, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached
+        job = _Job(GENERATE, request, context, cursor, token)
         context_ms = (time.perf_counter() - started) * 1000
-        queued = self.worker.generate(self._generation(context), token, USER).result()
-        return self._finish(context, queued, started, context_ms)
+        queued = self.worker.generate(self._generation(job), token, USER).result()
+        post_started = time.perf_counter()
+        result = finished_result(queued)
+        text = "" if result.finish == "cancelled" else clean(
+            result.text, context, cut_short=result.finish == "deadline")
+        return self._completion(text, queued, started, context_ms,
+                                (time.perf_counter() - post_started) * 1000)

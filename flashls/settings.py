@@ -68,6 +68,11 @@ class Settings:
     suffix_budget_tokens: int = _setting(
         256, "Most tokens of text after the cursor put into the prompt.", minimum=0,
         maximum=65536)
+    cold_window_tokens: int = _setting(
+        192, "At a place whose prompt cannot be evaluated within `time_budget_ms`, answer "
+        "first from a window of this many tokens around the cursor (three quarters before "
+        "it), then evaluate the full window in the background for the next keystrokes; 0 "
+        "turns this off.", minimum=0, maximum=65536)
     max_tokens: int = _setting(
         48, "Most tokens generated for one suggestion.", minimum=1, maximum=2048)
     max_lines: int = _setting(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,28 @@ def test_returning_to_a_file_restores_its_prompt(engine: LlamaEngine,
     if best_logit - runner_up_logit >= SURE_MARGIN:
         assert returned.text.startswith(best), (best, returned.text)
     fresh_engine.close()
+
+
+def test_a_cold_place_answers_from_its_short_window_then_the_full_one(
+        engine: LlamaEngine) -> None:
+    """A prompt that cannot be evaluated before the deadline is answered from the short
+    window; once the full one is evaluated ahead (the warm-up the server queues), the next
+    keystroke is answered from the full window and evaluates only what was typed."""
+    helpers = "".join(f"def helper_{index}(value):\n    return value * {index} + {index}\n\n\n"
+                      for index in range(40))  # about 800 prompt tokens: seconds here
+    prefix = helpers + PREFIX
+    short = (PREFIX[-160:], SUFFIX[:40])
+    cold = GenerationRequest(prefix, SUFFIX, 16, first_line, short=short)
+    answer = engine.generate(cold, CancelToken(time.monotonic() + 1.0))
+    assert answer.timings.short_window
+    assert answer.timings.prompt_tokens < 120  # the short window's prompt, not 800 tokens
+    assert engine.prompt_rate > 0
+    assert engine.prefill(cold, CancelToken()) > 500  # the full window, evaluated ahead
+    typed = GenerationRequest(prefix + "jo", SUFFIX, 16, first_line,
+                              short=(short[0] + "jo", short[1]))
+    warm = engine.generate(typed, CancelToken(time.monotonic() + 1.5))
+    assert not warm.timings.short_window
+    assert warm.timings.evaluated_tokens <= 6
+    assert_parses_in_place(typed.prefix, warm.text)
+    # Without a deadline nothing is cut, so the full window is always used.
+    assert not engine.generate(cold, CancelToken()).timings.short_window

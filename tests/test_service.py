@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from flashls.engine.base import CancelToken, GenerationResult
+from flashls.engine.base import CancelToken, GenerationRequest, GenerationResult
 from flashls.engine.fake import FakeEngine
 from flashls.service import CompletionRequest, CompletionService
 from flashls.settings import Settings
@@ -160,3 +160,47 @@ def test_a_stopped_worker_resolves_every_job() -> None:
     for future in [*futures, late]:
         assert future.cancelled() or future.result(timeout=1).value.finish == "cancelled"
 
+
+
+class WindowEngine(FakeEngine):
+    """The fake engine that answers from the short window, as the real one does at a cold
+    place, and records the prompts it was asked to evaluate ahead of time."""
+
+    def __init__(self) -> None:
+        super().__init__(token_ms=1)
+        self.prefilled: list[tuple[str, tuple[str, str] | None]] = []
+        self.prefill_done = threading.Event()
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        result = super().generate(request, cancel)
+        result.timings.short_window = request.short is not None
+        return result
+
+    def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
+        self.prefilled.append((request.prefix, request.short))
+        self.prefill_done.set()
+        return super().prefill(request, cancel)
+
+
+async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> None:
+    lines = [f"value_{index} = {index}" for index in range(400)]
+    text = "\n".join(lines) + "\ntotal = comp\n"
+    request = CompletionRequest(URI, "python", text, 400, len("total = comp"))
+    engine = WindowEngine()
+    pipeline = CompletionService(Settings(cold_window_tokens=64), engine)
+    answer = await pipeline.complete(request)
+    assert answer.text == "_done(1)" and answer.timings["short_window"] == 1.0
+    # Nobody asked yet, so the full window is evaluated in the background.
+    assert await asyncio.to_thread(engine.prefill_done.wait, 10)
+    (prefix, short), = engine.prefilled
+    assert short is not None and prefix.endswith(short[0]) and len(short[0]) < len(prefix)
+    assert len(short[0]) < 64 * 4 < len(prefix)
+    # Small documents have no short window: the full one is no larger.
+    small = CompletionRequest("file:///work/b.py", "python", "total = comp\n", 0, 12)
+    context, cursor = pipeline.prepare(small)
+    assert pipeline.short_context(small, cursor, context) is None
+    off = CompletionService(Settings(cold_window_tokens=0), WindowEngine())
+    context, cursor = off.prepare(request)
+    assert off.short_context(request, cursor, context) is None
+    pipeline.close()
+    off.close()

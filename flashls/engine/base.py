@@ -47,6 +47,9 @@ class GenerationRequest:
     stop: StopRule
     # Called with the text so far after every generated token (progress, tests).
     on_token: Callable[[str], None] | None = None
+    # A smaller (prefix, suffix) window around the same cursor: the engine answers from
+    # it when the full prompt cannot be evaluated before the deadline (a cold place).
+    short: tuple[str, str] | None = None
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Timings:
     prompt_tokens: int = 0
     evaluated_tokens: int = 0
     generated_tokens: int = 0
+    short_window: bool = False  # answered from the request's short window
 
 
 @dataclass

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,10 @@ PROMPT_CHUNK = 64
 # agreed with full re-evaluation 0 times in 40 keystrokes); re-running the marker alone
 # brought that to 37 of 40 at 3 tokens a keystroke (json/encoder.py, 0.5B model).
 SUFFIX_REFRESH_TOKENS = 1
+# Prompt tokens a second assumed until the engine has measured its own (a slow 2-core
+# AVX2 machine evaluates about 100), and how much of a deadline is left for generating.
+INITIAL_PROMPT_RATE = 100.0
+GENERATION_RESERVE_S = 0.3
 
 
 def default_thread_count() -> int:
@@ -58,6 +62,7 @@ class _Decoding:
     pending: int | None = None  # sampled, shown, not yet decoded into the cache
     # The prompt (head, tail) when the deadline came before it was all evaluated.
     unevaluated: tuple[list[int], list[int]] | None = None
+    short_window: bool = False  # the request's short window, not its full one
 
 
 class LlamaEngine:
@@ -75,6 +80,8 @@ class LlamaEngine:
         self._sorted_pieces: list[bytes] = []
         self._sorted_ids: list[int] = []
         self.model_path = resolve_model_path(settings.model)
+        # Measured prompt evaluation speed (tokens/s), a moving average over prompts.
+        self.prompt_rate = INITIAL_PROMPT_RATE
 
     def describe(self) -> str:
         """Model file and prompt format."""
@@ -251,14 +258,16 @@ class LlamaEngine:
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Greedy fill-in-the-middle generation for one request."""
         self.load()
+        original = request
         self._suspended = None  # the cache is about to change under it
         timings = Timings()
         started = time.perf_counter()
-        head, tail, healed = self._prompt(request)
+        request, (head, tail, healed) = self._window(request, cancel.deadline)
+        timings.short_window = request is not original
         timings.tokenize_ms = (time.perf_counter() - started) * 1000
         timings.prompt_tokens = len(head) + len(tail)
         assert self._kv is not None
-        decoding = _Decoding(request, healed)
+        decoding = _Decoding(request, healed, short_window=timings.short_window)
         try:
             # The deadline is checked between prompt chunks too: a cold prompt answers
             # "nothing yet" in time and finishes in its continuation (`resume`).
@@ -267,6 +276,7 @@ class LlamaEngine:
         except Cancelled:
             timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
             timings.evaluated_tokens = self._kv.evaluated
+            self._measure(timings.evaluated_tokens, timings.prompt_ms)
             if cancel.cancelled:
                 return GenerationResult("", "cancelled", timings)
             decoding.unevaluated = (head, tail)
@@ -274,20 +284,64 @@ class LlamaEngine:
             return GenerationResult("", "deadline", timings)
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
+        self._measure(timings.evaluated_tokens, timings.prompt_ms)
         text, finish = self._decode_tokens(decoding, cancel)
         timings.generated_tokens = decoding.steps
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
         return GenerationResult(text, finish, timings)
 
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
-        """Evaluate `request`'s prompt into the cache without generating; tokens evaluated."""
+        """Evaluate `request`'s prompt into the cache without generating; tokens evaluated.
+        With a short window, that one first (the next keystroke can be answered from it
+        soon), then the full one; the short one stays among the snapshots."""
         self.load()
         self._suspended = None
-        head, tail, _ = self._prompt(request)
-        try:
-            return self._evaluate_prompt(head, tail, lambda: cancel.cancelled)
-        except Cancelled:
-            return 0
+        parts = [request] if request.short is None else [self._shortened(request), request]
+        evaluated = 0
+        for part in parts:
+            head, tail, _ = self._prompt(part)
+            started = time.perf_counter()
+            try:
+                count = self._evaluate_prompt(head, tail, lambda: cancel.cancelled)
+            except Cancelled:
+                assert self._kv is not None
+                self._measure(self._kv.evaluated, (time.perf_counter() - started) * 1000)
+                return evaluated + self._kv.evaluated
+            self._measure(count, (time.perf_counter() - started) * 1000)
+            evaluated += count
+        return evaluated
+
+    @staticmethod
+    def _shortened(request: GenerationRequest) -> GenerationRequest:
+        assert request.short is not None
+        prefix, suffix = request.short
+        return replace(request, prefix=prefix, suffix=suffix, short=None)
+
+    def _window(self, request: GenerationRequest, deadline: float | None
+                ) -> tuple[GenerationRequest, tuple[list[int], list[int], bytes]]:
+        """The request to answer and its prompt: the full window, unless what it still
+        needs evaluated cannot be done before `deadline` at the measured rate and the
+        short window needs less (a cold place)."""
+        prompt = self._prompt(request)
+        if request.short is None or deadline is None:
+            return request, prompt
+        assert self._kv is not None
+        full_cost = self._kv.cost(prompt[0], prompt[1])
+        seconds = deadline - time.monotonic() - GENERATION_RESERVE_S
+        if full_cost <= self.prompt_rate * seconds:
+            return request, prompt
+        short = self._shortened(request)
+        short_prompt = self._prompt(short)
+        if self._kv.cost(short_prompt[0], short_prompt[1]) >= full_cost:
+            return request, prompt
+        return short, short_prompt
+
+    def _measure(self, tokens: int, milliseconds: float) -> None:
+        """Fold a prompt evaluation's speed into `prompt_rate` (only runs long enough to
+        say something: tiny ones are dominated by per-call overhead)."""
+        if tokens >= PROMPT_CHUNK and milliseconds > 0:
+            rate = tokens / (milliseconds / 1000)
+            self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate
 
     def _evaluate_prompt(self, head: list[int], tail: list[int],
                          stop: Callable[[], bool]) -> int:
@@ -306,7 +360,7 @@ class LlamaEngine:
         if decoding is None:
             return None
         started = time.perf_counter()
-        timings = Timings()
+        timings = Timings(short_window=decoding.short_window)
         if decoding.unevaluated is not None:
             head, tail = decoding.unevaluated
             timings.prompt_tokens = len(head) + len(tail)
@@ -318,6 +372,7 @@ class LlamaEngine:
             decoding.unevaluated = None
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000
+        self._measure(timings.evaluated_tokens, timings.prompt_ms)
         already = decoding.steps
         text, finish = self._decode_tokens(decoding, cancel)
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
