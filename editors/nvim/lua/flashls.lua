@@ -102,6 +102,72 @@ local function track_focus(bufnr)
   report_focus(bufnr)
 end
 
+--- Turns ghost text on in `bufnr` if it is the current buffer (and suggestions are on), off
+--- otherwise. Neovim 0.12.0-dev's inline completion listens to `InsertEnter`/`CursorMovedI`
+--- in every buffer, so each buffer where it is on would ask for a suggestion at the cursor of
+--- whichever buffer you type in, and the model (one at a time) would answer those first.
+---@param bufnr integer
+local function enable_ghost_text_if_current(bufnr)
+  local current = bufnr == vim.api.nvim_get_current_buf()
+  vim.lsp.inline_completion.enable(M.enabled and current, { bufnr = bufnr })
+end
+
+---@param bufnr integer
+local function ghost_text_follows_current_buffer(bufnr)
+  vim.api.nvim_create_autocmd({ 'BufEnter', 'BufLeave' }, {
+    group = vim.api.nvim_create_augroup('flashls.ghost.' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function(args)
+      local entering = args.event == 'BufEnter'
+      vim.lsp.inline_completion.enable(M.enabled and entering, { bufnr = args.buf })
+    end,
+  })
+  enable_ghost_text_if_current(bufnr)
+end
+
+-- The server's word that a suggestion cut by its time budget has been finished.
+local FINISHED_NOTIFICATION = 'flashls/suggestionFinished'
+local warned_no_request = false
+
+--- Asks for inline completion in `bufnr` again, as a keystroke would. Neovim 0.12 has no
+--- public call for it: this runs the `CursorMovedI` autocmd of its inline completion
+--- (group `nvim.lsp.inline_completion:<bufnr>`), which requests after its 200 ms debounce.
+---@param bufnr integer
+local function request_inline_completion(bufnr)
+  local group = ('nvim.lsp.inline_completion:%d'):format(bufnr)
+  local found, autocmds =
+    pcall(vim.api.nvim_get_autocmds, { group = group, event = 'CursorMovedI' })
+  if found and #autocmds > 0 then
+    vim.api.nvim_exec_autocmds('CursorMovedI', { group = group, buffer = bufnr })
+  elseif not warned_no_request then
+    warned_no_request = true
+    vim.notify('flashls: this Neovim has no autocmd group ' .. group .. ' to ask for '
+      .. 'inline completion again; a finished suggestion shows at the next keystroke',
+      vim.log.levels.WARN)
+  end
+end
+
+--- Handler of `flashls/suggestionFinished`: a suggestion cut by the time budget is whole
+--- now. If its buffer is in front, in insert mode, with the cursor where the suggestion was
+--- asked for, ask again: the server answers from its cache with all of it.
+---@param _ lsp.ResponseError?
+---@param params { textDocument: { uri: string }, position: lsp.Position }?
+---@param ctx lsp.HandlerContext
+function M.suggestion_finished(_, params, ctx)
+  local bufnr = vim.api.nvim_get_current_buf()
+  local client = vim.lsp.get_client_by_id(ctx.client_id)
+  if not (M.enabled and client and has_inline_completion() and params and params.position)
+      or not vim.startswith(vim.api.nvim_get_mode().mode, 'i')
+      or vim.uri_from_bufnr(bufnr) ~= vim.tbl_get(params, 'textDocument', 'uri')
+      or not vim.lsp.inline_completion.is_enabled({ bufnr = bufnr }) then
+    return
+  end
+  local here = vim.lsp.util.make_position_params(0, client.offset_encoding).position
+  if here.line == params.position.line and here.character == params.position.character then
+    request_inline_completion(bufnr)
+  end
+end
+
 ---@param opts flashls.Options
 local function on_attach(opts)
   vim.api.nvim_create_autocmd('LspAttach', {
@@ -113,7 +179,7 @@ local function on_attach(opts)
       end
       track_focus(args.buf)
       if use_ghost_text(opts) then
-        vim.lsp.inline_completion.enable(M.enabled, { bufnr = args.buf })
+        ghost_text_follows_current_buffer(args.buf)
         map_keys(args.buf, opts)
       elseif vim.lsp.completion then
         -- The server's trigger characters open the menu as you type; <C-y> accepts.
@@ -148,14 +214,14 @@ function M.setup(opts)
     opts.config = vim.tbl_deep_extend('keep', opts.config or {},
       { settings = { flashls = { completion_fallback = 'always' } } })
   end
+  opts.config = vim.tbl_deep_extend('keep', opts.config or {},
+    { handlers = { [FINISHED_NOTIFICATION] = M.suggestion_finished } })
   on_attach(opts)
   if vim.lsp.config == nil then
     start_without_config_api(opts)
     return
   end
-  if opts.config then
-    vim.lsp.config('flashls', opts.config)
-  end
+  vim.lsp.config('flashls', opts.config)
   vim.lsp.enable('flashls')
 end
 
@@ -168,7 +234,7 @@ function M.toggle()
   M.enabled = not M.enabled
   for _, client in ipairs(vim.lsp.get_clients({ name = 'flashls' })) do
     for bufnr in pairs(client.attached_buffers) do
-      vim.lsp.inline_completion.enable(M.enabled, { bufnr = bufnr })
+      enable_ghost_text_if_current(bufnr)
     end
   end
   vim.notify('flashls: suggestions ' .. (M.enabled and 'on' or 'off'))
