@@ -1,7 +1,7 @@
 """`flashls bench`: measurements of flashls driven over real JSON-RPC, as an editor would.
 
 Only the command-line wiring lives here; `latency.py` holds the latency benchmark,
-`session.py` the editing-session benchmark.
+`session.py` the editing-session benchmark, `waiting.py` what a user who waits sees.
 """
 
 from __future__ import annotations
@@ -45,3 +45,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     session.set_defaults(func=_run_session)
     from flashls.bench.infill import add_infill_parser
     add_infill_parser(kinds)
+    from flashls.bench.waiting import add_wait_parser
+    add_wait_parser(kinds)

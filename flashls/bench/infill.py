@@ -192,15 +192,20 @@ def score(attempt: Attempt, row: dict[str, Any], reference: Attempt | None) -> N
 # Rows
 
 
-def load_rows(config: InfillConfig) -> list[dict[str, Any]]:
-    """`config.limit` rows of the chosen data set, sampled with `config.seed`."""
-    path = Path(config.data_dir) / DATA_FILES[config.data]
+def read_rows(data_dir: str, data: str) -> list[dict[str, Any]]:
+    """Every row of one data set, in the file's order."""
+    path = Path(data_dir) / DATA_FILES[data]
     if not path.is_file():
         raise InfillError(f"{path} not found: download it from "
                           "https://github.com/openai/human-eval-infilling (data/) and pass "
                           "its folder with --data-dir or FLASHLS_INFILL_DATA")
     with gzip.open(path, "rt", encoding="utf-8") as stream:
-        rows = [json.loads(line) for line in stream if line.strip()]
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def load_rows(config: InfillConfig) -> list[dict[str, Any]]:
+    """`config.limit` rows of the chosen data set, sampled with `config.seed`."""
+    rows = read_rows(config.data_dir, config.data)
     return random.Random(config.seed).sample(rows, min(config.limit, len(rows)))
 
 
