@@ -78,6 +78,7 @@ class _Job:
         default_factory=concurrent.futures.Future)
     waiting: int = 0  # requests awaiting it now; with none it only serves the cache
     settled: bool = False  # `CompletionService._settle` has taken its result
+    shown_partial: bool = False  # a request was answered with part of it (announce the end)
     text: str = ""  # the post-processed suggestion, once settled
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
@@ -291,7 +292,7 @@ class CompletionService:
                 self._submit(_Job(CONTINUE, job.request, job.context, job.cursor,
                                   CancelToken(), job.short, job.progress))
             return
-        if job.kind == CONTINUE and self.on_finished is not None:
+        if (job.kind == CONTINUE or job.shown_partial) and self.on_finished is not None:
             self.on_finished(job.request)
         if result.timings.short_window and not taken:
             self._submit(_Job(WARM, job.request, job.context, job.cursor, CancelToken(),
@@ -314,14 +315,13 @@ class CompletionService:
             joined = job
             job.waiting += 1
             try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)),
-                                       max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                # The budget is spent: show as much as has been generated.
-                self.cache.remember(request.uri, job.request.text, job.cursor,
-                                    clean(job.progress.text, job.context, cut_short=True),
-                                    continued=job.kind == CONTINUE)
-                break
+                if not await self._wait(job, request, cursor, started, deadline):
+                    # The budget is spent, or this keystroke is shown what there is so far.
+                    job.shown_partial = True
+                    self.cache.remember(request.uri, job.request.text, job.cursor,
+                                        clean(job.progress.text, job.context, cut_short=True),
+                                        continued=job.kind == CONTINUE)
+                    break
             except asyncio.CancelledError:
                 if _own_cancellation():
                     raise
@@ -339,6 +339,35 @@ class CompletionService:
         return Completion("" if hit is None else hit.text, "cache",
                           "joined" if in_time else "deadline",
                           {"total_ms": (time.perf_counter() - started) * 1000})
+
+    async def _wait(self, job: _Job, request: CompletionRequest, cursor: int,
+                    started: float, deadline: float) -> bool:
+        """Wait for `job` to finish (True) or until the request should be answered with
+        what it has generated so far (False): at `deadline`, or after `partial_answer_ms`
+        once that is a whole word beyond what `request` typed since the job began."""
+        finished = asyncio.wrap_future(job.future)
+        partial = self.settings.partial_answer_ms / 1000
+        show_at = time.monotonic() + partial - (time.perf_counter() - started) if partial else (
+            deadline)
+        while True:
+            now = time.monotonic()
+            until = min(deadline, show_at) if now < show_at else min(deadline, now + 0.02)
+            timeout = None if until == float("inf") else max(0.0, until - now)
+            try:
+                await asyncio.wait_for(asyncio.shield(finished), timeout)
+                return True
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    return False
+            if time.monotonic() >= show_at and self._shows_more(job, request, cursor):
+                return False
+
+    @staticmethod
+    def _shows_more(job: _Job, request: CompletionRequest, cursor: int) -> bool:
+        """Whether `job`'s whole words so far reach beyond what `request` typed."""
+        typed = request.text[job.cursor:cursor]
+        words = clean(job.progress.text, job.context, cut_short=True)
+        return len(words) > len(typed) and words.startswith(typed)
 
     def _yield_background(self, uri: str) -> None:
         """Stop other documents' work that nobody waits for (warm-ups, continuations,
@@ -380,7 +409,11 @@ class CompletionService:
         self._submit(job)
         job.waiting += 1
         try:
-            queued = await asyncio.shield(asyncio.wrap_future(job.future))
+            if not await self._wait(job, request, cursor, started, float("inf")):
+                job.shown_partial = True
+                return Completion(clean(job.progress.text, context, cut_short=True), "model",
+                                  "partial", {"total_ms": (time.perf_counter() - started) * 1000})
+            queued = job.future.result()
         except asyncio.CancelledError:
             if _own_cancellation():
                 raise  # the generation goes on for the keystrokes that type along it

@@ -83,6 +83,11 @@ class Settings:
     time_budget_ms: int = _setting(
         1500, "Wall-clock limit for one suggestion; when it runs out, what was generated "
         "so far is shown.", minimum=20, maximum=600000)
+    partial_answer_ms: int = _setting(
+        0, "When a generation has run this long, answer with the whole words it has so "
+        "far and let it go on (the next keystroke that types along it gets more): a "
+        "suggestion shows between fast keystrokes; 0 waits for the whole suggestion.",
+        minimum=0, maximum=600000)
     progressive: bool = _setting(
         True, "After a suggestion is cut by the time budget, keep generating it in the "
         "background; a keystroke that types along it is answered from it (at once when it "

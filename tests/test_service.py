@@ -204,3 +204,28 @@ async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> 
     assert off.short_context(request, cursor, context) is None
     pipeline.close()
     off.close()
+
+
+async def test_a_partial_answer_shows_whole_words_and_the_generation_goes_on() -> None:
+    """With partial_answer_ms, a request is answered with the whole words generated so far
+    while the generation continues; the keystroke that types along it joins it."""
+    engine = FakeEngine(token_ms=150)
+    pipeline = CompletionService(Settings(time_budget_ms=5000, partial_answer_ms=100), engine)
+    announced: list[CompletionRequest] = []
+    pipeline.on_finished = announced.append
+    first = await pipeline.complete(typed(""))
+    assert first.finish == "partial" and first.text and "_done(1)".startswith(first.text)
+    assert first.text != "_done(1)"
+    joined = await pipeline.complete(typed("_"))
+    assert joined.source == "cache" and "done(1)".startswith(joined.text) and joined.text
+    # Waiting long enough gives the whole suggestion, from the one model call.
+    await asyncio.sleep(1.0)
+    whole = await pipeline.complete(typed("_"))
+    assert (whole.source, whole.text) == ("cache", "done(1)")
+    assert engine.calls == 1
+    assert [request.character for request in announced] == [len(LINE)]  # the end, told once
+    # Off by default: a request waits for the whole suggestion.
+    waiting = CompletionService(Settings(time_budget_ms=5000), FakeEngine(token_ms=50))
+    assert (await waiting.complete(typed(""))).text == "_done(1)"
+    pipeline.close()
+    waiting.close()

@@ -32,9 +32,9 @@ class CancelToken:
         """True once `cancel` was called."""
         return self._event.is_set()
 
-    def expired(self) -> bool:
-        """True once the wall-clock deadline, if any, has passed."""
-        return self.deadline is not None and time.monotonic() >= self.deadline
+    def expired(self, ahead_s: float = 0.0) -> bool:
+        """True once the wall-clock deadline, if any, has passed (or will within `ahead_s`)."""
+        return self.deadline is not None and time.monotonic() + ahead_s >= self.deadline
 
 
 @dataclass(frozen=True)

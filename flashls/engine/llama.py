@@ -271,8 +271,9 @@ class LlamaEngine:
         try:
             # The deadline is checked between prompt chunks too: a cold prompt answers
             # "nothing yet" in time and finishes in its continuation (`resume`).
+            chunk_s = PROMPT_CHUNK / self.prompt_rate  # stop before a chunk that overruns
             timings.evaluated_tokens = self._evaluate_prompt(
-                head, tail, lambda: cancel.cancelled or cancel.expired())
+                head, tail, lambda: cancel.cancelled or cancel.expired(ahead_s=chunk_s))
         except Cancelled:
             timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
             timings.evaluated_tokens = self._kv.evaluated
@@ -321,7 +322,7 @@ class LlamaEngine:
                 ) -> tuple[GenerationRequest, tuple[list[int], list[int], bytes]]:
         """The request to answer and its prompt: the full window, unless what it still
         needs evaluated cannot be done before `deadline` at the measured rate and the
-        short window needs less (a cold place)."""
+        short window needs at most half as much (a cold place)."""
         prompt = self._prompt(request)
         if request.short is None or deadline is None:
             return request, prompt
@@ -332,8 +333,8 @@ class LlamaEngine:
             return request, prompt
         short = self._shortened(request)
         short_prompt = self._prompt(short)
-        if self._kv.cost(short_prompt[0], short_prompt[1]) >= full_cost:
-            return request, prompt
+        if 2 * self._kv.cost(short_prompt[0], short_prompt[1]) > full_cost:
+            return request, prompt  # not worth the context it loses (a short file)
         return short, short_prompt
 
     def _measure(self, tokens: int, milliseconds: float) -> None:
