@@ -201,3 +201,21 @@ def test_a_cold_place_answers_from_its_short_window_then_the_full_one(
     assert_parses_in_place(typed.prefix, warm.text)
     # Without a deadline nothing is cut, so the full window is always used.
     assert not engine.generate(cold, CancelToken()).timings.short_window
+
+
+def test_moving_the_cursor_over_a_suffix_token_reuses_the_suffix(engine: LlamaEngine) -> None:
+    """Warmed with the cursor before `)` (Neovim's normal-mode cursor), asked after it: the
+    suffix now starts inside what was the token `)\\n`, and the rest of its cells are
+    shifted into place instead of evaluating the 40-odd suffix tokens again."""
+    before = PREFIX + "join(directory, name"
+    engine.prefill(GenerationRequest(before, ")" + SUFFIX, 8, first_line), CancelToken())
+    moved = GenerationRequest(before + ")", SUFFIX, 8, first_line)
+    result = engine.generate(moved, CancelToken())
+    assert result.timings.evaluated_tokens <= 8, result.timings
+    assert result.timings.prompt_tokens > 60
+    fresh = LlamaEngine(Settings(model=engine.model_path.as_posix(), n_threads=2,
+                                 reuse_kv_prefix=False, snapshot_mb=0))
+    (best, best_logit), (_, runner_up) = fresh.first_token_candidates(moved)
+    if best_logit - runner_up >= SURE_MARGIN:
+        assert result.text.startswith(best.split("\n")[0]), (best, result.text)  # cut at line end
+    fresh.close()

@@ -180,3 +180,37 @@ def test_cost_foretells_what_prepare_evaluates() -> None:
         foretold = kv.cost(head, tail)
         assert foretold == kv.prepare(head, tail, lambda: False), (head, tail)
         assert kv.cost(head, tail) <= 2  # at most the refreshed marker and the middle one
+
+
+def test_a_suffix_starting_a_token_later_reuses_the_rest_of_the_tail() -> None:
+    """The cursor moved right over one suffix token (Neovim's `a` after a warm-up at the
+    normal-mode cursor; typing over a closing bracket): that token joins the head, and
+    the rest of the cached tail is shifted into place instead of evaluated again."""
+    cache = SimulatedCache()
+    kv = layout(cache)
+    long_tail = [2, *range(200, 212), 3]
+    kv.prepare(HEAD, long_tail, lambda: False)
+    moved_head, moved_tail = [*HEAD, 200], [2, *range(201, 212), 3]
+    assert kv.cost(moved_head, moved_tail) == 1 + 1 + 1  # the token, both markers
+    assert kv.prepare(moved_head, moved_tail, lambda: False) == 3
+    assert cache.sequence(0) == moved_head + moved_tail
+    assert cache.sequence(1) == moved_head
+    # A tail that shares nothing after its marker is evaluated again.
+    other = [2, *range(300, 312), 3]
+    assert kv.prepare(moved_head, other, lambda: False) == 1 + len(other) - 1
+    assert cache.sequence(0) == moved_head + other
+
+
+@pytest.mark.parametrize(("new_tail", "evaluated"), [
+    ([2, 77, *range(201, 212), 3], 1 + 2 + 1),  # one new token where the cursor split one
+    ([2, 76, 77, *range(200, 212), 3], 1 + 3 + 1),  # two tokens in front of the old suffix
+])
+def test_a_suffix_whose_first_tokens_changed_reuses_the_rest(new_tail: list[int],
+                                                            evaluated: int) -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    kv.prepare(HEAD, [2, *range(200, 212), 3], lambda: False)
+    typed = [*HEAD, 14]
+    assert kv.cost(typed, new_tail) == evaluated
+    assert kv.prepare(typed, new_tail, lambda: False) == evaluated
+    assert cache.sequence(0) == typed + new_tail and cache.sequence(1) == typed

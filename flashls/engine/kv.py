@@ -60,6 +60,25 @@ def common_prefix_length(left: list[int], right: list[int]) -> int:
     return index
 
 
+# The suffix may start a few tokens later or earlier than the cached one (the cursor moved
+# over text: Neovim's `a` after a warm-up at the normal-mode cursor, typing over a closing
+# bracket, a merged token such as ")\n" split at the cursor): the cached suffix cells are
+# reused when, after at most this many differing tokens, at least MIN_REALIGNED match.
+MAX_REALIGNED_TOKENS = 4
+MIN_REALIGNED = 8
+
+
+@dataclass(frozen=True)
+class TailReuse:
+    """How the new tail maps onto the cached one: `tail[:fresh]` is evaluated (the suffix
+    marker and any new tokens at the suffix's start), `tail[fresh:reusable]` reuses the
+    cached cells at tail indices shifted by `offset`, and the rest is evaluated after."""
+
+    offset: int
+    fresh: int
+    reusable: int
+
+
 class KvLayout:
     """The cached head and tail, and the cheapest way to bring them to a new prompt."""
 
@@ -99,10 +118,31 @@ class KvLayout:
         edited = len(head) - keep
         # Old tail cells that still match the new tail (all but the middle marker, which is
         # always re-run for its logits); a tail cut short by a cancel counts as far as it got.
-        reusable = min(common_prefix_length(self.tail, tail), len(tail) - 1)
-        if self._reuse_suffix and reusable > 0 and edited <= self._chunk:
-            return self._shift_tail(head, tail, keep, reusable, cancel)
+        reuse = self._tail_reuse(self.tail, tail)
+        if self._reuse_suffix and reuse is not None and edited <= self._chunk:
+            return self._shift_tail(head, tail, keep, reuse, cancel)
         return self._evaluate(head, tail, keep, cancel)
+
+    def _tail_reuse(self, cached: list[int], tail: list[int]) -> TailReuse | None:
+        """The cheapest mapping of `tail` onto the `cached` tail, or None (evaluate it)."""
+        if not cached or not tail or cached[0] != tail[0]:
+            return None
+        last = len(tail) - 1  # the middle marker is always re-run for its logits
+        shared = min(common_prefix_length(cached, tail), last)
+        if shared > 1:
+            return TailReuse(0, min(self._refresh, shared), shared)
+        best = TailReuse(0, min(self._refresh, 1), 1) if shared == 1 else None
+        for new in range(MAX_REALIGNED_TOKENS + 1):
+            for old in range(MAX_REALIGNED_TOKENS + 1):
+                matched = common_prefix_length(cached[1 + old:], tail[1 + new:last])
+                if matched < min(MIN_REALIGNED, last - 1 - new) or matched == 0:
+                    continue
+                reusable = 1 + new + matched
+                fresh = max(self._refresh, 1 + new)
+                saved = reusable - fresh
+                if saved > 0 and (best is None or saved > best.reusable - best.fresh):
+                    best = TailReuse(old - new, fresh, reusable)
+        return best
 
     def cost(self, head: list[int], tail: list[int]) -> int:
         """How many tokens `prepare(head, tail)` would evaluate now (changes nothing)."""
@@ -115,30 +155,30 @@ class KvLayout:
                     keep, cached_tail = shared, list(snapshot.tail)
         keep = min(keep, len(head) - 1) if not tail else keep
         edited = len(head) - keep
-        reusable = min(common_prefix_length(cached_tail, tail), len(tail) - 1)
-        if self._reuse_suffix and reusable > 0 and edited <= self._chunk:
-            return edited + min(self._refresh, reusable) + len(tail) - reusable
+        reuse = self._tail_reuse(cached_tail, tail)
+        if self._reuse_suffix and reuse is not None and edited <= self._chunk:
+            return edited + reuse.fresh + len(tail) - reuse.reusable
         return edited + len(tail)
 
-    def _shift_tail(self, head: list[int], tail: list[int], keep: int, reusable: int,
+    def _shift_tail(self, head: list[int], tail: list[int], keep: int, reuse: TailReuse,
                     cancel: Callable[[], bool]) -> int:
         memory = self._memory
         old_head = len(self.head)
-        # Drop the old tail past what is reused: the middle marker, anything generated.
-        memory.remove(0, old_head + reusable, -1)
+        # The cached tail cells kept: old positions [first, end), moving to len(head) + fresh.
+        first = old_head + reuse.fresh + reuse.offset
+        end = old_head + reuse.reusable + reuse.offset
+        memory.remove(0, end, -1)  # the rest of the old tail, the middle marker, generated
         memory.remove(1, keep, -1)
-        memory.remove(0, keep, old_head)
-        delta = len(head) - old_head
+        memory.remove(0, keep, first)  # the edited head, the old suffix marker and skipped
+        delta = len(head) + reuse.fresh - first
         if delta:
-            memory.shift(old_head, -1, delta)
-        refresh = min(self._refresh, reusable)
-        fresh = head[keep:] + tail[:refresh]
+            memory.shift(first, -1, delta)
+        fresh = head[keep:] + tail[:reuse.fresh]
         if fresh:
-            memory.remove(0, len(head), len(head) + refresh)
-            memory.decode(fresh, keep, 1)
-            memory.copy(1, 0, keep, len(head) + refresh)
+            memory.decode(fresh, keep, 1)  # sequence 1: no tail cells to attend to
+            memory.copy(1, 0, keep, len(head) + reuse.fresh)
             memory.remove(1, len(head), -1)
-        self.head, self.tail, self.generated = list(head), tail[:reusable], 0
+        self.head, self.tail, self.generated = list(head), tail[:reuse.reusable], 0
         self.evaluated = len(fresh)
         return len(fresh) + self._extend_tail(tail, cancel)
 

@@ -42,6 +42,7 @@ SUFFIX_REFRESH_TOKENS = 1
 # AVX2 machine evaluates about 100), and how much of a deadline is left for generating.
 INITIAL_PROMPT_RATE = 100.0
 GENERATION_RESERVE_S = 0.3
+MAX_CHUNK_LOOKAHEAD_S = 0.35
 
 
 def default_thread_count() -> int:
@@ -271,7 +272,9 @@ class LlamaEngine:
         try:
             # The deadline is checked between prompt chunks too: a cold prompt answers
             # "nothing yet" in time and finishes in its continuation (`resume`).
-            chunk_s = PROMPT_CHUNK / self.prompt_rate  # stop before a chunk that overruns
+            # Do not start a chunk that would end past the deadline (capped: a rate measured
+            # under load must not stop every prompt before its first chunk).
+            chunk_s = min(PROMPT_CHUNK / self.prompt_rate, MAX_CHUNK_LOOKAHEAD_S)
             timings.evaluated_tokens = self._evaluate_prompt(
                 head, tail, lambda: cancel.cancelled or cancel.expired(ahead_s=chunk_s))
         except Cancelled:
