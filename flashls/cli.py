@@ -23,7 +23,7 @@ def _run_serve(arguments: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"flashls: {error}", file=sys.stderr)
         return 2
-    return serve(config, tcp=arguments.tcp, engine_kind=arguments.engine,
+    return serve(config, tcp=arguments.tcp, engine_kind=settings.engine_switch(arguments),
                  allow_remote=arguments.allow_remote, token=token)
 
 
@@ -60,8 +60,6 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="TCP only: clients must send this file's text as "
                             "initializationOptions.authToken (also FLASHLS_TCP_TOKEN); with "
                             "--allow-remote and no token one is generated and printed")
-    serve.add_argument("--engine", choices=("llama", "fake"), default="llama",
-                       help="`fake` is a deterministic stand-in for protocol tests")
     serve.add_argument("--log-file", default=None, help="write logs here instead of stderr")
     serve.add_argument("--stdio", action="store_true", help="accepted for editor compatibility")
     settings.add_arguments(serve)
@@ -78,8 +76,6 @@ def _add_complete(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
                           help="language id; guessed from the file name by default")
     complete.add_argument("--json", action="store_true", help="print the result and timings "
                           "as JSON")
-    complete.add_argument("--engine", choices=("llama", "fake"), default="llama",
-                          help=argparse.SUPPRESS)
     complete.add_argument("--log-file", default=None, help="write logs here instead of stderr")
     settings.add_arguments(complete)
     complete.set_defaults(func=_run_complete)

@@ -14,7 +14,7 @@ from flashls.documents import Document
 from flashls.engine.base import EngineError
 from flashls.server import make_engine
 from flashls.service import CompletionRequest, CompletionService, Rejected
-from flashls.settings import Settings
+from flashls.settings import Settings, engine_switch
 
 
 def complete_file(config: Settings, arguments: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def complete_file(config: Settings, arguments: argparse.Namespace) -> int:
         print(f"flashls: cannot read {path}: {error.strerror}", file=sys.stderr)
         return 1
     started = time.perf_counter()
-    service = CompletionService(config, make_engine(arguments.engine, config))
+    service = CompletionService(config, make_engine(engine_switch(arguments), config))
     language = arguments.language or language_of_path(str(path))
     uri = path.resolve().as_uri()
     # The pipeline sees lines as the server does: any LSP line break as one "\n".

@@ -46,15 +46,21 @@ FOCUS_NOTIFICATION = "textDocument/didFocus"
 FINISHED_NOTIFICATION = "flashls/suggestionFinished"
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
-                   "reuse_kv_prefix", "reuse_suffix", "snapshot_mb", "token_healing")
+                   "reuse_kv_prefix", "reuse_suffix", "snapshot_mb", "token_healing",
+                   "engine", "endpoint", "api_key_env", "api_key_file", "remote_model",
+                   "remote_timeout_ms")
 
 
 def make_engine(kind: str, config: settings.Settings) -> Engine:
-    """The engine for `flashls serve --engine KIND`."""
+    """The engine for `flashls serve --engine KIND`: `fake`, else the `engine` setting's."""
     if kind == "fake":
         from flashls.engine.fake import FakeEngine
 
         return FakeEngine()
+    if config.engine != "local":
+        from flashls.engine.remote import RemoteEngine
+
+        return RemoteEngine(config)
     from flashls.engine.llama import LlamaEngine
 
     return LlamaEngine(config)

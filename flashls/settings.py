@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ UNKNOWN_LISTED = 5
 PROMPT_MARKER_TOKENS = 8
 # The settings whose sum must fit `n_ctx`.
 CONTEXT_FIELDS = ("n_ctx", "prefix_budget_tokens", "suffix_budget_tokens", "max_tokens")
+# Values the `--engine` flag takes besides the setting's: `llama`, the local engine's
+# older name, and `fake`, the deterministic stand-in engine for protocol tests.
+ENGINE_SWITCHES = ("llama", "fake")
 
 
 def _setting(
@@ -31,9 +35,12 @@ def _setting(
     minimum: int | None = None,
     maximum: int | None = None,
     choices: tuple[str, ...] = (),
+    scope: str | None = None,
 ) -> Any:
+    """A schema field; `scope` is VS Code's (`machine`: user settings only, never a
+    workspace's, which could otherwise send the code or a secret to a server it names)."""
     metadata = {"description": description, "minimum": minimum, "maximum": maximum,
-                "choices": choices}
+                "choices": choices, "scope": scope}
     return field(default=default, metadata=metadata)
 
 
@@ -45,8 +52,32 @@ class Settings:
     model: str = _setting(
         "", "Path to a GGUF file, or a model name from `flashls models list`; "
         "empty picks the default model.")
+    engine: str = _setting(
+        "local", "Where suggestions are computed: `local` runs the model in this process; "
+        "`llama-server` (llama.cpp's server, `/infill`), `openai` (an OpenAI-compatible "
+        "server such as vLLM or `python -m llama_cpp.server`, `/v1/completions`) and "
+        "`ollama` ask the server at `endpoint`.",
+        choices=("local", "llama-server", "openai", "ollama"))
+    endpoint: str = _setting(
+        "", "Base URL of the inference server for a remote `engine`, e.g. "
+        "`http://gpu-box:8080` (`openai` also takes one ending in `/v1`).", scope="machine")
+    api_key_env: str = _setting(
+        "", "Name of the environment variable holding the remote server's API key (sent "
+        "as `Authorization: Bearer`); empty sends none unless `api_key_file` is set.",
+        scope="machine")
+    api_key_file: str = _setting(
+        "", "Path of a file holding the remote server's API key, used when `api_key_env` "
+        "is empty. The key itself is never a setting, so it is not synced or logged.",
+        scope="machine")
+    remote_model: str = _setting(
+        "", "Model name sent to an `openai` or `ollama` server (required for `ollama`, "
+        "e.g. `qwen2.5-coder:1.5b-base`); `llama-server` answers with the model it loaded.")
+    remote_timeout_ms: int = _setting(
+        30000, "Longest wait for a remote server's next bytes (its first ones come after it "
+        "has evaluated the prompt) before the request fails.", minimum=100, maximum=600000)
     fim_format: str = _setting(
-        "auto", "Fill-in-the-middle prompt format; `auto` reads it from the GGUF's metadata.",
+        "auto", "Fill-in-the-middle prompt format; `auto` reads it from the GGUF's metadata "
+        "(`openai` and `ollama` engines, which are sent the prompt as text: `qwen`).",
         choices=("auto", "qwen", "starcoder", "deepseek", "codellama", "codegemma",
                  "codestral"))
     n_threads: int = _setting(
@@ -200,7 +231,8 @@ def merge(base: Settings, raw: Mapping[str, Any] | None) -> tuple[Settings, list
                                                          UNKNOWN_LISTED else "")
         problems.append(f"{len(unknown)} unknown setting(s) ignored: {listed}")
     merged, misfit = _fit_context(base, dataclasses.replace(base, **changes))
-    return merged, problems + misfit
+    merged, unreachable = _check_remote(base, merged)
+    return merged, problems + misfit + unreachable
 
 
 def prompt_room_needed(config: Settings) -> int:
@@ -228,12 +260,51 @@ def _fit_context(base: Settings, merged: Settings) -> tuple[Settings, list[str]]
                                 for name in CONTEXT_FIELDS)]
 
 
+def _is_http_url(text: str) -> bool:
+    parts = urllib.parse.urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _missing_for_engine(config: Settings) -> str:
+    """The setting a remote `engine` still needs, or ""."""
+    if config.engine != "local" and not config.endpoint:
+        return "endpoint"
+    if config.engine == "ollama" and not config.remote_model:
+        return "remote_model"
+    return ""
+
+
+def _check_remote(base: Settings, merged: Settings) -> tuple[Settings, list[str]]:
+    """`merged`, unless its remote engine cannot be reached as set: an `endpoint` that is
+    no http(s) URL keeps `base`'s; a remote `engine` without an endpoint (or `ollama`
+    without `remote_model`) keeps `base`'s engine and those fields (or `local`)."""
+    problems: list[str] = []
+    if merged.endpoint and not _is_http_url(merged.endpoint):
+        problems.append(f"endpoint {merged.endpoint!r} is not an http:// or https:// URL; "
+                        f"keeping {base.endpoint!r}")
+        merged = dataclasses.replace(merged, endpoint=base.endpoint)
+    missing = _missing_for_engine(merged)
+    if missing:
+        fallback = dataclasses.replace(merged, engine=base.engine, endpoint=base.endpoint,
+                                       remote_model=base.remote_model)
+        if _missing_for_engine(fallback):  # `base` itself was not usable
+            fallback = dataclasses.replace(fallback, engine="local")
+        what = "URL" if missing == "endpoint" else "model name"
+        problems.append(f"engine {merged.engine!r} needs `{missing}` (the server's {what}); "
+                        f"keeping engine {fallback.engine!r}")
+        merged = fallback
+    return merged, problems
+
+
+def _environment_values(environ: Mapping[str, str] | None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {spec.name: environ[ENV_PREFIX + spec.name.upper()] for spec in setting_fields()
+            if ENV_PREFIX + spec.name.upper() in environ}
+
+
 def from_environment(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
     """Defaults overlaid with `FLASHLS_<NAME>` environment variables."""
-    environ = os.environ if environ is None else environ
-    raw = {spec.name: environ[ENV_PREFIX + spec.name.upper()] for spec in setting_fields()
-           if ENV_PREFIX + spec.name.upper() in environ}
-    return merge(Settings(), raw)
+    return merge(Settings(), _environment_values(environ))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -242,21 +313,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for spec in setting_fields():
         flag = "--" + spec.name.replace("_", "-")
         help_text = f"{spec.metadata['description']} (default: {spec.default!r})"
+        choices = spec.metadata["choices"]
+        if spec.name == "engine":
+            choices += ENGINE_SWITCHES
+            help_text += "; here also `llama` (= local) and `fake` (a stand-in for tests)"
         if _field_type(spec) is bool:
             group.add_argument(flag, dest=spec.name, default=None,
                                action=argparse.BooleanOptionalAction, help=help_text)
         else:
             group.add_argument(flag, dest=spec.name, default=None, help=help_text,
-                               choices=spec.metadata["choices"] or None)
+                               choices=choices or None)
+
+
+def engine_switch(arguments: argparse.Namespace) -> str:
+    """The engine kind a command line picks: `fake` (`--engine fake`), else `llama`, whose
+    engine then follows the `engine` setting."""
+    return "fake" if getattr(arguments, "engine", None) == "fake" else "llama"
 
 
 def from_arguments(arguments: argparse.Namespace) -> tuple[Settings, list[str]]:
-    """Environment settings overlaid with the CLI flags that were given."""
-    base, problems = from_environment()
+    """Environment settings overlaid with the CLI flags that were given, checked as one
+    layer (`FLASHLS_ENGINE` may name a server whose `--endpoint` is a flag)."""
     given = {spec.name: getattr(arguments, spec.name) for spec in setting_fields()
              if getattr(arguments, spec.name, None) is not None}
-    settings, more = merge(base, given)
-    return settings, problems + more
+    if given.get("engine") in ENGINE_SWITCHES:
+        given["engine"] = "local"  # `llama` is the local engine; `fake` replaces it
+    return merge(Settings(), {**_environment_values(None), **given})
 
 
 def _json_type(spec: dataclasses.Field[Any]) -> str:
@@ -275,6 +357,8 @@ def vscode_configuration() -> dict[str, Any]:
             entry["minimum"] = spec.metadata["minimum"]
         if spec.metadata["maximum"] is not None:
             entry["maximum"] = spec.metadata["maximum"]
+        if spec.metadata["scope"] is not None:
+            entry["scope"] = spec.metadata["scope"]
         properties[f"{SECTION}.{spec.name}"] = entry
     return {"type": "object", "title": "flashls", "properties": properties}
 

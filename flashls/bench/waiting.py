@@ -324,11 +324,10 @@ def served_settings(server_args: Sequence[str]) -> tuple[str, settings.Settings]
     """The engine kind and settings that `flashls serve` gets from these arguments (and
     the environment), so the plain call runs the server's model."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--engine", choices=("llama", "fake"), default="llama")
     settings.add_arguments(parser)
     known, _ = parser.parse_known_args(list(server_args))
     config, _ = settings.from_arguments(known)
-    return str(known.engine), config
+    return settings.engine_switch(known), config
 
 
 def plain_engine(server_args: Sequence[str]) -> Engine:

@@ -1,0 +1,226 @@
+"""The remote engine: the `Engine` protocol over an inference server's HTTP API.
+
+Every kind streams, so every kind behaves like the local engine: text reaches
+`on_token` as it comes, a stop rule or a cancel closes the reply (which stops the
+server), and a reply cut by its deadline stays open for `resume` to read on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from flashls.engine.base import (
+    CancelToken,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    Timings,
+)
+from flashls.engine.remote.connection import Connection, read_api_key
+from flashls.engine.remote.stream import End, ReplyStream
+from flashls.engine.remote.wire import (
+    Chunk,
+    LlamaServerWire,
+    OllamaWire,
+    OpenAIWire,
+    WireFormat,
+)
+from flashls.fim import UnknownFormat, format_named
+from flashls.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How often the engine looks at its cancel token while the server is silent.
+POLL_S = 0.02
+# The prompt format sent to servers that take the prompt as text, when `fim_format` is
+# `auto` (there is no GGUF here to read it from): the default model's family.
+DEFAULT_REMOTE_FORMAT = "qwen"
+
+
+def wire_format(settings: Settings) -> WireFormat:
+    """The wire format of the `engine` setting's kind; raises EngineError."""
+    if settings.engine == "llama-server":
+        return LlamaServerWire(settings)
+    name = DEFAULT_REMOTE_FORMAT if settings.fim_format == "auto" else settings.fim_format
+    try:
+        fim = format_named(name)
+    except UnknownFormat as error:
+        raise EngineError(str(error)) from error
+    if settings.engine == "openai":
+        return OpenAIWire(settings, fim)
+    if settings.engine == "ollama":
+        return OllamaWire(settings, fim)
+    raise EngineError(f"engine {settings.engine!r} is not a remote engine")
+
+
+@dataclass
+class _Reading:
+    """A reply being read: enough to go on with it later (see `resume`)."""
+
+    request: GenerationRequest
+    stream: ReplyStream
+    text: str = ""
+    tokens: int = 0  # events with text, until the server says how many it generated
+    first_text_at: float | None = None  # perf_counter when the first text came
+    finish: str | None = None  # why generation ended, once the server said
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+
+    def take(self, chunk: Chunk) -> None:
+        """Add an event's text and take the server's counts where it gives them."""
+        if chunk.text:
+            self.text += chunk.text
+            self.tokens += 1
+            if self.first_text_at is None:
+                self.first_text_at = time.perf_counter()
+        if chunk.generated_tokens is not None:
+            self.tokens = chunk.generated_tokens
+        if chunk.prompt_tokens is not None:
+            self.prompt_tokens = chunk.prompt_tokens
+        if chunk.evaluated_tokens is not None:
+            self.evaluated_tokens = chunk.evaluated_tokens
+        if chunk.finish is not None:
+            self.finish = chunk.finish
+
+
+class RemoteEngine:
+    """A model served by llama-server, an OpenAI-compatible server or Ollama.
+
+    `request.short` (the cold-place window) is ignored: the server keeps its own prompt
+    cache (llama-server's slots, vLLM's prefix cache, Ollama's context), so flashls can
+    neither tell what a prompt will cost there nor save anything by shortening it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._wire = wire_format(settings)
+        self.label = f"{self._wire.kind} at {settings.endpoint}"
+        self._connection: Connection | None = None
+        self._suspended: _Reading | None = None
+
+    def describe(self) -> str:
+        """Kind, endpoint, and the model and prompt format where flashls picks them."""
+        details = [self._settings.remote_model] if self._settings.remote_model else []
+        if not isinstance(self._wire, LlamaServerWire):
+            fim = self._settings.fim_format
+            details.append(f"{DEFAULT_REMOTE_FORMAT if fim == 'auto' else fim} prompt")
+        return self.label + (f" ({', '.join(details)})" if details else "")
+
+    def load(self) -> None:
+        """Open the connection and check the server once (reachable, key accepted, model
+        known); raises EngineError with a message for the user."""
+        if self._connection is not None:
+            return
+        timeout_s = self._settings.remote_timeout_ms / 1000
+        connection = Connection(self.label, self._settings.endpoint,
+                                read_api_key(self._settings), timeout_s, self._wire.explain)
+        try:
+            problem = self._wire.check_probe(connection.get_json(self._wire.probe()))
+            if problem is not None:
+                raise EngineError(f"{self.label} {problem}")
+        except EngineError:
+            connection.close()
+            raise
+        self._connection = connection
+        log.info("using %s", self.describe())
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        """Stream the middle for `request`; the reply is left open if the deadline cuts it."""
+        self.load()
+        self._abandon()
+        path, body = self._wire.generate(request)
+        return self._read(self._send(path, body, request), cancel, may_suspend=True)
+
+    def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
+        """Have the server evaluate the prompt into its cache (llama-server); tokens it
+        evaluated. 0 for kinds without a prompt-only request, which cache by themselves."""
+        self.load()
+        self._abandon()
+        call = self._wire.prefill(request)
+        if call is None:
+            return 0
+        result = self._read(self._send(*call, request), cancel, may_suspend=False)
+        return result.timings.evaluated_tokens
+
+    def resume(self, cancel: CancelToken) -> GenerationResult | None:
+        """Read on in the reply the last deadline cut, if nothing ran since; the text is
+        the whole suggestion so far."""
+        reading, self._suspended = self._suspended, None
+        if reading is None:
+            return None
+        return self._read(reading, cancel, may_suspend=True)
+
+    def close(self) -> None:
+        """Abandon any open reply and close the connections."""
+        self._abandon()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def _abandon(self) -> None:
+        """Close the reply a deadline left open: what runs next replaces it."""
+        reading, self._suspended = self._suspended, None
+        if reading is not None:
+            reading.stream.close()
+
+    def _send(self, path: str, body: dict[str, object], request: GenerationRequest
+              ) -> _Reading:
+        connection = self._connection
+        assert connection is not None
+        stream = ReplyStream(lambda abandoned: connection.open(path, body, abandoned),
+                             self._wire.events, connection.transport_error)
+        return _Reading(request, stream)
+
+    def _read(self, reading: _Reading, cancel: CancelToken, *,
+              may_suspend: bool) -> GenerationResult:
+        """This call's result: the reply read until it ends, a stop rule cuts it, `cancel`
+        is set or (when `may_suspend`) its deadline passes. Its prompt time is the wait
+        for the reply's first text (network and queue included), as the user waits."""
+        started = time.perf_counter()
+        had_text, tokens_before = bool(reading.text), reading.tokens
+        try:
+            text, finish = self._follow(reading, cancel, may_suspend)
+        except EngineError:
+            reading.stream.close()
+            raise
+        ended = time.perf_counter()
+        prompt_done = started if had_text else (reading.first_text_at or ended)
+        return GenerationResult(text, finish, Timings(
+            prompt_ms=(prompt_done - started) * 1000, generate_ms=(ended - prompt_done) * 1000,
+            prompt_tokens=reading.prompt_tokens, evaluated_tokens=reading.evaluated_tokens,
+            generated_tokens=reading.tokens - tokens_before))
+
+    def _follow(self, reading: _Reading, cancel: CancelToken,
+                may_suspend: bool) -> tuple[str, str]:
+        """The text and finish reason once reading stops (see `_read`); raises EngineError
+        when the reply failed."""
+        request = reading.request
+        while True:
+            if cancel.cancelled:
+                reading.stream.close()
+                return reading.text, "cancelled"
+            if may_suspend and cancel.expired():
+                self._suspended = reading
+                return reading.text, "deadline"
+            wait = POLL_S if cancel.deadline is None or not may_suspend else min(
+                POLL_S, cancel.deadline - time.monotonic())
+            item = reading.stream.next(wait)
+            if item is None:
+                continue
+            if isinstance(item, EngineError):
+                raise item
+            if isinstance(item, End):
+                return reading.text, reading.finish or "eos"
+            chunk = self._wire.read(item)
+            reading.take(chunk)
+            if chunk.text:
+                if request.on_token is not None:
+                    request.on_token(reading.text)
+                cut = request.stop(reading.text)
+                if cut is not None:
+                    reading.stream.close()
+                    return reading.text[:cut], "stop"
+            if chunk.final:
+                return reading.text, reading.finish or "eos"

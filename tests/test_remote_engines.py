@@ -1,0 +1,503 @@
+"""Remote engines against small inference servers started here, one per wire format:
+llama-server's /infill (server-sent events), an OpenAI-compatible /v1/completions (SSE
+ending with [DONE]) and Ollama's /api/generate (newline-delimited JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from flashls.engine.base import CancelToken, EngineError, GenerationRequest
+from flashls.engine.remote import RemoteEngine
+from flashls.fim import format_named
+from flashls.service import CompletionRequest, CompletionService
+from flashls.settings import Settings, merge
+
+KINDS = ("llama-server", "openai", "ollama")
+PIECES = ("total", " = a", " + b", "\n", "return", " total\n")
+WHOLE = "".join(PIECES)
+MODEL = "coder"
+KEY_VARIABLE = "FLASHLS_TEST_REMOTE_KEY"
+
+
+@dataclass
+class Behaviour:
+    """What a fake server does with a generation request."""
+
+    pieces: tuple[str, ...] = PIECES
+    piece_s: float = 0.0  # pause before each piece
+    silent_s: float = 0.0  # pause before the reply's headers (evaluating the prompt)
+    status: int = 200  # an error status answers every POST with `error_body`
+    error_body: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # the API key the server requires
+    models: tuple[str, ...] = (MODEL,)
+
+
+class FakeServer:
+    """An inference server on 127.0.0.1 speaking one kind's streaming format; it records
+    requests, counts the pieces it wrote, and notices a client that went away."""
+
+    def __init__(self, kind: str, behaviour: Behaviour) -> None:
+        self.kind = kind
+        self.behaviour = behaviour
+        self.posts: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.sent = 0  # pieces written in the last reply
+        self.disconnected = threading.Event()
+        self.sent_at_disconnect: int | None = None
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path != "/health" and fake.refuse(self):  # llama-server's is public
+                    return
+                listing: dict[str, Any] = {
+                    "/health": {"status": "ok"},
+                    "/v1/models": {"data": [{"id": name} for name in fake.behaviour.models]},
+                    "/api/tags": {"models": [{"name": f"{name}:latest"}
+                                             for name in fake.behaviour.models]}}
+                fake.send_json(self, 200 if self.path in listing else 404,
+                               listing.get(self.path, {"error": "no such path"}))
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.posts.append((self.path, dict(self.headers), body))
+                if fake.refuse(self):
+                    return
+                if fake.behaviour.status != 200:
+                    fake.send_json(self, fake.behaviour.status, fake.behaviour.error_body)
+                    return
+                fake.stream(self, body)
+
+        return Handler
+
+    def refuse(self, handler: BaseHTTPRequestHandler) -> bool:
+        """Answer 401 when the server wants a key and did not get it."""
+        key = self.behaviour.key
+        if key is None or handler.headers.get("Authorization") == f"Bearer {key}":
+            return False
+        self.send_json(handler, 401, {"error": {"code": 401, "message": "Invalid API Key",
+                                                "type": "authentication_error"}})
+        return True
+
+    @staticmethod
+    def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def stream(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        """The reply, chunked, one event a chunk; stops when the client is gone."""
+        self.sent = 0
+        connection = handler.connection
+        deadline = time.monotonic() + self.behaviour.silent_s
+        while time.monotonic() < deadline:  # "evaluating the prompt"
+            time.sleep(0.01)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/x-ndjson" if self.kind == "ollama"
+                            else "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for index, event in enumerate(self.events(body)):
+            if _gone(connection, self.behaviour.piece_s if index else 0):
+                self.sent_at_disconnect = self.sent
+                self.disconnected.set()
+                return
+            try:
+                data = event.encode()
+                handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                handler.wfile.flush()
+            except OSError:
+                self.sent_at_disconnect = self.sent
+                self.disconnected.set()
+                return
+            self.sent += 1
+        handler.wfile.write(b"0\r\n\r\n")
+
+    def events(self, body: dict[str, Any]) -> Iterator[str]:
+        """The kind's wire format: pieces, then the final event(s) with counts."""
+        generating = body.get("n_predict", 1) != 0
+        pieces = self.behaviour.pieces if generating else ()
+        if self.kind == "llama-server":
+            for piece in pieces:
+                yield _sse({"content": piece, "stop": False})
+            yield _sse({"content": "", "stop": True, "stop_type": "eos",
+                        "tokens_evaluated": 15, "truncated": False, "tokens_cached": 14,
+                        "timings": {"cache_n": 5, "prompt_n": 10, "prompt_ms": 12.0,
+                                    "predicted_n": len(pieces), "predicted_ms": 30.0}})
+        elif self.kind == "openai":
+            for piece in pieces:
+                yield _sse({"choices": [{"index": 0, "text": piece, "finish_reason": None}]})
+            yield _sse({"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]})
+            yield _sse({"choices": [], "usage": {"prompt_tokens": 15,
+                                                 "completion_tokens": len(pieces)}})
+            yield "data: [DONE]\n\n"
+        else:
+            for piece in pieces:
+                yield json.dumps({"model": MODEL, "response": piece, "done": False}) + "\n"
+            yield json.dumps({"model": MODEL, "response": "", "done": True,
+                              "done_reason": "stop", "prompt_eval_count": 15,
+                              "eval_count": len(pieces)}) + "\n"
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def _gone(connection: socket.socket, pause_s: float) -> bool:
+    """Whether the client closed its side, watched for during a pause before the next
+    piece (llama-server polls its socket the same way while it generates)."""
+    deadline = time.monotonic() + pause_s
+    while True:
+        readable, _, _ = select.select([connection], [], [], 0.005)
+        if readable:
+            try:
+                return connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., FakeServer]]:
+    servers: list[FakeServer] = []
+
+    def start(kind: str, **behaviour: Any) -> FakeServer:
+        server = FakeServer(kind, Behaviour(**behaviour))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def engine_for(server: FakeServer, **overrides: Any) -> RemoteEngine:
+    config, problems = merge(Settings(), {"engine": server.kind, "endpoint": server.endpoint,
+                                          "remote_model": MODEL, **overrides})
+    assert problems == []
+    return RemoteEngine(config)
+
+
+def request(stop: Callable[[str], int | None] = lambda text: None,
+            seen: list[str] | None = None, max_tokens: int = 32) -> GenerationRequest:
+    return GenerationRequest(prefix="def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n",
+                             max_tokens=max_tokens, stop=stop,
+                             on_token=None if seen is None else seen.append)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_text_streams_in_and_timings_come_from_the_server(
+        kind: str, serve: Callable[..., FakeServer]) -> None:
+    server = serve(kind)
+    engine = engine_for(server)
+    seen: list[str] = []
+    result = engine.generate(request(seen=seen), CancelToken())
+    engine.close()
+    assert (result.text, result.finish) == (WHOLE, "eos")
+    assert seen[-1] == WHOLE and len(seen) == len(PIECES)
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(seen))
+    assert result.timings.generated_tokens == len(PIECES)
+    assert result.timings.prompt_tokens == 15
+    assert result.timings.evaluated_tokens == (10 if kind == "llama-server" else 15)
+
+
+def test_llama_server_is_sent_prefix_and_suffix_and_warms_its_cache(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server")
+    engine = engine_for(server)
+    engine.generate(request(max_tokens=7), CancelToken())
+    evaluated = engine.prefill(request(), CancelToken())
+    engine.close()
+    (path, _, body), (warm_path, _, warm) = server.posts
+    assert path == warm_path == "/infill"
+    assert body["input_prefix"] == "def add(a, b):\n    "
+    assert body["input_suffix"] == "\n\nprint(add(1, 2))\n"
+    assert (body["cache_prompt"], body["stream"], body["n_predict"]) == (True, True, 7)
+    assert (warm["n_predict"], warm["cache_prompt"]) == (0, True)
+    assert evaluated == 10
+
+
+@pytest.mark.parametrize("endpoint_tail", ["", "/v1"])
+def test_openai_is_sent_a_fim_prompt_built_here(
+        endpoint_tail: str, serve: Callable[..., FakeServer]) -> None:
+    server = serve("openai")
+    engine = engine_for(server, endpoint=server.endpoint + endpoint_tail, fimFormat="starcoder")
+    engine.generate(request(max_tokens=9), CancelToken())
+    assert engine.prefill(request(), CancelToken()) == 0  # no prompt-only request
+    engine.close()
+    [(path, _, body)] = server.posts
+    starcoder = format_named("starcoder")
+    assert path == "/v1/completions"
+    assert body["prompt"] == starcoder.render("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
+    assert body["prompt"].startswith("<fim_prefix>") and body["prompt"].endswith("<fim_middle>")
+    assert (body["stream"], body["max_tokens"], body["model"]) == (True, 9, MODEL)
+    assert "suffix" not in body and "<|endoftext|>" in body["stop"]
+
+
+def test_ollama_is_sent_a_raw_prompt_in_the_default_format(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("ollama")
+    engine = engine_for(server)
+    engine.generate(request(max_tokens=5), CancelToken())
+    engine.close()
+    [(path, _, body)] = server.posts
+    assert path == "/api/generate"
+    assert (body["raw"], body["stream"], body["model"]) == (True, True, MODEL)
+    assert body["prompt"] == format_named("qwen").render("def add(a, b):\n    ",
+                                                         "\n\nprint(add(1, 2))\n")
+    assert body["options"]["num_predict"] == 5 and "suffix" not in body
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_stop_rule_cuts_and_closes_the_reply(
+        kind: str, serve: Callable[..., FakeServer]) -> None:
+    server = serve(kind, piece_s=0.03)
+    engine = engine_for(server)
+    result = engine.generate(request(stop=lambda text: text.find("\n") if "\n" in text
+                                     else None), CancelToken())
+    assert (result.text, result.finish) == ("total = a + b", "stop")
+    assert server.disconnected.wait(2)
+    assert server.sent_at_disconnect is not None and server.sent_at_disconnect < len(PIECES)
+    engine.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cancel_closes_the_connection_within_one_piece(
+        kind: str, serve: Callable[..., FakeServer]) -> None:
+    server = serve(kind, pieces=tuple(f"t{index} " for index in range(10)), piece_s=0.3)
+    engine = engine_for(server)
+    cancel = CancelToken()
+    seen: list[str] = []
+
+    def cancel_at_the_third(text: str) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            cancel.cancel()
+
+    result = engine.generate(GenerationRequest("x = ", "", 64, lambda text: None,
+                                               on_token=cancel_at_the_third), cancel)
+    assert result.finish == "cancelled" and result.text == "t0 t1 t2 "
+    assert server.disconnected.wait(2), "the server never saw the client go"
+    # Seen while it paused before the fourth piece: not one piece more was generated.
+    assert server.sent_at_disconnect == 3
+    assert engine.resume(CancelToken()) is None
+    engine.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_deadline_returns_what_came_and_resume_reads_the_rest(
+        kind: str, serve: Callable[..., FakeServer]) -> None:
+    server = serve(kind, piece_s=0.08)
+    engine = engine_for(server)
+    engine.load()
+    cut = engine.generate(request(), CancelToken(time.monotonic() + 0.2))
+    assert cut.finish == "deadline" and WHOLE.startswith(cut.text) and cut.text != WHOLE
+    rest = engine.resume(CancelToken())
+    assert rest is not None and (rest.text, rest.finish) == (WHOLE, "eos")
+    assert len(server.posts) == 1  # the same reply, read on
+    assert cut.timings.generated_tokens + rest.timings.generated_tokens == len(PIECES)
+    engine.close()
+
+
+def test_a_deadline_while_the_server_evaluates_the_prompt_answers_in_time(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", silent_s=0.6)
+    engine = engine_for(server)
+    engine.load()
+    cut = engine.generate(request(), CancelToken(time.monotonic() + 0.1))
+    assert (cut.text, cut.finish, server.sent) == ("", "deadline", 0)  # still silent
+    rest = engine.resume(CancelToken())
+    assert rest is not None and (rest.text, rest.finish) == (WHOLE, "eos")
+    assert rest.timings.prompt_ms > 0 and rest.timings.generated_tokens == len(PIECES)
+    engine.close()
+
+
+def test_a_new_generation_abandons_the_reply_a_deadline_left_open(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("openai", piece_s=0.05, pieces=tuple(f"p{index}" for index in range(30)))
+    engine = engine_for(server)
+    engine.load()
+    engine.generate(request(), CancelToken(time.monotonic() + 0.1))
+    assert server.disconnected.wait(0.01) is False
+    engine.prefill(request(), CancelToken())  # ran since: the cut reply is not resumed
+    assert engine.resume(CancelToken()) is None
+    assert server.disconnected.wait(2)
+    engine.close()
+
+
+def test_a_rejected_key_is_one_line_without_the_key(
+        serve: Callable[..., FakeServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = serve("llama-server", key="s3cret-right")
+    monkeypatch.setenv(KEY_VARIABLE, "s3cret-wrong")
+    engine = engine_for(server, apiKeyEnv=KEY_VARIABLE)
+    with pytest.raises(EngineError) as refused:
+        engine.generate(request(), CancelToken())
+    message = str(refused.value)
+    assert server.posts[-1][0] == "/infill"  # refused there: /health needs no key
+    assert "API key" in message and "401" in message and server.endpoint in message
+    assert "s3cret" not in message and "\n" not in message
+
+    monkeypatch.setenv(KEY_VARIABLE, "s3cret-right")
+    accepted = engine_for(server, apiKeyEnv=KEY_VARIABLE)
+    assert accepted.generate(request(), CancelToken()).text == WHOLE
+    assert "s3cret" not in accepted.describe()
+    assert server.posts[-1][1]["Authorization"] == "Bearer s3cret-right"
+    accepted.close()
+
+
+def test_a_key_file_is_read_and_a_missing_variable_is_named(
+        serve: Callable[..., FakeServer], tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server = serve("ollama", key="from-a-file")
+    (tmp_path / "key").write_text("from-a-file\n")
+    engine = engine_for(server, apiKeyFile=str(tmp_path / "key"))
+    assert engine.generate(request(), CancelToken()).text == WHOLE
+    engine.close()
+    monkeypatch.delenv(KEY_VARIABLE, raising=False)
+    with pytest.raises(EngineError, match=KEY_VARIABLE):
+        engine_for(server, apiKeyEnv=KEY_VARIABLE).load()
+
+
+def test_a_refused_connection_names_the_endpoint() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    engine = RemoteEngine(Settings(engine="llama-server", endpoint=endpoint))
+    with pytest.raises(EngineError) as failed:
+        engine.generate(request(), CancelToken())
+    message = str(failed.value)
+    assert endpoint in message and "refused" in message and "\n" not in message
+
+
+def test_a_model_without_fim_tokens_is_told_plainly(serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", status=501, error_body={"error": {
+        "code": 501, "type": "not_supported_error", "message": "Infill is not supported by "
+        "this model: prefix token is missing. suffix token is missing. "}})
+    engine = engine_for(server)
+    with pytest.raises(EngineError) as failed:
+        engine.generate(request(), CancelToken())
+    message = str(failed.value)
+    assert "fill-in-the-middle" in message and "Infill is not supported" in message
+    assert "\n" not in message and len(message) < 400
+    engine.close()
+
+
+def test_an_unknown_model_is_named(serve: Callable[..., FakeServer]) -> None:
+    server = serve("ollama", models=("starcoder2",))
+    with pytest.raises(EngineError, match="ollama pull coder"):
+        engine_for(server).load()
+    vllm = serve("openai", status=404, error_body={
+        "object": "error", "message": "The model `coder` does not exist.",
+        "type": "NotFoundError", "code": 404}, models=())
+    with pytest.raises(EngineError, match="remote_model") as failed:
+        engine_for(vllm).generate(request(), CancelToken())
+    assert "does not exist" in str(failed.value)
+
+
+def test_a_key_a_header_cannot_carry_is_refused_before_sending(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_VARIABLE, "two words")
+    engine = RemoteEngine(Settings(engine="openai", endpoint="http://127.0.0.1:9",
+                                   api_key_env=KEY_VARIABLE))
+    with pytest.raises(EngineError, match="cannot carry") as refused:
+        engine.load()
+    assert "two words" not in str(refused.value)
+
+
+def test_the_engine_setting_picks_the_remote_engine() -> None:
+    from flashls.engine.fake import FakeEngine
+    from flashls.server import ENGINE_SETTINGS, make_engine
+
+    remote, _ = merge(Settings(), {"engine": "ollama", "endpoint": "http://h:11434",
+                                   "remoteModel": MODEL})
+    assert isinstance(make_engine("llama", remote), RemoteEngine)
+    assert isinstance(make_engine("fake", remote), FakeEngine)  # `--engine fake` still wins
+    assert {"engine", "endpoint", "remote_model", "api_key_env"} <= set(ENGINE_SETTINGS)
+
+
+def test_remote_settings_are_checked_together() -> None:
+    merged, problems = merge(Settings(), {"engine": "llama-server"})
+    assert merged.engine == "local" and "needs `endpoint`" in problems[0]
+    merged, problems = merge(Settings(), {"engine": "ollama", "endpoint": "http://h:11434"})
+    assert merged.engine == "local" and "remote_model" in problems[0]
+    merged, problems = merge(Settings(), {"endpoint": "gpu-box:8080"})
+    assert merged.endpoint == "" and "not an http" in problems[0]
+    merged, problems = merge(Settings(), {"engine": "openai", "endpoint": "https://h/v1"})
+    assert (merged.engine, problems) == ("openai", [])
+
+
+async def test_the_pipeline_post_processes_a_remote_suggestion(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", pieces=(" b", "\n", "\n", "print(add(1, 2))\n"))
+    config, _ = merge(Settings(), {"engine": "llama-server", "endpoint": server.endpoint})
+    pipeline = CompletionService(config, RemoteEngine(config))
+    text = "def add(a, b):\n    return a +\n"
+    pipeline.document_changed("file:///w/add.py", "python", text)
+    completion = await pipeline.complete(CompletionRequest("file:///w/add.py", "python", text,
+                                                           1, len("    return a +")))
+    pipeline.close()
+    assert (completion.source, completion.text) == ("model", " b")  # one line, cleaned
+    assert server.posts[0][2]["input_prefix"].endswith("return a +")
+
+
+async def test_a_cut_remote_suggestion_is_finished_in_the_background(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("ollama", pieces=("_do", "ne(", "1)", "\n"), piece_s=0.25)
+    config, _ = merge(Settings(), {"engine": "ollama", "endpoint": server.endpoint,
+                                   "remoteModel": MODEL, "timeBudgetMs": 400})
+    pipeline = CompletionService(config, RemoteEngine(config))
+    finished = threading.Event()
+    pipeline.on_finished = lambda _: finished.set()
+    line = "total = comp"
+
+    def typed(extra: str) -> CompletionRequest:
+        return CompletionRequest("file:///w/a.py", "python", line + extra + "\n", 0,
+                                 len(line + extra))
+
+    first = await pipeline.complete(typed(""))
+    assert first.finish == "deadline" and "_done(1)".startswith(first.text)
+    deadline = time.monotonic() + 5
+    while not finished.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    along = await pipeline.complete(typed("_do"))
+    pipeline.close()
+    assert (along.source, along.text) == ("cache", "ne(1)")
+    assert len(server.posts) == 1  # the cut reply was read on, not asked again
+
