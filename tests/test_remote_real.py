@@ -1,0 +1,110 @@
+"""The openai engine against a real OpenAI-compatible server: llama-cpp-python's own
+`python -m llama_cpp.server` (the `server` extra, a dev dependency) on the default model,
+started by the test on a free loopback port. The prompt is built here (flashls/fim.py),
+as vLLM needs; the suggestion must fill the hole, as the local engine's does."""
+
+from __future__ import annotations
+
+import ast
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flashls.engine.base import CancelToken, GenerationRequest
+from flashls.engine.remote import RemoteEngine
+from flashls.settings import Settings
+
+pytestmark = pytest.mark.model
+
+PREFIX = '''import os
+
+
+def list_python_files(root):
+    """Return the paths of the .py files under root."""
+    found = []
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".py"):
+                found.append(os.path.'''
+SUFFIX = '''
+    return found
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def openai_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    # llama.cpp logs the model's metadata at load: a pipe nobody reads would fill and block.
+    log_path = tmp_path_factory.mktemp("llama_cpp_server") / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
+         "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048",
+         "--model_alias", "flashls-test"],
+        stdout=subprocess.DEVNULL, stderr=log, text=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{endpoint}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not answer within 120 s")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def first_line(text: str) -> int | None:
+    newline = text.find("\n")
+    return None if newline < 0 else newline
+
+
+def test_the_openai_engine_fills_the_middle_through_a_real_server(openai_server: str) -> None:
+    engine = RemoteEngine(Settings(engine="openai", endpoint=openai_server,
+                                   remote_model="flashls-test", fim_format="qwen"))
+    engine.load()
+    seen: list[str] = []
+    request = GenerationRequest(PREFIX, SUFFIX, 24, first_line, on_token=seen.append)
+    result = engine.generate(request, CancelToken())
+    assert result.finish in ("stop", "eos", "length"), result
+    assert result.text.strip() and "\n" not in result.text, repr(result.text)
+    assert "return found" not in result.text
+    ast.parse(PREFIX + result.text + SUFFIX)  # the suggestion fills the hole
+    assert seen and all(result.text.startswith(text[:len(result.text)]) for text in seen)
+    engine.close()
+
+
+def test_a_cancelled_real_request_returns_at_once(openai_server: str) -> None:
+    engine = RemoteEngine(Settings(engine="openai", endpoint=openai_server,
+                                   remote_model="flashls-test", fim_format="qwen"))
+    cancel = CancelToken()
+    request = GenerationRequest(PREFIX, SUFFIX, 200, lambda text: None,
+                                on_token=lambda text: cancel.cancel())
+    started = time.monotonic()
+    result = engine.generate(request, cancel)
+    assert result.finish == "cancelled"
+    assert time.monotonic() - started < 30  # a hang guard, not a target
+    # The server is free again: the next request is answered.
+    again = engine.generate(GenerationRequest(PREFIX, SUFFIX, 8, first_line), CancelToken())
+    assert again.text.strip()
+    engine.close()
