@@ -15,7 +15,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,17 +310,32 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         startup_timeout_s=arguments.startup_timeout_s)
 
 
-def handler(arguments: argparse.Namespace) -> int:
-    """Run the benchmark, print the table, write the JSON and PNG."""
+def run_command(name: str, arguments: argparse.Namespace,
+                make_config: Callable[[argparse.Namespace], Any],
+                run: Callable[[Any], Coroutine[Any, Any, dict[str, Any]]],
+                write: Callable[[dict[str, Any], Path], tuple[Path, Path]],
+                describe: Callable[[Any, dict[str, Any]], str]) -> int:
+    """The body of every `flashls bench NAME` handler: config from the options, the run,
+    what `describe` says of it (headline and table), and the JSON and PNG written."""
     try:
-        config = config_from_arguments(arguments)
-        payload = asyncio.run(run_benchmark(config))
+        config = make_config(arguments)
+        payload = asyncio.run(run(config))
     except BenchError as error:
-        print(f"flashls bench latency: {error}", file=sys.stderr)
+        print(f"flashls bench {name}: {error}", file=sys.stderr)
         return 1
-    json_path, plot_path = write_outputs(payload, Path(config.out_dir))
-    repeated = f" x{config.repeat}" if config.repeat > 1 else ""
-    print(f"flashls bench latency: {len(payload['sites'])} sites{repeated}, mode {config.mode}")
-    print(report.format_table(payload))
+    json_path, plot_path = write(payload, Path(config.out_dir))
+    print(describe(config, payload))
     print(f"wrote {json_path} and {plot_path}")
     return 0
+
+
+def _describe(config: BenchConfig, payload: dict[str, Any]) -> str:
+    repeated = f" x{config.repeat}" if config.repeat > 1 else ""
+    return (f"flashls bench latency: {len(payload['sites'])} sites{repeated}, mode "
+            f"{config.mode}\n{report.format_table(payload)}")
+
+
+def handler(arguments: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write the JSON and PNG."""
+    return run_command("latency", arguments, config_from_arguments, run_benchmark,
+                       write_outputs, _describe)

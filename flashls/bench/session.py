@@ -9,7 +9,6 @@ starts the servers, runs the variants and prints, writes and plots the result.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import datetime
 import platform
@@ -24,7 +23,7 @@ from typing import Any
 from flashls import __version__
 from flashls.bench import report, trace
 from flashls.bench.client import LspClient, ServerError
-from flashls.bench.latency import BenchError, initialize_server, wait_until_ready
+from flashls.bench.latency import BenchError, initialize_server, run_command, wait_until_ready
 from flashls.bench.session_drive import SessionDriver, SessionLog
 from flashls.bench.session_editor import EDITORS, Timing
 from flashls.bench.session_metrics import (
@@ -446,18 +445,13 @@ def config_from_arguments(arguments: argparse.Namespace) -> SessionConfig:
         startup_timeout_s=arguments.startup_timeout_s)
 
 
+def _describe(config: SessionConfig, payload: dict[str, Any]) -> str:
+    return (f"flashls bench session: {len(payload['visits'])} visits over "
+            f"{len(payload['files'])} files, editor {config.editor}, "
+            f"focus {'on' if config.focus else 'off'}\n{format_table(payload)}")
+
+
 def handler(arguments: argparse.Namespace) -> int:
     """Run the session, print the table, write the JSON and PNG."""
-    try:
-        config = config_from_arguments(arguments)
-        payload = asyncio.run(run_session(config))
-    except BenchError as error:
-        print(f"flashls bench session: {error}", file=sys.stderr)
-        return 1
-    json_path, plot_path = write_outputs(payload, Path(config.out_dir))
-    print(f"flashls bench session: {len(payload['visits'])} visits over "
-          f"{len(payload['files'])} files, editor {config.editor}, "
-          f"focus {'on' if config.focus else 'off'}")
-    print(format_table(payload))
-    print(f"wrote {json_path} and {plot_path}")
-    return 0
+    return run_command("session", arguments, config_from_arguments, run_session,
+                       write_outputs, _describe)

@@ -25,7 +25,7 @@ from flashls import __version__, settings
 from flashls.bench import report
 from flashls.bench.client import LspClient, Response, ServerError
 from flashls.bench.infill import DEFAULT_DATA_DIR, InfillError, passes_tests, read_rows
-from flashls.bench.latency import BenchError, initialize_server, wait_until_ready
+from flashls.bench.latency import BenchError, initialize_server, run_command, wait_until_ready
 from flashls.bench.replay import (
     INLINE_COMPLETION,
     STATUS_NOTIFICATION,
@@ -653,21 +653,16 @@ def config_from_arguments(arguments: argparse.Namespace) -> WaitConfig:
         startup_timeout_s=arguments.startup_timeout_s)
 
 
+def _describe(config: WaitConfig, payload: dict[str, Any]) -> str:
+    return (f"flashls bench wait: {payload['summary']['rows']} single-line HumanEval rows "
+            f"(seed {config.seed}), {payload['run_s']:.0f} s; plain FIM on "
+            f"{payload['fim_model'] or '-'}\n{format_table(payload)}")
+
+
 def handler(arguments: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the JSON and PNG."""
-    try:
-        config = config_from_arguments(arguments)
-        payload = asyncio.run(run_benchmark(config))
-    except BenchError as error:
-        print(f"flashls bench wait: {error}", file=sys.stderr)
-        return 1
-    json_path, plot_path = write_outputs(payload, Path(config.out_dir))
-    print(f"flashls bench wait: {payload['summary']['rows']} single-line HumanEval rows "
-          f"(seed {config.seed}), {payload['run_s']:.0f} s; plain FIM on "
-          f"{payload['fim_model'] or '-'}")
-    print(format_table(payload))
-    print(f"wrote {json_path} and {plot_path}")
-    return 0
+    return run_command("wait", arguments, config_from_arguments, run_benchmark,
+                       write_outputs, _describe)
 
 
 def add_wait_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
