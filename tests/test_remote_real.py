@@ -19,22 +19,9 @@ import pytest
 from flashls.engine.base import CancelToken, GenerationRequest
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
+from tests.test_engine import PREFIX, SUFFIX, first_line
 
 pytestmark = pytest.mark.model
-
-PREFIX = '''import os
-
-
-def list_python_files(root):
-    """Return the paths of the .py files under root."""
-    found = []
-    for directory, _, names in os.walk(root):
-        for name in names:
-            if name.endswith(".py"):
-                found.append(os.path.'''
-SUFFIX = '''
-    return found
-'''
 
 
 def _free_port() -> int:
@@ -72,11 +59,6 @@ def openai_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
         process.terminate()
         process.wait(timeout=30)
         log.close()
-
-
-def first_line(text: str) -> int | None:
-    newline = text.find("\n")
-    return None if newline < 0 else newline
 
 
 def test_the_openai_engine_fills_the_middle_through_a_real_server(openai_server: str) -> None:
