@@ -228,13 +228,7 @@ def build_payload(config: BenchConfig, traces: Sequence[trace.Trace],
 
 def write_outputs(payload: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """`latency-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = out_dir / f"latency-{stamp}.json"
-    suffix = 1
-    while json_path.exists():
-        json_path = out_dir / f"latency-{stamp}-{suffix}.json"
-        suffix += 1
-    plot_path = json_path.with_suffix(".png")
+    json_path, plot_path = report.report_paths(out_dir, "latency")
     report.write_json(json_path, payload)
     latencies: dict[str, list[float]] = {name: [] for name in payload["variants"]}
     grouped: dict[str, list[RequestRecord]] = {name: [] for name in payload["variants"]}

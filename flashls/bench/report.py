@@ -5,6 +5,7 @@ Works on `RequestRecord`s only; nothing here starts servers or times anything.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -291,3 +292,15 @@ def median_by_keystroke(records: Sequence[RequestRecord]) -> dict[int, float]:
             grouped.setdefault(record.keystroke, []).append(record.latency_ms)
     return {position: percentile(values, 50) or 0.0
             for position, values in sorted(grouped.items())}
+
+
+def report_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
+    """`<name>-<timestamp>.json` and the matching `.png` in `out_dir`, never an existing
+    report's (a second run within the same second gets a numbered name)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path = out_dir / f"{name}-{stamp}.json"
+    suffix = 1
+    while json_path.exists():
+        json_path = out_dir / f"{name}-{stamp}-{suffix}.json"
+        suffix += 1
+    return json_path, json_path.with_suffix(".png")

@@ -300,13 +300,7 @@ def _ratio_column(payload: Mapping[str, Any]) -> dict[str, str]:
 
 def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """`session-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = out_dir / f"session-{stamp}.json"
-    suffix = 1
-    while json_path.exists():
-        json_path = out_dir / f"session-{stamp}-{suffix}.json"
-        suffix += 1
-    plot_path = json_path.with_suffix(".png")
+    json_path, plot_path = report.report_paths(out_dir, "session")
     report.write_json(json_path, payload)
     write_plot(plot_path, payload)
     return json_path, plot_path

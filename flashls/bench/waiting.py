@@ -553,13 +553,7 @@ def format_table(payload: Mapping[str, Any]) -> str:
 
 def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """`wait-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = out_dir / f"wait-{stamp}.json"
-    suffix = 1
-    while json_path.exists():
-        json_path = out_dir / f"wait-{stamp}-{suffix}.json"
-        suffix += 1
-    plot_path = json_path.with_suffix(".png")
+    json_path, plot_path = report.report_paths(out_dir, "wait")
     report.write_json(json_path, payload)
     write_plot(plot_path, payload)
     return json_path, plot_path
