@@ -624,10 +624,30 @@ async def _serve_stdio(protocol: JsonRPCProtocol, stdin_fd: int) -> None:
     await run_connection(reader, protocol)
 
 
+class ClientWriter(StdoutWriter):
+    """pygls's stdout writer, except that once the client has closed the pipe (an editor
+    that quits while an answer is on its way) replies are dropped with one log line:
+    pygls logs every BrokenPipeError with its traceback and raises it again."""
+
+    def __init__(self, stdout: BinaryIO) -> None:
+        super().__init__(stdout)
+        self.gone = False
+
+    def write(self, data: bytes) -> None:
+        """Write and flush, unless the client is gone."""
+        if self.gone:
+            return
+        try:
+            super().write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.gone = True
+            log.info("the client closed its end of the pipe; replies are dropped")
+
+
 def run_stdio(server: JsonRPCServer, stdin_fd: int, stdout: BinaryIO) -> int:
     """Serve one client over stdin/stdout; return the process exit code."""
     protocol = server.protocol
-    protocol.set_writer(StdoutWriter(stdout))
+    protocol.set_writer(ClientWriter(stdout))
     try:
         asyncio.run(_serve_stdio(protocol, stdin_fd))
     except SystemExit as stop:

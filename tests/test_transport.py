@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from flashls.transport import (
     INVALID_REQUEST,
     MAX_BODY_BYTES,
     PARSE_ERROR,
+    ClientWriter,
     ErrorReply,
     FrameReader,
     FramingError,
@@ -581,3 +583,18 @@ def test_tokens_come_from_the_file_then_the_environment(tmp_path: Path) -> None:
         transport.read_token(None, {transport.TOKEN_ENV: ""})
     assert len(transport.new_token()) >= 32
     assert transport.new_token() != transport.new_token()
+
+
+def test_replies_to_a_client_that_closed_the_pipe_are_dropped_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An editor quitting while an answer is on its way: no traceback per reply."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with os.fdopen(write_fd, "wb") as stdout, caplog.at_level(logging.INFO):
+        writer = ClientWriter(stdout)
+        for _ in range(3):
+            writer.write(b"Content-Length: 2\r\n\r\n{}")
+        assert writer.gone
+        assert [record.levelno for record in caplog.records] == [logging.INFO]
+        with contextlib.suppress(BrokenPipeError):
+            stdout.close()
