@@ -10,27 +10,14 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-LLAMA_VERSION=0.3.36
-CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/flashls
-
-cpu_cmake_args() {
-  # CUDA or Metal users set CMAKE_ARGS themselves (e.g. -DGGML_CUDA=on).
-  if [ -n "${CMAKE_ARGS:-}" ]; then echo "$CMAKE_ARGS"; return; fi
-  local flags args="-DGGML_NATIVE=OFF"
-  flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
-  for pair in avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx512f:AVX512 avx512_vnni:AVX512_VNNI \
-              avx512vbmi:AVX512_VBMI avx512_bf16:AVX512_BF16; do
-    if [[ " $flags " == *" ${pair%%:*} "* ]]; then args="$args -DGGML_${pair#*:}=ON"; fi
-  done
-  echo "$args"
-}
+source scripts/cpu_flags.sh  # LLAMA_VERSION, CACHE_ROOT, cpu_cmake_args, build_key
 
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip wheel
 
 export CMAKE_ARGS
 CMAKE_ARGS=$(cpu_cmake_args)
-key=$(printf '%s %s' "$LLAMA_VERSION" "$CMAKE_ARGS" | sha256sum | cut -c1-16)
+key=$(build_key "$CMAKE_ARGS")
 wheelhouse="$CACHE_ROOT/wheels/llama-cpp-python-$key"
 if ! ls "$wheelhouse"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python $LLAMA_VERSION with: $CMAKE_ARGS (about 5 minutes)"
@@ -42,3 +29,9 @@ fi
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 "$VENV/bin/flashls" models install
 echo "flashls is installed in $VENV; the default model is at $("$VENV/bin/flashls" models path)"
+# llama.cpp's own server, for the llama-server tests (and for a team server). A failure
+# here does not stop the set-up; those tests then fail and say how to build it.
+if ! PYTHON="$VENV/bin/python" bash scripts/build_llama_server.sh >/dev/null; then
+  echo "WARNING: building llama-server failed; tests/test_llama_server_real.py will fail." >&2
+  echo "WARNING: run scripts/build_llama_server.sh to see why and to retry." >&2
+fi

@@ -1,0 +1,151 @@
+"""The llama-server engine against llama.cpp's real `llama-server`, built by
+scripts/build_llama_server.sh from the llama.cpp that llama-cpp-python vendors, on the
+default model: it fills the hole, a cancel stops the server's decoding, and a prefill
+leaves the prompt in the slot's cache. The server's own counters (/metrics, /slots) are
+the witness, not flashls's."""
+
+from __future__ import annotations
+
+import ast
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flashls.engine.base import CancelToken, GenerationRequest
+from flashls.engine.remote import RemoteEngine
+from flashls.settings import Settings
+from tests.test_engine import PREFIX, SUFFIX, first_line
+
+pytestmark = pytest.mark.model
+
+BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_llama_server.sh"
+# A list the model wants to go on counting: generation runs long unless it is stopped.
+COUNTING_PREFIX = "PRIMES_AND_SQUARES = [\n    (2, 4),\n    (3, 9),\n    (5, 25),\n"
+COUNTING_SUFFIX = "\n]\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server_binary() -> Path:
+    """The cached build; a failure (not a skip) when scripts/install.sh could not build it."""
+    path = Path(subprocess.run(["bash", str(BUILD_SCRIPT), "--print-path"], check=True,
+                               capture_output=True, text=True).stdout.strip())
+    if not path.is_file():
+        pytest.fail(f"llama-server is not built at {path}: scripts/install.sh builds it "
+                    f"(its build failed or was not run); run `{BUILD_SCRIPT}` to see why")
+    return path
+
+
+@pytest.fixture(scope="module")
+def llama_server(llama_server_binary: Path, model_path: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    # The server logs every request: a pipe nobody reads would fill and block it.
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [str(llama_server_binary), "-m", str(model_path), "--host", "127.0.0.1",
+         "--port", str(port), "-c", "2048", "-np", "1", "-t", "2", "--metrics", "--slots"],
+        stdout=log, stderr=subprocess.STDOUT, text=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"llama-server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{endpoint}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("llama-server did not answer within 120 s")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def metric(endpoint: str, name: str) -> float:
+    """One of llama-server's Prometheus counters, e.g. `tokens_predicted_total`."""
+    text = httpx.get(f"{endpoint}/metrics", timeout=5).text
+    found = re.search(rf"^llamacpp:{name} (\S+)$", text, re.MULTILINE)
+    assert found, f"no llamacpp:{name} in /metrics"
+    return float(found.group(1))
+
+
+def slots_idle(endpoint: str) -> bool:
+    return not any(slot["is_processing"]
+                   for slot in httpx.get(f"{endpoint}/slots", timeout=5).json())
+
+
+def engine_for(endpoint: str) -> RemoteEngine:
+    return RemoteEngine(Settings(engine="llama-server", endpoint=endpoint))
+
+
+def test_the_llama_server_engine_fills_the_middle(llama_server: str) -> None:
+    engine = engine_for(llama_server)
+    engine.load()
+    seen: list[str] = []
+    request = GenerationRequest(PREFIX, SUFFIX, 24, first_line, on_token=seen.append)
+    result = engine.generate(request, CancelToken())
+    assert result.finish in ("stop", "eos", "length"), result
+    assert result.text.strip() and "\n" not in result.text, repr(result.text)
+    ast.parse(PREFIX + result.text + SUFFIX)  # the suggestion fills the hole
+    assert seen and all(result.text.startswith(text[:len(result.text)]) for text in seen)
+    engine.close()
+
+
+def test_a_cancel_stops_the_server_within_a_few_tokens(llama_server: str) -> None:
+    engine = engine_for(llama_server)
+    engine.load()
+    predicted_before = metric(llama_server, "tokens_predicted_total")
+    cancel = CancelToken()
+    seen_at_cancel: list[int] = []
+
+    def on_token(text: str) -> None:
+        seen_at_cancel.append(1)
+        if len(seen_at_cancel) == 4:
+            cancel.cancel()
+
+    request = GenerationRequest(COUNTING_PREFIX, COUNTING_SUFFIX, 1500, lambda text: None,
+                                on_token=on_token)
+    result = engine.generate(request, cancel)
+    assert result.finish == "cancelled"
+    tokens_at_cancel = len(seen_at_cancel)
+    deadline = time.monotonic() + 20  # a hang guard: uncancelled, 1500 tokens take minutes
+    while not slots_idle(llama_server):
+        assert time.monotonic() < deadline, "the slot is still generating after the cancel"
+        time.sleep(0.05)
+    predicted = metric(llama_server, "tokens_predicted_total") - predicted_before
+    print(f"tokens seen at the cancel: {tokens_at_cancel}; predicted by the server: "
+          f"{predicted:.0f}")
+    assert tokens_at_cancel <= predicted <= tokens_at_cancel + 8
+    engine.close()
+
+
+def test_a_prefill_leaves_the_prompt_cached_for_the_next_generate(llama_server: str) -> None:
+    engine = engine_for(llama_server)
+    prefix = PREFIX.replace("list_python_files", "list_source_files")  # not cached yet
+    # No stop rule, so the reply's last event (with the server's counts) is read.
+    request = GenerationRequest(prefix, SUFFIX, 4, lambda text: None)
+    evaluated = engine.prefill(request, CancelToken())
+    assert evaluated > 50
+    result = engine.generate(request, CancelToken())
+    assert result.text.strip()
+    assert result.timings.prompt_tokens > 50
+    assert result.timings.evaluated_tokens <= 4, result.timings
+    engine.close()
