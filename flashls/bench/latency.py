@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flashls import __version__, settings
-from flashls.bench import report, trace
+from flashls.bench import llama_vscode, report, trace
 from flashls.bench.client import LspClient, ServerError
 from flashls.bench.replay import (
     INLINE_COMPLETION,
@@ -35,6 +35,7 @@ from flashls.bench.replay import (
 
 CANDIDATE = "flashls"
 NAIVE = "naive"
+LLAMA_VSCODE = llama_vscode.VARIANT
 NAIVE_SETTINGS = ("reuse_kv_prefix", "speculative_cache", "progressive")
 # The naive baseline is a plain FIM call per keystroke: it answers only when done.
 NAIVE_TIME_BUDGET = ["--time-budget-ms", "600000"]
@@ -58,6 +59,7 @@ class BenchConfig:
     interval_ms: float = 80.0
     prime: bool = False
     baseline: str = NAIVE
+    llama_server: str = ""  # the llama-server URL the llama-vscode baseline talks to
     server_command: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
     out_dir: str = "bench/results"
@@ -195,11 +197,26 @@ def load_traces(config: BenchConfig) -> list[trace.Trace]:
     return trace.build_traces(sites, config.keystrokes_per_site)
 
 
+async def run_llama_vscode(traces: Sequence[trace.Trace], config: BenchConfig) -> VariantResult:
+    """The traces sent straight to llama-server as llama.vscode sends them."""
+    try:
+        run = await llama_vscode.run_baseline(
+            config.llama_server, traces, config.mode, config.interval_ms / 1000,
+            config.repeat, config.request_timeout_s, config.startup_timeout_s, config.prime)
+    except llama_vscode.LlamaServerError as error:
+        raise BenchError(f"{LLAMA_VSCODE} baseline: {error}") from error
+    return VariantResult(LLAMA_VSCODE, [f"POST {config.llama_server.rstrip('/')}/infill"],
+                         run.startup_ms, run.warmup_ms, run.records, [None])
+
+
 async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     """Every variant over the same traces; the payload that the JSON file holds."""
     traces = load_traces(config)
-    names = [CANDIDATE] + ([NAIVE] if config.baseline == NAIVE else [])
-    results = [await run_variant(name, traces, config) for name in names]
+    results = [await run_variant(CANDIDATE, traces, config)]
+    if config.baseline == NAIVE:
+        results.append(await run_variant(NAIVE, traces, config))
+    elif config.baseline == LLAMA_VSCODE:
+        results.append(await run_llama_vscode(traces, config))
     return build_payload(config, traces, results)
 
 
@@ -212,8 +229,10 @@ def build_payload(config: BenchConfig, traces: Sequence[trace.Trace],
                       "rss_mb": report.rss_summary(result.rss_samples_mb),
                       "summary": report.summarize(result.records)}
         for result in results}
-    comparison = (report.compare(variants[CANDIDATE]["summary"], variants[NAIVE]["summary"])
-                  if NAIVE in variants else None)
+    baselines = [name for name in variants if name != CANDIDATE]
+    comparison = (report.compare(variants[CANDIDATE]["summary"],
+                                 variants[baselines[0]]["summary"])
+                  if CANDIDATE in variants and baselines else None)
     return {
         "benchmark": "latency", "flashls_version": __version__,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -269,9 +288,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="before each site's first keystroke, wait for one untimed "
                              "completion at its cursor, so typing meets a warm model "
                              "(default: off: the first keystroke pays the cold prompt)")
-    parser.add_argument("--baseline", choices=(NAIVE, "none"), default=defaults.baseline,
+    parser.add_argument("--baseline", choices=(NAIVE, LLAMA_VSCODE, "none"),
+                        default=defaults.baseline,
                         help="naive: replay again against a server started with "
-                             f"{' '.join(naive_flags())}; none: skip (default: %(default)s)")
+                             f"{' '.join(naive_flags())}; {LLAMA_VSCODE}: send llama.vscode's "
+                             "/infill requests straight to --llama-server; none: skip "
+                             "(default: %(default)s)")
+    parser.add_argument("--llama-server", default=defaults.llama_server, metavar="URL",
+                        help=f"the llama-server the {LLAMA_VSCODE} baseline talks to, e.g. "
+                             "http://127.0.0.1:8012")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `flashls serve`, repeatable "
                              "(e.g. --server-arg=--engine --server-arg=fake)")
@@ -293,12 +318,15 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         raise BenchError("--sites, --keystrokes-per-site and --repeat must be at least 1")
     if arguments.interval_ms <= 0 or arguments.request_timeout_s <= 0:
         raise BenchError("--interval-ms and --request-timeout-s must be positive")
+    if arguments.baseline == LLAMA_VSCODE and not arguments.llama_server:
+        raise BenchError(f"--baseline {LLAMA_VSCODE} needs --llama-server URL")
     command = shlex.split(arguments.server_command) if arguments.server_command else []
     return BenchConfig(
         files=tuple(arguments.files), sites=arguments.sites, seed=arguments.seed,
         keystrokes_per_site=arguments.keystrokes_per_site, repeat=arguments.repeat,
         mode=arguments.mode,
         interval_ms=arguments.interval_ms, prime=arguments.prime, baseline=arguments.baseline,
+        llama_server=arguments.llama_server,
         server_command=tuple(command), server_args=tuple(arguments.server_arg),
         out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s)

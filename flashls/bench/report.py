@@ -209,9 +209,10 @@ def format_table(payload: Mapping[str, Any]) -> str:
     columns = {name: dict(_table_rows(variant, human)) for name, variant in variants.items()}
     labels = [label for label, _ in _table_rows(next(iter(variants.values())), human)]
     width = max(len(label) for label in labels) + 2
-    lines = [" " * width + "".join(f"{name:>12}" for name in columns)]
+    column_width = max(12, *(len(name) + 2 for name in columns))
+    lines = [" " * width + "".join(f"{name:>{column_width}}" for name in columns)]
     for label in labels:
-        lines.append(f"{label:<{width}}" + "".join(f"{column[label]:>12}"
+        lines.append(f"{label:<{width}}" + "".join(f"{column[label]:>{column_width}}"
                                                   for column in columns.values()))
     lines += _comparison_lines(payload.get("comparison"))
     return "\n".join(lines)
