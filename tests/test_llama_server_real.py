@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 from flashls.engine.base import CancelToken, GenerationRequest
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
+from tests.http_servers import running_server
 from tests.test_engine import PREFIX, SUFFIX, first_line
 
 pytestmark = pytest.mark.model
@@ -28,12 +28,6 @@ BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_llama
 # A list the model wants to go on counting: generation runs long unless it is stopped.
 COUNTING_PREFIX = "PRIMES_AND_SQUARES = [\n    (2, 4),\n    (3, 9),\n    (5, 25),\n"
 COUNTING_SUFFIX = "\n]\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -50,33 +44,12 @@ def llama_server_binary() -> Path:
 @pytest.fixture(scope="module")
 def llama_server(llama_server_binary: Path, model_path: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    # The server logs every request: a pipe nobody reads would fill and block it.
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [str(llama_server_binary), "-m", str(model_path), "--host", "127.0.0.1",
-         "--port", str(port), "-c", "2048", "-np", "1", "-t", "2", "--metrics", "--slots"],
-        stdout=log, stderr=subprocess.STDOUT, text=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"llama-server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{endpoint}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("llama-server did not answer within 120 s")
+    with running_server("llama-server", lambda port: [
+            str(llama_server_binary), "-m", str(model_path), "--host", "127.0.0.1",
+            "--port", str(port), "-c", "2048", "-np", "1", "-t", "2", "--metrics", "--slots"],
+            "/health", log_path) as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def metric(endpoint: str, name: str) -> float:

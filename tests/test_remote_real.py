@@ -6,59 +6,30 @@ as vLLM needs; the suggestion must fill the hole, as the local engine's does."""
 from __future__ import annotations
 
 import ast
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flashls.engine.base import CancelToken, GenerationRequest
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
+from tests.http_servers import running_server
 from tests.test_engine import PREFIX, SUFFIX, first_line
 
 pytestmark = pytest.mark.model
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def openai_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    # llama.cpp logs the model's metadata at load: a pipe nobody reads would fill and block.
     log_path = tmp_path_factory.mktemp("llama_cpp_server") / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
-         "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048",
-         "--model_alias", "flashls-test"],
-        stdout=subprocess.DEVNULL, stderr=log, text=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{endpoint}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama_cpp.server did not answer within 120 s")
+    with running_server("llama_cpp.server", lambda port: [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
+            "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048",
+            "--model_alias", "flashls-test"], "/v1/models", log_path) as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_the_openai_engine_fills_the_middle_through_a_real_server(openai_server: str) -> None:
