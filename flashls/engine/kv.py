@@ -148,11 +148,9 @@ class KvLayout:
         """How many tokens `prepare(head, tail)` would evaluate now (changes nothing)."""
         keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
         cached_tail = self.tail
-        if self._snapshot_bytes:
-            for snapshot in self.snapshots:
-                shared = common_prefix_length(list(snapshot.head), head)
-                if shared > keep + self._chunk:
-                    keep, cached_tail = shared, list(snapshot.tail)
+        shared, best = self._snapshot_for(head, keep)
+        if best is not None:
+            keep, cached_tail = shared, list(best.tail)
         keep = min(keep, len(head) - 1) if not tail else keep
         edited = len(head) - keep
         reuse = self._tail_reuse(cached_tail, tail)
@@ -221,10 +219,8 @@ class KvLayout:
         more than a chunk of it. Returns the length `head` now shares with the cache."""
         if not self._snapshot_bytes:
             return keep
-        shared, best = max(((common_prefix_length(list(snapshot.head), head), snapshot)
-                            for snapshot in self.snapshots),
-                           key=lambda pair: pair[0], default=(0, None))
-        if best is None or shared <= keep + self._chunk:
+        shared, best = self._snapshot_for(head, keep)
+        if best is None:
             if len(self.head) - keep > self._chunk:
                 self._save()
             return keep
@@ -236,6 +232,17 @@ class KvLayout:
         self._memory.copy(0, 1, 0, len(best.head))
         self.head, self.tail, self.generated = list(best.head), list(best.tail), 0
         return shared
+
+    def _snapshot_for(self, head: list[int], keep: int) -> tuple[int, Snapshot | None]:
+        """The saved prompt sharing the most with `head`, and how much, when that beats
+        the `keep` tokens shared with the cached one by more than a chunk; else (keep, None)."""
+        if not self._snapshot_bytes:
+            return keep, None
+        shared, best = max(((common_prefix_length(list(snapshot.head), head), snapshot)
+                            for snapshot in self.snapshots),
+                           key=lambda pair: pair[0], default=(0, None))
+        return (shared, best) if best is not None and shared > keep + self._chunk else (
+            keep, None)
 
     def _save(self) -> None:
         """Keep the cached prompt (without generated cells) among the snapshots."""
