@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flashls import __version__
+from flashls.bench.report import report_paths
 from flashls.engine.base import (
     CancelToken,
     EngineError,
@@ -400,13 +401,7 @@ def format_table(payload: dict[str, Any]) -> str:
 def result_path(out_dir: Path) -> Path:
     """A new `infill-<timestamp>.json` in `out_dir`, never an earlier run's."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out_dir / f"infill-{stamp}.json"
-    counter = 1
-    while path.exists():
-        path = out_dir / f"infill-{stamp}-{counter}.json"
-        counter += 1
-    return path
+    return report_paths(out_dir, "infill")[0]
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
