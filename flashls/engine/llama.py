@@ -280,7 +280,6 @@ class LlamaEngine:
         except Cancelled:
             timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
             timings.evaluated_tokens = self._kv.evaluated
-            self._measure(timings.evaluated_tokens, timings.prompt_ms)
             if cancel.cancelled:
                 return GenerationResult("", "cancelled", timings)
             decoding.unevaluated = (head, tail)
@@ -288,7 +287,6 @@ class LlamaEngine:
             return GenerationResult("", "deadline", timings)
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
-        self._measure(timings.evaluated_tokens, timings.prompt_ms)
         text, finish = self._decode_tokens(decoding, cancel)
         timings.generated_tokens = decoding.steps
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
@@ -304,15 +302,11 @@ class LlamaEngine:
         evaluated = 0
         for part in parts:
             head, tail, _ = self._prompt(part)
-            started = time.perf_counter()
             try:
-                count = self._evaluate_prompt(head, tail, lambda: cancel.cancelled)
+                evaluated += self._evaluate_prompt(head, tail, lambda: cancel.cancelled)
             except Cancelled:
                 assert self._kv is not None
-                self._measure(self._kv.evaluated, (time.perf_counter() - started) * 1000)
                 return evaluated + self._kv.evaluated
-            self._measure(count, (time.perf_counter() - started) * 1000)
-            evaluated += count
         return evaluated
 
     @staticmethod
@@ -350,13 +344,18 @@ class LlamaEngine:
     def _evaluate_prompt(self, head: list[int], tail: list[int],
                          stop: Callable[[], bool]) -> int:
         """Bring the KV cache to `head + tail`; tokens evaluated. Raises Cancelled when
-        `stop` turns true between chunks, EngineError when llama.cpp fails."""
-        assert self._kv is not None
+        `stop` turns true between chunks, EngineError when llama.cpp fails. Every prompt
+        evaluation passes here, so here its speed is folded into `prompt_rate`."""
+        kv = self._kv
+        assert kv is not None
+        started = time.perf_counter()
         try:
-            return self._kv.prepare(head, tail, stop)
+            return kv.prepare(head, tail, stop)
         except RuntimeError as error:
             self._forget_cache()
             raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
+        finally:
+            self._measure(kv.evaluated, (time.perf_counter() - started) * 1000)
 
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Go on with the last generation if its deadline cut it and nothing ran since."""
@@ -376,7 +375,6 @@ class LlamaEngine:
             decoding.unevaluated = None
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000
-        self._measure(timings.evaluated_tokens, timings.prompt_ms)
         already = decoding.steps
         text, finish = self._decode_tokens(decoding, cancel)
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
