@@ -209,7 +209,7 @@ async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> 
 async def test_a_partial_answer_shows_whole_words_and_the_generation_goes_on() -> None:
     """With partial_answer_ms, a request is answered with the whole words generated so far
     while the generation continues; the keystroke that types along it joins it."""
-    engine = FakeEngine(token_ms=150)
+    engine = FakeEngine(token_ms=300)  # wide gaps between tokens: no race on a busy CI
     pipeline = CompletionService(Settings(time_budget_ms=5000, partial_answer_ms=100), engine)
     announced: list[CompletionRequest] = []
     pipeline.on_finished = announced.append
@@ -219,7 +219,7 @@ async def test_a_partial_answer_shows_whole_words_and_the_generation_goes_on() -
     joined = await pipeline.complete(typed("_"))
     assert joined.source == "cache" and "done(1)".startswith(joined.text) and joined.text
     # Waiting long enough gives the whole suggestion, from the one model call.
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.5)
     whole = await pipeline.complete(typed("_"))
     assert (whole.source, whole.text) == ("cache", "done(1)")
     assert engine.calls == 1
