@@ -17,8 +17,10 @@ import pytest
 from flashls.bench.infill import (
     DATA_FILES,
     PACKAGED_DATA_DIR,
+    VARIANTS,
     Attempt,
     InfillConfig,
+    cursor_steps,
     first_line,
     format_table,
     load_rows,
@@ -72,6 +74,14 @@ def test_a_middle_ending_mid_line_stops_where_the_suffix_is_written_out() -> Non
     assert stop("numbers[i] % 2 == 0:\n            count += 1\n") == len("numbers")
     assert stop("numbers[i] % 3 == 0:\n") is None
     assert suffix_anchor(")\n") == ""  # too little to recognise
+
+
+def test_a_walking_cursor_moves_text_from_the_suffix_into_the_prefix() -> None:
+    walk, full = (next(v for v in VARIANTS if v.name == name) for name in ("walk", "full"))
+    assert cursor_steps(walk, "abcd", "EF", 2) == [("ab", "cdEF"), ("abc", "dEF"), ("abcd", "EF")]
+    shift = next(v for v in VARIANTS if v.name == "shift")
+    assert cursor_steps(shift, "abcd", "EF", 2) == [("ab", "EF"), ("abc", "EF"), ("abcd", "EF")]
+    assert cursor_steps(full, "abcd", "EF", 2) == [("abcd", "EF")]
 
 
 def test_typing_steps_start_where_the_typist_arrived_and_end_at_the_full_prefix() -> None:
@@ -128,7 +138,7 @@ def test_benchmark_on_the_real_model(model_path: Path, tmp_path: Path,
     assert code == 0, capsys.readouterr().err
     [json_file] = tmp_path.glob("infill-*.json")
     payload = json.loads(json_file.read_text())
-    assert set(payload["summary"]) == {"full", "prefix", "shift"}
+    assert set(payload["summary"]) == {"full", "prefix", "shift", "walk"}
     assert len(payload["rows"]) == 2
     for row in payload["rows"]:
         full, prefix, shift = (row["variants"][name] for name in ("full", "prefix", "shift"))
@@ -141,6 +151,8 @@ def test_benchmark_on_the_real_model(model_path: Path, tmp_path: Path,
         assert full["agrees_with_full"] is True
         assert full["typing_evaluated"] == []
         assert len(prefix["typing_evaluated"]) == len(shift["typing_evaluated"]) == 3
+        _assert_a_finished_attempt(row["variants"]["walk"], max_tokens=16,
+                                   where=(row["task_id"], "walk"))
         assert full["prompt_tokens"] == prefix["prompt_tokens"] == shift["prompt_tokens"]
         assert full["evaluated_tokens"] == full["prompt_tokens"]
         assert shift["evaluated_tokens"] < prefix["evaluated_tokens"] < full["evaluated_tokens"]
@@ -148,6 +160,9 @@ def test_benchmark_on_the_real_model(model_path: Path, tmp_path: Path,
     assert (summary["shift"]["mean_evaluated_tokens_per_typed_char"]
             < summary["prefix"]["mean_evaluated_tokens_per_typed_char"])
     assert summary["full"]["agreement_with_full"] == 1.0
+    # Walking over text already there realigns the cached suffix instead of evaluating it.
+    assert (summary["walk"]["mean_evaluated_tokens_per_typed_char"]
+            < summary["prefix"]["mean_evaluated_tokens_per_typed_char"])
 
 
 def test_the_data_ships_with_the_package_and_loads_without_settings(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """`flashls bench infill`: what reusing the KV cache costs in accuracy, on HumanEval infilling.
 
-Three in-process engines fill the same rows: full re-evaluation, prefix reuse, and prefix
-reuse with the shifted (stale) suffix cells. No server here: `latency.py` times JSON-RPC.
+In-process engines fill the same rows: full re-evaluation, prefix reuse, prefix reuse with
+the shifted (stale) suffix cells, and a cursor that walks right over the prefix's last
+characters, so that the cached suffix starts a token or more off and is realigned
+(`kv.TailReuse`). No server here: `latency.py` times JSON-RPC.
 """
 
 from __future__ import annotations
@@ -55,12 +57,16 @@ class Variant:
     name: str
     reuse_kv_prefix: bool
     reuse_suffix: bool
+    # The cursor arrives K characters early and moves right one character at a time (the
+    # characters are already there, in the suffix) instead of typing them.
+    walk: bool = False
 
 
 VARIANTS = (
     Variant("full", reuse_kv_prefix=False, reuse_suffix=False),
     Variant("prefix", reuse_kv_prefix=True, reuse_suffix=False),
     Variant("shift", reuse_kv_prefix=True, reuse_suffix=True),
+    Variant("walk", reuse_kv_prefix=True, reuse_suffix=True, walk=True),
 )
 REFERENCE = "full"
 
@@ -216,6 +222,18 @@ def typing_steps(prefix: str, typed_chars: int) -> list[str]:
     return [prefix[:end] for end in range(start, len(prefix) + 1)]
 
 
+def cursor_steps(variant: Variant, prefix: str, suffix: str,
+                 typed_chars: int) -> list[tuple[str, str]]:
+    """(prefix, suffix) at each step before the real request, which is (prefix, suffix).
+
+    Typing: the prefix grows and the suffix stays. Walking: the characters are already
+    there, so what leaves the prefix's end is the start of the suffix."""
+    if not variant.reuse_kv_prefix:
+        return [(prefix, suffix)]
+    return [(typed, prefix[len(typed):] + suffix if variant.walk else suffix)
+            for typed in typing_steps(prefix, typed_chars)]
+
+
 # Engines
 
 
@@ -252,14 +270,15 @@ def _generate(engine: Any, prefix: str, suffix: str, max_tokens: int,
 
 def run_attempt(engine: Any, variant: Variant, row: dict[str, Any],
                 config: InfillConfig) -> Attempt:
-    """Type the end of the row's prefix (reuse variants only), then generate the middle."""
+    """Type (or walk over) the end of the row's prefix (reuse variants only), then generate
+    the middle."""
     prefix, suffix = row["prompt"], row["suffix"]
-    steps = typing_steps(prefix, config.typed_chars) if variant.reuse_kv_prefix else [prefix]
+    steps = cursor_steps(variant, prefix, suffix, config.typed_chars)
     typing_evaluated: list[int] = []
     typing_ms: list[float] = []
-    for index, typed in enumerate(steps[:-1]):
+    for index, (before, after) in enumerate(steps[:-1]):
         started = time.perf_counter()
-        warm = _generate(engine, typed, suffix, 1, _never)
+        warm = _generate(engine, before, after, 1, _never)
         if index > 0:  # the first one is where the typist arrived, not a keystroke
             typing_evaluated.append(warm.timings.evaluated_tokens)
             typing_ms.append((time.perf_counter() - started) * 1000)
