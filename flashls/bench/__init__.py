@@ -1,7 +1,8 @@
 """`flashls bench`: measurements of flashls driven over real JSON-RPC, as an editor would.
 
 Only the command-line wiring lives here; `latency.py` holds the latency benchmark,
-`session.py` the editing-session benchmark, `waiting.py` what a user who waits sees.
+`session.py` the editing-session benchmark, `waiting.py` what a user who waits sees,
+`users.py` many users sharing one inference server.
 """
 
 from __future__ import annotations
@@ -47,3 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_infill_parser(kinds)
     from flashls.bench.waiting import add_wait_parser
     add_wait_parser(kinds)
+    from flashls.bench.repo import add_repo_parser
+    add_repo_parser(kinds)
+    from flashls.bench.users import add_users_parser
+    add_users_parser(kinds)

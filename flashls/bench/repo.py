@@ -1,0 +1,507 @@
+"""`flashls bench repo`: completions that need a name defined in another file of the same
+project, asked over LSP with the project as workspace and other files open, for several
+context-source variants of `flashls serve`. Sites come from `repo_sites.py`, scores from
+`repo_metrics.py`, the client from `client.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flashls import __version__
+from flashls.bench import report
+from flashls.bench.client import LspClient, Response, ServerError
+from flashls.bench.infill import write_json
+from flashls.bench.latency import BenchError, initialize_params, wait_until_ready
+from flashls.bench.replay import (
+    INLINE_COMPLETION,
+    STATUS_NOTIFICATION,
+    StatusBoard,
+    server_fields,
+    shown_text,
+)
+from flashls.bench.repo_metrics import SCORE_NAMES, Score, score, summarize
+from flashls.bench.repo_sites import (
+    DEFAULT_OPEN_FILES,
+    DEFAULT_PER_FILE_MAX,
+    Site,
+    default_projects,
+    line_before_cursor,
+    masked_document,
+    open_files,
+    sample_sites,
+)
+from flashls.bench.trace import Position, read_source
+
+# name -> extra `flashls serve` flags; "current" is today's prompt, the current file only.
+DEFAULT_VARIANTS = (
+    ("current", ("--context-sources=none",)),
+    ("ring", ("--context-sources=ring",)),
+    ("definitions", ("--context-sources=definitions",)),
+    ("recent", ("--context-sources=recent",)),
+    ("all", ("--context-sources=definitions,recent",)),
+)
+# Every variant: the whole prompt is evaluated (no cold window) and the answer is never cut
+# by the time budget, so what is measured is what the context gives, not what time allows.
+FIXED_SERVER_ARGS = ("--time-budget-ms=600000", "--cold-window-tokens=0", "--multiline=never")
+TRIGGER_INVOKED = 1
+TEXT_CHARS_KEPT = 400
+SECONDS_PER_SITE = 15  # default budgets on 2 CPU cores: ~1300 prompt tokens at ~100 tokens/s
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """Which projects and sites, which server variants, and how long to wait."""
+
+    repos: tuple[str, ...] = ()
+    sites: int = 300
+    seed: int = 0
+    open_files: int = DEFAULT_OPEN_FILES
+    per_file_max: int = DEFAULT_PER_FILE_MAX
+    limit_per_project: int | None = None
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_VARIANTS
+    server_args: tuple[str, ...] = ()
+    model: str = ""
+    out_dir: str = "bench/results"
+    request_timeout_s: float = 300.0
+    startup_timeout_s: float = 300.0
+
+
+@dataclass
+class Answer:
+    """One variant's completion at one site, how long it took, and how it scores."""
+
+    outcome: str  # answered | error | timeout
+    text: str = ""  # the item's text after the cursor (clipped)
+    line: str = ""  # its first line: what is scored
+    latency_ms: float | None = None
+    source: str | None = None
+    finish: str | None = None
+    prompt_tokens: int | None = None
+    evaluated_tokens: int | None = None
+    generated_tokens: int | None = None
+    timings: dict[str, float] | None = None  # the server's status for it: where time went
+    score: Score | None = None
+
+
+@dataclass
+class ServerRun:
+    """One `flashls serve` for one (variant, project)."""
+
+    variant: str
+    project: str
+    command: list[str]
+    startup_ms: float
+    warmup_ms: float
+
+
+# The server
+
+
+def server_command(config: RepoConfig, variant_args: Sequence[str]) -> list[str]:
+    """`flashls serve` with the fixed flags, `--model`, the `--server-arg`s and the
+    variant's own flags, later ones winning."""
+    model = [f"--model={config.model}"] if config.model else []
+    return [sys.executable, "-m", "flashls", "serve", *FIXED_SERVER_ARGS, *model,
+            *config.server_args, *variant_args]
+
+
+def workspace_params(root: str, name: str) -> dict[str, Any]:
+    """`initialize` params of an editor that opened the project's folder."""
+    uri = Path(root).as_uri()
+    return {**initialize_params(), "rootUri": uri, "rootPath": root,
+            "workspaceFolders": [{"uri": uri, "name": name}]}
+
+
+async def initialize_workspace(client: LspClient, root: str, name: str,
+                               timeout_s: float) -> None:
+    """`initialize` with the project as workspace, and `initialized`."""
+    response = await client.request("initialize", workspace_params(root, name), timeout_s)
+    if response.error is not None:
+        raise BenchError(f"initialize failed: {response.error}")
+    capabilities = (response.result or {}).get("capabilities", {})
+    if capabilities.get("inlineCompletionProvider") in (None, False):
+        raise BenchError("the server does not advertise inlineCompletionProvider")
+    await client.notify("initialized", {})
+
+
+def _open_params(path: str, text: str) -> dict[str, Any]:
+    return {"textDocument": {"uri": Path(path).as_uri(), "languageId": "python",
+                             "version": 1, "text": text}}
+
+
+async def ask_site(client: LspClient, board: StatusBoard, site: Site,
+                   opened: Sequence[str], timeout_s: float) -> Answer:
+    """Open the other files in order, then the masked file; ask once at the cursor
+    (Invoked, waited for); close them all, so the next site starts clean."""
+    documents = [(path, read_source(path) or "") for path in opened]
+    documents.append((site.path, masked_document(site)))
+    for path, text in documents:
+        await client.notify("textDocument/didOpen", _open_params(path, text))
+    uri = Path(site.path).as_uri()
+    cursor = Position(site.line, site.character)
+    pending = await client.send_request(INLINE_COMPLETION, {
+        "textDocument": {"uri": uri}, "position": cursor.to_lsp(),
+        "context": {"triggerKind": TRIGGER_INVOKED}})
+    response = await client.wait(pending, timeout_s)
+    if response is None:
+        await client.cancel(pending.request_id)
+        answer = Answer("timeout")
+    else:
+        answer = _answer(board, site, uri, cursor, response, pending.sent_at)
+    for path, _ in documents:
+        await client.notify("textDocument/didClose",
+                            {"textDocument": {"uri": Path(path).as_uri()}})
+    answer.score = score(answer.text, site.target)
+    return answer
+
+
+def _answer(board: StatusBoard, site: Site, uri: str, cursor: Position, response: Response,
+            sent_at: float) -> Answer:
+    latency_ms = (response.arrived_at - sent_at) * 1000
+    if response.error is not None:
+        return Answer("error", latency_ms=latency_ms)
+    text = shown_text(response.result, line_before_cursor(site), site.line)
+    status = board.claim(uri, cursor, response.sequence)
+    fields = server_fields(status, latency_ms)
+    prompt = (fields.get("timings") or {}).get("prompt_tokens")
+    return Answer("answered", text[:TEXT_CHARS_KEPT], text.split("\n", 1)[0].rstrip("\r"),
+                  latency_ms, fields.get("source"), fields.get("finish"),
+                  None if prompt is None else int(prompt), fields.get("evaluated_tokens"),
+                  fields.get("generated_tokens"), fields.get("timings"))
+
+
+async def run_project(config: RepoConfig, variant: str, variant_args: Sequence[str],
+                      sites: Sequence[Site], opened: Mapping[Site, list[str]],
+                      done: Callable[[Site, Answer], None]) -> ServerRun:
+    """One server with the sites' project as workspace: warm it up, ask at every site."""
+    command = server_command(config, variant_args)
+    started = time.perf_counter()
+    client = await LspClient.start(command)
+    try:
+        await initialize_workspace(client, sites[0].root, sites[0].project,
+                                   config.startup_timeout_s)
+        ready = time.perf_counter()
+        await wait_until_ready(client, config.startup_timeout_s)
+        warm = time.perf_counter()
+        board = StatusBoard()
+        client.subscribe(STATUS_NOTIFICATION, board.receive)
+        for site in sites:
+            done(site, await ask_site(client, board, site, opened[site],
+                                      config.request_timeout_s))
+        await client.close()
+    except (ServerError, BenchError) as error:
+        tail = client.stderr_tail()
+        raise BenchError(f"{variant} server ({shlex.join(command)}): {error}"
+                         + (f"\nserver stderr ends with:\n{tail}" if tail else "")) from error
+    finally:
+        await client.kill()
+    return ServerRun(variant, sites[0].project, command, (ready - started) * 1000,
+                     (warm - ready) * 1000)
+
+
+# The run
+
+
+def pick_sites(config: RepoConfig) -> list[Site]:
+    """The run's sites; BenchError when the projects give none."""
+    roots = list(config.repos) or default_projects()
+    missing = [root for root in roots if not Path(root).is_dir()]
+    if missing:
+        raise BenchError(f"not a directory: {', '.join(missing)}")
+    sites = sample_sites(roots, config.sites, config.seed, config.per_file_max,
+                         config.limit_per_project)
+    if not sites:
+        raise BenchError("no line in these projects uses a name defined in another of "
+                         "their files")
+    return sites
+
+
+def by_project(sites: Sequence[Site]) -> dict[str, list[Site]]:
+    """The sites grouped by project root, projects in order of first appearance."""
+    groups: dict[str, list[Site]] = {}
+    for site in sites:
+        groups.setdefault(site.root, []).append(site)
+    return groups
+
+
+class Run:
+    """The answers gathered so far, and the payload they make."""
+
+    def __init__(self, config: RepoConfig, sites: Sequence[Site],
+                 opened: Mapping[Site, list[str]]) -> None:
+        self.config, self.sites, self.opened = config, list(sites), opened
+        self.answers: dict[Site, dict[str, Answer]] = {site: {} for site in sites}
+        self.servers: list[ServerRun] = []
+        self.started = time.perf_counter()
+
+    def record(self, variant: str, site: Site, answer: Answer) -> None:
+        """Keep one answer."""
+        self.answers[site][variant] = answer
+        _progress(sum(len(done) for done in self.answers.values()),
+                  len(self.sites) * len(self.config.variants), variant, site, answer)
+
+    def payload(self, complete: bool) -> dict[str, Any]:
+        """Config, projects, summary per variant and per-site records, ready for JSON."""
+        config = self.config
+        return {
+            "benchmark": "repo", "flashls_version": __version__,
+            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "complete": complete, "config": dataclasses.asdict(config),
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "run_s": time.perf_counter() - self.started,
+            "projects": {group[0].project: {"root": root, "sites": len(group)}
+                         for root, group in by_project(self.sites).items()},
+            "variants": {name: {"args": list(args),
+                                "servers": [dataclasses.asdict(run) for run in self.servers
+                                            if run.variant == name]}
+                         for name, args in config.variants},
+            "summary": {name: self.summary(name) for name, _ in config.variants},
+            "sites": [self.site_record(site) for site in self.sites],
+        }
+
+    def summary(self, variant: str) -> dict[str, Any]:
+        """One variant's scores, latencies and prompt sizes over the sites it has done."""
+        answers = [(site, done[variant]) for site, done in self.answers.items()
+                   if variant in done]
+        outcomes: dict[str, int] = {}
+        per_project: dict[str, int] = {}
+        for site, answer in answers:
+            outcomes[answer.outcome] = outcomes.get(answer.outcome, 0) + 1
+            per_project[site.project] = per_project.get(site.project, 0) + 1
+        summary = summarize(
+            [answer.score for _, answer in answers if answer.score is not None],
+            [a.latency_ms for _, a in answers
+             if a.outcome == "answered" and a.latency_ms is not None],
+            [a.prompt_tokens for _, a in answers if a.prompt_tokens is not None])
+        opened = [site.defined_in in self.opened[site] for site, _ in answers]
+        return {"sites": len(answers), "outcomes": outcomes, **summary,
+                "sites_per_project": per_project,
+                "defining_file_open": sum(opened) / len(opened) if opened else None}
+
+    def site_record(self, site: Site) -> dict[str, Any]:
+        """A site, the files open beside it, and every variant's answer."""
+        opened = self.opened[site]
+        return {**dataclasses.asdict(site), "open_files": opened,
+                "defining_file_open": site.defined_in in opened,
+                "answers": {name: dataclasses.asdict(answer)
+                            for name, answer in self.answers[site].items()}}
+
+
+async def run_benchmark(config: RepoConfig,
+                        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                        ) -> dict[str, Any]:
+    """Every project, and for each every variant's server over its sites; `checkpoint`
+    gets the payload after each site."""
+    sites = pick_sites(config)
+    opened = {site: open_files(site, config.open_files, config.seed) for site in sites}
+    run = Run(config, sites, opened)
+
+    def done(variant: str) -> Callable[[Site, Answer], None]:
+        def keep(site: Site, answer: Answer) -> None:
+            run.record(variant, site, answer)
+            if checkpoint is not None:
+                checkpoint(run.payload(complete=False))
+        return keep
+
+    # Project by project, every variant on it, so a run read while it goes compares
+    # the variants on the same projects.
+    for group in by_project(sites).values():
+        for name, args in config.variants:
+            run.servers.append(await run_project(config, name, args, group, opened,
+                                                 done(name)))
+    return run.payload(complete=True)
+
+
+def _progress(index: int, total: int, variant: str, site: Site, answer: Answer) -> None:
+    verdict = answer.score
+    marks = ("exact" if verdict.exact_match else f"es={verdict.edit_similarity:.2f}"
+             ) if verdict is not None else "-"
+    latency = "-" if answer.latency_ms is None else f"{answer.latency_ms:.0f} ms"
+    print(f"[{index}/{total}] {variant} {site.module}:{site.line + 1} {site.name}: "
+          f"{answer.outcome} {marks} {latency}", file=sys.stderr, flush=True)
+
+
+# Output
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def format_table(payload: Mapping[str, Any]) -> str:
+    """One row a variant: sites, the scores, latency and prompt tokens."""
+    rows = [("variant", "sites", "exact", "first line", "edit sim", "ident EM", "ident F1",
+             "p50 ms", "p90 ms", "prompt p50", "prompt p90")]
+    for name, summary in payload["summary"].items():
+        rows.append((name, str(summary["sites"]),
+                     *(_percent(summary[key]) for key in SCORE_NAMES),
+                     _number(summary["latency_ms"]["p50"]),
+                     _number(summary["latency_ms"]["p90"]),
+                     _number(summary["prompt_tokens"]["p50"]),
+                     _number(summary["prompt_tokens"]["p90"])))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(width) if column else cell.ljust(width)
+                               for column, (cell, width) in enumerate(zip(row, widths,
+                                                                          strict=True)))
+                     for row in rows)
+
+
+PLOTTED_SCORES = (("exact_match", "exact match"), ("edit_similarity", "edit similarity"),
+                  ("identifier_f1", "identifier F1"))
+
+
+def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
+    """Exact match, edit similarity and identifier F1 per variant; latency p50/p90."""
+    from matplotlib.figure import Figure  # imported late: matplotlib takes a while to load
+
+    summary = payload["summary"]
+    names = list(summary)
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    score_axes, latency_axes = figure.subplots(1, 2)
+    width = 0.8 / len(PLOTTED_SCORES)
+    for offset, (key, label) in enumerate(PLOTTED_SCORES):
+        score_axes.bar([index + offset * width for index in range(len(names))],
+                       [summary[name][key] or 0.0 for name in names], width=width, label=label)
+    score_axes.set_xticks([index + width for index in range(len(names))], names)
+    sites = max((summary[name]["sites"] for name in names), default=0)
+    score_axes.set(ylim=(0, 1), ylabel="mean over sites",
+                   title=f"Cross-file completions ({sites} sites)")
+    for offset, stat in enumerate(("p50", "p90")):
+        latency_axes.bar([index + offset * 0.4 for index in range(len(names))],
+                         [summary[name]["latency_ms"][stat] or 0.0 for name in names],
+                         width=0.4, label=stat)
+    latency_axes.set_xticks([index + 0.2 for index in range(len(names))], names)
+    latency_axes.set(ylabel="ms from the request", title="Latency (cold prompt, uncut)")
+    for axes in (score_axes, latency_axes):
+        axes.grid(True, axis="y", alpha=0.3)
+        axes.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+# Command line
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """`NAME=ARGS` -> (NAME, ARGS split like a shell would); BenchError when malformed."""
+    name, equals, args = text.partition("=")
+    if not equals or not name.strip():
+        raise BenchError(f"--variant {text!r}: expected NAME=ARGS, e.g. "
+                         "defs=--context-sources=definitions (ARGS may be empty)")
+    return name.strip(), tuple(shlex.split(args))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `flashls bench repo`."""
+    defaults = RepoConfig()
+    parser.add_argument("--repo", action="append", default=[], metavar="DIR",
+                        help="a project directory (a package such as the standard library's "
+                             "`email`), repeatable (default: the standard library's "
+                             f"{', '.join(default_project_names())})")
+    parser.add_argument("--sites", type=int, default=defaults.sites, metavar="N",
+                        help="masked sites, spread across projects and files "
+                             "(default: %(default)s)")
+    parser.add_argument("--limit-per-project", type=int, default=None, metavar="N",
+                        help="at most N sites from one project (default: no limit)")
+    parser.add_argument("--per-file-max", type=int, default=defaults.per_file_max,
+                        metavar="N", help="at most N sites from one file (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed for the sites and the open files (default: %(default)s)")
+    parser.add_argument("--open-files", type=int, default=defaults.open_files, metavar="K",
+                        help="other files of the project open beside the site's, about half "
+                             "of them modules it imports (default: %(default)s)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="a server variant: NAME and its extra `flashls serve` flags, "
+                             "space-separated (ARGS may be empty), repeatable (default: "
+                             + "; ".join(f"{name}={' '.join(args)}"
+                                         for name, args in DEFAULT_VARIANTS) + ")")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every variant's `flashls serve`, repeatable "
+                             f"(after {' '.join(FIXED_SERVER_ARGS)}, which they may "
+                             "override)")
+    parser.add_argument("--model", default=defaults.model,
+                        help="GGUF path or model name (default: the server's default model)")
+    parser.add_argument("--timeout-s", type=float, default=defaults.request_timeout_s,
+                        help="longest wait for one completion (default: %(default)s)")
+    parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
+                        help="where repo-<timestamp>.json (rewritten after every site) and "
+                             ".png go (default: %(default)s)")
+
+
+def default_project_names() -> list[str]:
+    """The default projects' names, for the help."""
+    return [Path(root).name for root in default_projects()]
+
+
+def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
+    """A RepoConfig from parsed options; nonsense values raise BenchError."""
+    if min(arguments.sites, arguments.per_file_max) < 1 or arguments.open_files < 0:
+        raise BenchError("--sites and --per-file-max must be at least 1, --open-files at "
+                         "least 0")
+    if arguments.limit_per_project is not None and arguments.limit_per_project < 1:
+        raise BenchError("--limit-per-project must be at least 1")
+    if arguments.timeout_s <= 0:
+        raise BenchError("--timeout-s must be positive")
+    variants = tuple(parse_variant(text) for text in arguments.variant) or DEFAULT_VARIANTS
+    names = [name for name, _ in variants]
+    if len(set(names)) < len(names):
+        raise BenchError(f"variant names must differ: {', '.join(names)}")
+    return RepoConfig(
+        repos=tuple(str(Path(repo).resolve()) for repo in arguments.repo),
+        sites=arguments.sites, seed=arguments.seed, open_files=arguments.open_files,
+        per_file_max=arguments.per_file_max, limit_per_project=arguments.limit_per_project,
+        variants=variants, server_args=tuple(arguments.server_arg), model=arguments.model,
+        out_dir=arguments.out, request_timeout_s=arguments.timeout_s)
+
+
+def handler(arguments: argparse.Namespace) -> int:
+    """Run the benchmark, writing the JSON after every site; print the table, plot."""
+    try:
+        config = config_from_arguments(arguments)
+        json_path, plot_path = report.report_paths(Path(config.out_dir), "repo")
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = asyncio.run(run_benchmark(config, lambda part: write_json(json_path, part)))
+    except BenchError as error:
+        print(f"flashls bench repo: {error}", file=sys.stderr)
+        return 1
+    write_json(json_path, payload)
+    write_plot(plot_path, payload)
+    projects = ", ".join(f"{name} {figures['sites']}"
+                         for name, figures in payload["projects"].items())
+    print(f"flashls bench repo: {len(payload['sites'])} sites ({projects}), "
+          f"{config.open_files} other files open, {payload['run_s']:.0f} s")
+    print(format_table(payload))
+    print(f"wrote {json_path} and {plot_path}")
+    return 0
+
+
+def add_repo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `repo` to the sub-commands of `flashls bench`."""
+    repo = subparsers.add_parser(
+        "repo", help="cross-file completions in real projects, per context source",
+        description="Mask the rest of lines that use a name defined in another file of the "
+                    "same project (the cursor before the name), open the project as the "
+                    "workspace with a few of its other files open, ask once at the cursor, "
+                    "and score exact match, edit similarity and identifier match for each "
+                    "server variant. Each site is a cold prompt evaluated whole: about "
+                    f"{SECONDS_PER_SITE} s a site and variant on 2 CPU cores with the "
+                    "default budgets (300 sites x 5 variants: about 6 hours); shorten with "
+                    "--sites, --limit-per-project or smaller --server-arg budgets.")
+    add_arguments(repo)
+    repo.set_defaults(func=handler)

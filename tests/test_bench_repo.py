@@ -1,0 +1,337 @@
+"""Tests of `flashls bench repo`: cross-file sites in a small project written here (imports
+relative, absolute, aliased, of modules and of names), the masking, the open files, the
+scores, the standard-library defaults, a run on `flashls serve --engine fake`, and one on
+the real model.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flashls.bench.repo import (
+    DEFAULT_VARIANTS,
+    FIXED_SERVER_ARGS,
+    RepoConfig,
+    parse_variant,
+    server_command,
+)
+from flashls.bench.repo_metrics import (
+    edit_similarity,
+    identifier_f1,
+    identifiers,
+    levenshtein,
+    score,
+    summarize,
+)
+from flashls.bench.repo_sites import (
+    Site,
+    default_projects,
+    find_sites,
+    line_before_cursor,
+    load_project,
+    masked_document,
+    module_name,
+    open_files,
+    sample_sites,
+)
+from flashls.bench.trace import split_lines
+from flashls.cli import main
+
+FILES = {
+    "__init__.py": '''\
+        """A toy package."""
+        from .core import Engine
+
+        DEFAULT = Engine()
+        ''',
+    "utils.py": '''\
+        """Helpers."""
+        import os
+
+
+        def quote(text):
+            return '"' + text + '"'
+
+
+        LIMIT = 10
+        SEPARATOR, JOINER = os.sep, "-"
+
+
+        class Box:
+            pass
+        ''',
+    "core.py": '''\
+        """The core, using helpers from utils in every way a module can import them."""
+        from os import path
+
+        from . import utils
+        from .utils import LIMIT as CAP
+        from .utils import missing_name, quote
+        from toy.utils import Box
+        import toy.utils
+
+
+        def run(text):
+            # quote(text) in a comment is not a use
+            label = "quote(text) in a string is not one either"
+            boxed = Box()
+            value = quote(text) + missing_name
+            size = utils.LIMIT + CAP
+            other = toy.utils.quote(text)
+            noted = quote(text)  # a trailing comment: left out
+            mark = "\N{GRINNING FACE}é" + quote(text)
+            gone = missing_name
+            utils.JOINER = "+"
+            return path.join(value, label, boxed, size, other, noted, mark, gone, utils.missing)
+
+
+        class Engine:
+            pass
+        ''',
+    "shadow.py": '''\
+        from .utils import quote
+
+
+        def wrap(quote):
+            return quote(1)
+        ''',
+    "tests/test_core.py": '''\
+        from toy.utils import quote
+
+        QUOTED = quote("x")
+        ''',
+}
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Path:
+    root = tmp_path / "toy"
+    for name, text in FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    load_project.cache_clear()
+    return root
+
+
+def _sites(root: Path) -> list[tuple[str, str, str, str]]:
+    return [(Path(site.path).name, site.name, site.target, Path(site.defined_in).name)
+            for site in find_sites(str(root))]
+
+
+def test_modules_are_named_from_the_projects_parent(toy: Path) -> None:
+    assert module_name(str(toy), str(toy / "core.py")) == "toy.core"
+    assert module_name(str(toy), str(toy / "__init__.py")) == "toy"
+    project = load_project(str(toy))
+    assert sorted(project.modules) == ["toy", "toy.core", "toy.shadow", "toy.utils"]
+    assert project.modules["toy.utils"].definitions == {"quote", "LIMIT", "SEPARATOR",
+                                                        "JOINER", "Box"}
+
+
+def test_sites_are_loads_of_names_defined_in_another_file_of_the_project(toy: Path) -> None:
+    assert _sites(toy) == [
+        ("__init__.py", "Engine", "Engine()", "core.py"),
+        ("core.py", "Box", "Box()", "utils.py"),
+        ("core.py", "quote", "quote(text) + missing_name", "utils.py"),
+        ("core.py", "LIMIT", "LIMIT + CAP", "utils.py"),  # after `utils.`, not before it
+        ("core.py", "quote", "quote(text)", "utils.py"),  # toy.utils.quote
+        ("core.py", "quote", "quote(text)", "utils.py"),  # after non-ASCII text
+    ]
+    # Not sites: comments, strings, the trailing-comment line, `utils.JOINER = ...` (a
+    # store), `missing_name` (not defined in utils), `path` (not the project's), `shadow.py`
+    # (its parameter hides the import), and tests/.
+
+
+def test_the_cursor_is_in_utf16_units_before_the_name(toy: Path) -> None:
+    sites = find_sites(str(toy))
+    lines = split_lines((toy / "core.py").read_text(encoding="utf-8"))
+    mark = next(site for site in sites if "\N{GRINNING FACE}" in lines[site.line])
+    before = lines[mark.line][:lines[mark.line].index("quote")]
+    assert mark.character == len(before) + 1  # the emoji takes two UTF-16 units
+    size = next(site for site in sites if site.name == "LIMIT")
+    assert lines[size.line][size.character:].startswith("LIMIT + CAP")
+
+
+def test_the_masked_document_is_the_file_without_the_rest_of_the_line(toy: Path) -> None:
+    for site in find_sites(str(toy)):
+        original = split_lines(Path(site.path).read_text(encoding="utf-8"))
+        masked = split_lines(masked_document(site))
+        assert masked[:site.line] == original[:site.line]
+        assert masked[site.line + 1:] == original[site.line + 1:]
+        assert masked[site.line].rstrip("\n") + site.target == original[site.line].rstrip("\n")
+        assert line_before_cursor(site) == masked[site.line].rstrip("\n")
+
+
+def test_crlf_files_keep_their_line_endings(tmp_path: Path) -> None:
+    root = tmp_path / "crlf"
+    root.mkdir()
+    (root / "a.py").write_bytes(b"VALUE = 1\r\n")
+    (root / "b.py").write_bytes(b"from .a import VALUE\r\nDOUBLE = VALUE * 2\r\nEND = 0\r\n")
+    load_project.cache_clear()
+    [site] = find_sites(str(root))
+    assert (site.line, site.character, site.target) == (1, 9, "VALUE * 2")
+    assert masked_document(site).encode() == b"from .a import VALUE\r\nDOUBLE = \r\nEND = 0\r\n"
+
+
+def test_a_checkout_is_imported_by_its_packages_names(tmp_path: Path) -> None:
+    package = tmp_path / "checkout" / "src" / "shop"
+    package.mkdir(parents=True)
+    (tmp_path / "checkout" / "setup.py").write_text("import shop.cart\n", encoding="utf-8")
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "cart.py").write_text("def total(items):\n    return 0\n", encoding="utf-8")
+    (package / "till.py").write_text(
+        "import shop.cart\nfrom shop.cart import total as sum_of\n\n"
+        "PAID = sum_of([]) + shop.cart.total([])\n", encoding="utf-8")
+    load_project.cache_clear()
+    sites = find_sites(str(tmp_path / "checkout"))
+    assert [(Path(site.path).name, site.line, site.target, site.defining_module)
+            for site in sites] == [("till.py", 3, "sum_of([]) + shop.cart.total([])",
+                                    "checkout.src.shop.cart")]
+
+
+def test_open_files_are_seeded_other_files_half_of_them_imported(toy: Path) -> None:
+    site = next(site for site in find_sites(str(toy)) if site.path.endswith("core.py"))
+    chosen = open_files(site, 2, seed=3)
+    assert chosen == open_files(site, 2, seed=3)
+    assert len(chosen) == 2 and site.path not in chosen
+    assert str(toy / "utils.py") in chosen  # the only module core imports
+    everything = open_files(site, 10, seed=3)
+    assert sorted(everything) == sorted(str(toy / name)
+                                        for name in ("__init__.py", "utils.py", "shadow.py"))
+    assert open_files(site, 0) == []
+
+
+def test_sampling_is_seeded_and_spreads_over_files(toy: Path) -> None:
+    first = sample_sites([str(toy)], 3, seed=1, per_file_max=2)
+    assert first == sample_sites([str(toy)], 3, seed=1, per_file_max=2)
+    assert len(first) == 3
+    assert {Path(site.path).name for site in first} == {"__init__.py", "core.py"}
+    assert len(sample_sites([str(toy)], 100, seed=1, per_file_max=2)) == 3
+    assert len(sample_sites([str(toy)], 100, seed=1, per_project_max=2)) == 2
+
+
+def test_the_default_projects_give_over_300_sites_from_several_projects() -> None:
+    sites = sample_sites(default_projects(), 300, seed=0)
+    projects: dict[str, int] = {}
+    for site in sites:
+        projects[site.project] = projects.get(site.project, 0) + 1
+    assert len(sites) == 300
+    assert sum(count >= 20 for count in projects.values()) >= 3, projects
+    assert all(site.target.startswith(site.name) for site in sites)
+
+
+# Scores
+
+
+def test_levenshtein_and_edit_similarity_by_hand() -> None:
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("", "abc") == levenshtein("abc", "") == 3
+    assert edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert edit_similarity("", "") == 1.0 and edit_similarity("", "ab") == 0.0
+
+
+def test_identifiers_leave_out_keywords_and_pieces_of_numbers() -> None:
+    assert identifiers("not self.x1 in 0x1f and _y") == ["self", "x1", "_y"]
+
+
+def test_scores_of_a_completion_against_its_target() -> None:
+    exact = score("quote(text)  \nmore", "quote(text)")
+    assert (exact.exact_match, exact.first_line_match, exact.edit_similarity,
+            exact.identifier_match, exact.identifier_f1) == (True, True, 1.0, True, 1.0)
+    spaced = score("quote( text )", "quote( text  )")
+    assert spaced.exact_match and not spaced.first_line_match
+    near = score("quote(name)", "quote(text)")
+    assert not near.exact_match and not near.identifier_match
+    assert near.edit_similarity == pytest.approx(1 - 4 / 11)
+    assert near.identifier_f1 == pytest.approx(0.5)  # one of two right, both ways
+    assert identifier_f1(["a", "a", "b"], ["a", "b", "c"]) == pytest.approx(2 / 3)
+    empty = score("", "Box()")
+    assert (empty.exact_match, empty.edit_similarity, empty.identifier_f1) == (False, 0.0, 0.0)
+
+
+def test_summary_means_and_percentiles() -> None:
+    scores = [score("a", "a"), score("b", "a")]
+    summary = summarize(scores, [100.0, 200.0, 300.0], [10.0, 30.0])
+    assert summary["scored"] == 2 and summary["exact_match"] == 0.5
+    assert summary["latency_ms"]["p50"] == 200.0 and summary["latency_ms"]["p90"] == 280.0
+    assert summary["prompt_tokens"] == {"p50": 20.0, "p90": 28.0}
+    assert summarize([], [], [])["exact_match"] is None
+
+
+# The command
+
+
+def test_variants_and_the_server_command() -> None:
+    assert parse_variant("current=") == ("current", ())
+    assert parse_variant("defs=--context-sources=definitions --n-ctx 4096") == \
+        ("defs", ("--context-sources=definitions", "--n-ctx", "4096"))
+    assert [name for name, _ in DEFAULT_VARIANTS] == ["current", "ring", "definitions",
+                                                      "recent", "all"]
+    config = RepoConfig(server_args=("--engine=fake",), model="m.gguf")
+    command = server_command(config, ("--x=1",))
+    assert command[-4:] == [*FIXED_SERVER_ARGS[-1:], "--model=m.gguf", "--engine=fake",
+                            "--x=1"]
+
+
+def test_a_malformed_variant_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "repo", "--variant", "nameless"]) == 1
+    assert "NAME=ARGS" in capsys.readouterr().err
+
+
+def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Path,
+         *extra: str) -> dict[str, Any]:
+    out = tmp_path / "out"
+    code = main(["bench", "repo", "--repo", str(root), "--sites", "2", "--variant",
+                 "current=", *extra, "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "edit sim" in printed.out
+    [json_path] = out.glob("repo-*.json")
+    assert json_path.with_suffix(".png").stat().st_size > 0
+    payload: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
+    return payload
+
+
+def _check_payload(payload: dict[str, Any]) -> None:
+    summary = payload["summary"]["current"]
+    assert payload["complete"] and summary["sites"] == summary["scored"] == 2
+    assert summary["outcomes"] == {"answered": 2}
+    for key in ("exact_match", "first_line_match", "edit_similarity", "identifier_match",
+                "identifier_f1"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["latency_ms"]["p50"] is not None
+    assert sum(summary["sites_per_project"].values()) == 2
+    [server] = payload["variants"]["current"]["servers"]
+    assert set(FIXED_SERVER_ARGS) <= set(server["command"])
+    for site in payload["sites"]:
+        answer = site["answers"]["current"]
+        assert answer["latency_ms"] is not None and "\n" not in answer["line"]
+        assert site["target"].startswith(site["name"])
+        assert site["path"] not in site["open_files"]
+
+
+def test_a_run_on_the_fake_engine(toy: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    payload = _run(tmp_path, capsys, toy, "--server-arg=--engine", "--server-arg=fake")
+    _check_payload(payload)
+    assert payload["projects"] == {"toy": {"root": str(toy.resolve()), "sites": 2}}
+
+
+@pytest.mark.model
+def test_a_short_run_on_the_real_model(model_path: Path, toy: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    payload = _run(tmp_path, capsys, toy, "--model", str(model_path),
+                   "--server-arg=--n-threads=2", "--server-arg=--prefix-budget-tokens=256",
+                   "--server-arg=--suffix-budget-tokens=64", "--server-arg=--max-tokens=16")
+    _check_payload(payload)
+    summary = payload["summary"]["current"]
+    assert summary["prompt_tokens"]["p50"] is not None and summary["prompt_tokens"]["p50"] > 0
+
+
+def test_sites_are_hashable_records() -> None:
+    site = Site("p", "/p", "/p/a.py", "p.a", 0, 0, "x", "x", "/p/b.py", "p.b")
+    assert {site: 1}[site] == 1
