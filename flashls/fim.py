@@ -6,7 +6,7 @@ tokens end a completion. Building token sequences happens in the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -24,6 +24,24 @@ class FimFormat:
     # Text put between the prefix marker and the prefix (CodeLlama wants a space).
     prefix_spacing: str = ""
     architectures: tuple[str, ...] = ()
+    # Repository-level layout (files of the project before the FIM part), where the model
+    # was trained with one: the repository-name and file-separator markers.
+    repo_marker: str = ""
+    file_marker: str = ""
+
+    @property
+    def has_repo_layout(self) -> bool:
+        return bool(self.file_marker)
+
+    def render_repo(self, name: str, files: Sequence[tuple[str, str]], path: str) -> str:
+        """The text before the prefix marker: the repository, its other files, then the
+        current file's path; empty where the format has no repository layout."""
+        if not self.has_repo_layout or not files:
+            return ""
+        parts = [f"{self.repo_marker}{name}\n" if self.repo_marker else ""]
+        parts += [f"{self.file_marker}{other}\n{text}\n" for other, text in files]
+        parts.append(f"{self.file_marker}{path}\n")
+        return "".join(parts)
 
     def sentinels(self) -> tuple[str, str, str]:
         """The three markers, in the order they must appear in the vocabulary."""
@@ -44,13 +62,15 @@ FORMATS: dict[str, FimFormat] = {
         FimFormat("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
                   stop_markers=("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>",
                                 "<|repo_name|>", "<|im_end|>", "<|fim_prefix|>"),
-                  architectures=("qwen2", "qwen3", "qwen")),
+                  architectures=("qwen2", "qwen3", "qwen"),
+                  repo_marker="<|repo_name|>", file_marker="<|file_sep|>"),
         FimFormat("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
                   stop_markers=("<|file_separator|>", "<eos>", "<|fim_prefix|>"),
                   architectures=("gemma", "gemma2")),
         FimFormat("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>",
                   stop_markers=("<|endoftext|>", "<file_sep>", "<fim_prefix>"),
-                  architectures=("starcoder", "starcoder2", "gpt_bigcode")),
+                  architectures=("starcoder", "starcoder2", "gpt_bigcode"),
+                  repo_marker="<repo_name>", file_marker="<file_sep>"),
         FimFormat("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
                   stop_markers=("<｜end▁of▁sentence｜>", "<|EOT|>", "<｜fim▁begin｜>"),
                   architectures=("deepseek", "deepseek2")),

@@ -83,6 +83,7 @@ class FlashServer(LanguageServer):
         self.service: CompletionService | None = None
         self._reported: set[str] = set()
         self._warm_timers: dict[str, asyncio.TimerHandle] = {}
+        self.workspace_roots: list[str] = []  # folder URIs from `initialize`
 
     def ensure_service(self) -> CompletionService:
         """The completion service, created on first use with the current settings."""
@@ -90,6 +91,7 @@ class FlashServer(LanguageServer):
             self.service = CompletionService(self.config, make_engine(self.engine_kind,
                                                                       self.config))
             self.service.on_finished = self._finished
+            self.service.open_workspace(self.workspace_roots)
         return self.service
 
     def _finished(self, request: CompletionRequest) -> None:
@@ -248,8 +250,13 @@ server = FlashServer(settings.Settings())
 
 @server.feature(types.INITIALIZE)
 def initialize(ls: FlashServer, params: types.InitializeParams) -> None:
-    """Settings from `initializationOptions`."""
+    """Settings from `initializationOptions`; the workspace folders, for other files'
+    definitions."""
     ls.apply_settings(params.initialization_options, "initializationOptions")
+    folders = [folder.uri for folder in params.workspace_folders or []]
+    ls.workspace_roots = folders or ([params.root_uri] if params.root_uri else [])
+    if ls.service is not None:
+        ls.service.open_workspace(ls.workspace_roots)
 
 
 @server.feature(types.INITIALIZED)

@@ -8,19 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from flashls.cache import SuggestionCache
 from flashls.context import CompletionContext, SyntaxTrees, build_context, position_to_offset
-from flashls.engine.base import CancelToken, Engine, GenerationRequest, GenerationResult
+from flashls.context.crossfile import CrossFileContext
+from flashls.context.workspace import WorkspaceIndexer
+from flashls.engine.base import (
+    CancelToken,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    RepoContext,
+)
 from flashls.engine.worker import USER, ModelWorker, QueuedResult, finished_result
 from flashls.postprocess import clean, stop_rule
 from flashls.settings import Settings
 
 log = logging.getLogger(__name__)
+
+INDEX_MAX_BYTES = 256 * 1024 * 1024  # workspace text read for definitions, at most
+
+
+def context_sources(settings: Settings) -> frozenset[str]:
+    """The cross-file sources the settings turn on."""
+    if settings.context_sources == "none":
+        return frozenset()
+    return frozenset(part.strip() for part in settings.context_sources.split(","))
 
 
 @dataclass(frozen=True)
@@ -133,6 +154,9 @@ class CompletionService:
         self.trees = SyntaxTrees()
         self.cache = SuggestionCache(settings.cache_entries)
         self._jobs: dict[str, _Job] = {}
+        self.crossfile = CrossFileContext(context_sources(settings),
+                                          settings.context_budget_tokens)
+        self._indexer: WorkspaceIndexer | None = None
         # Called with the request whose cut suggestion a continuation has just finished,
         # so the editor can ask again and show all of it (the answer is in the cache).
         self.on_finished: Callable[[CompletionRequest], None] | None = None
@@ -141,7 +165,10 @@ class CompletionService:
         """Take settings that need no new engine; a new cache size applies at once."""
         if settings.cache_entries != self.settings.cache_entries:
             self.cache.resize(settings.cache_entries)
+        self.crossfile.sources = context_sources(settings)
+        self.crossfile.budget_tokens = settings.context_budget_tokens
         self.settings = settings
+        self._start_indexer()
 
     def replace_engine(self, engine: Engine, settings: Settings) -> None:
         """Swap in a new engine (a model setting changed): the old worker's job is
@@ -152,8 +179,25 @@ class CompletionService:
         self.cache = SuggestionCache(settings.cache_entries)
         self.settings = settings
 
+    def open_workspace(self, roots: list[str]) -> None:
+        """The editor's workspace folders (URIs): other files' definitions come from them,
+        read in the background when the `definitions` source is on."""
+        self.crossfile.roots = [root for root in roots if root.startswith("file:")]
+        self._start_indexer()
+
+    def _start_indexer(self) -> None:
+        if (self._indexer is not None or "definitions" not in self.crossfile.sources
+                or not self.crossfile.roots or not self.settings.index_max_files):
+            return
+        self._indexer = WorkspaceIndexer(self.crossfile.index, self.settings.index_max_files,
+                                         INDEX_MAX_BYTES)
+        self._indexer.start([Path(url2pathname(urlparse(root).path))
+                             for root in self.crossfile.roots])
+
     def close(self) -> None:
         """Cancel every job, stop the model worker and free its model."""
+        if self._indexer is not None:
+            self._indexer.stop()
         for job in self._jobs.values():
             job.token.cancel()
         self._jobs.clear()
@@ -165,10 +209,12 @@ class CompletionService:
             self.trees.close(uri)
             return
         self.trees.update(uri, language_id, text)
+        self.crossfile.document_changed(uri, language_id, text)
 
     def document_closed(self, uri: str) -> None:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)
+        self.crossfile.document_closed(uri)
         self.cache.forget(uri)
         job = self._jobs.pop(uri, None)
         if job is not None:
@@ -187,6 +233,14 @@ class CompletionService:
             raise Rejected(f"position {request.line}:{request.character} is past the end")
         context = self._context(request, cursor, self.settings.prefix_budget_tokens,
                                 self.settings.suffix_budget_tokens)
+        crossfile = self.crossfile
+        if crossfile.enabled:
+            crossfile.visited(request.uri, request.line)
+            sections = crossfile.sections(request.uri, request.language_id,
+                                          self.trees.tree(request.uri), request.text)
+            context = dataclasses.replace(
+                context, extra=tuple((s.path, s.text) for s in sections),
+                path=crossfile.path_of(request.uri), repo_name=crossfile.repo_name())
         return context, cursor
 
     def _context(self, request: CompletionRequest, cursor: int, prefix_budget: int,
@@ -218,11 +272,14 @@ class CompletionService:
 
     def _generation(self, job: _Job) -> GenerationRequest:
         context, short = job.context, job.short
+        repo = RepoContext(context.repo_name, context.extra, context.path) \
+            if context.extra else None
         return GenerationRequest(prefix=context.prefix, suffix=context.suffix,
                                  max_tokens=self.settings.max_tokens,
                                  stop=stop_rule(context, self.settings.max_lines),
                                  on_token=job.progress.update,
-                                 short=None if short is None else (short.prefix, short.suffix))
+                                 short=None if short is None else (short.prefix, short.suffix),
+                                 repo=repo)
 
     @staticmethod
     def _completion(text: str, queued: QueuedResult, started: float,

@@ -104,6 +104,19 @@ class Settings:
         "first from a window of this many tokens around the cursor (three quarters before "
         "it), then evaluate the full window in the background for the next keystrokes; 0 "
         "turns this off.", minimum=0, maximum=65536)
+    context_sources: str = _setting(
+        "none", "Context from other files, put before the current file in the prompt (in "
+        "the model's repository layout, for models that have one): `definitions` of the "
+        "names the file imports, found in open files and the workspace; `recent`: where "
+        "you last edited or rested in other open files; `ring`: llama.vim's ring buffer of "
+        "chunks of the files you entered; `none`.",
+        choices=("none", "definitions", "recent", "ring", "definitions,recent"))
+    context_budget_tokens: int = _setting(
+        384, "Most tokens of context from other files; it is left out of a prompt that "
+        "`n_ctx` cannot hold with it.", minimum=0, maximum=65536)
+    index_max_files: int = _setting(
+        20000, "Most workspace files read for definitions (in the background, honouring "
+        ".gitignore); 0 reads none, leaving the open files.", minimum=0, maximum=10_000_000)
     max_tokens: int = _setting(
         48, "Most tokens generated for one suggestion.", minimum=1, maximum=2048)
     max_lines: int = _setting(

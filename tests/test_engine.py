@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flashls.engine.base import CancelToken, GenerationRequest
+from flashls.engine.base import CancelToken, GenerationRequest, RepoContext
 from flashls.engine.llama import LlamaEngine
 from flashls.settings import Settings
 
@@ -219,3 +219,21 @@ def test_moving_the_cursor_over_a_suffix_token_reuses_the_suffix(engine: LlamaEn
     if best_logit - runner_up >= SURE_MARGIN:
         assert result.text.startswith(best.split("\n")[0]), (best, result.text)  # cut at line end
     fresh.close()
+
+
+def test_other_files_go_first_and_stay_cached_while_typing(engine: LlamaEngine) -> None:
+    repo = RepoContext("shop", (("shop/hashing.py", 'def checksum(data: bytes) -> str:\n'
+                                 '    """The hex digest of `data`."""'),), "shop/store.py")
+    prefix = "from .hashing import checksum\n\n\ndef store(data):\n    digest = "
+    plain = engine.generate(GenerationRequest(prefix, "\n", 4, never_stop), CancelToken())
+    with_repo = engine.generate(GenerationRequest(prefix, "\n", 4, never_stop, repo=repo),
+                                CancelToken())
+    assert with_repo.timings.prompt_tokens > plain.timings.prompt_tokens + 20
+    typed = engine.generate(GenerationRequest(prefix + "c", "\n", 4, never_stop, repo=repo),
+                            CancelToken())
+    assert typed.timings.evaluated_tokens <= 4  # the edit; the other files stay cached
+    # Other files that the context cannot hold with the current file are left out.
+    huge = RepoContext("shop", (("shop/big.py", "x = 1\n" * 2000),), "shop/store.py")
+    dropped = engine.generate(GenerationRequest(prefix, "\n", 4, never_stop, repo=huge),
+                              CancelToken())
+    assert dropped.timings.prompt_tokens == plain.timings.prompt_tokens

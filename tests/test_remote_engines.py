@@ -5,6 +5,7 @@ ending with [DONE]) and Ollama's /api/generate (newline-delimited JSON)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import select
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flashls.engine.base import CancelToken, EngineError, GenerationRequest
+from flashls.engine.base import CancelToken, EngineError, GenerationRequest, RepoContext
 from flashls.engine.remote import RemoteEngine
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService
@@ -501,3 +502,30 @@ async def test_a_cut_remote_suggestion_is_finished_in_the_background(
     assert (along.source, along.text) == ("cache", "ne(1)")
     assert len(server.posts) == 1  # the cut reply was read on, not asked again
 
+
+
+REPO = RepoContext("shop", (("shop/hashing.py", "def checksum(data): ..."),), "shop/store.py")
+
+
+@pytest.mark.parametrize("kind", ["llama-server", "openai"])
+def test_other_files_reach_the_server_in_its_own_layout(
+        kind: str, serve: Callable[..., FakeServer]) -> None:
+    server = serve(kind)
+    engine = engine_for(server)
+    engine.generate(dataclasses.replace(request(), repo=REPO), CancelToken())
+    engine.close()
+    body = server.posts[-1][2]
+    if kind == "llama-server":  # the server lays them out with the model's own tokens
+        assert body["input_extra"] == [{"filename": "shop/hashing.py",
+                                        "text": "def checksum(data): ..."}]
+        return
+    assert body["prompt"] == (
+        "<|repo_name|>shop\n<|file_sep|>shop/hashing.py\ndef checksum(data): ...\n"
+        "<|file_sep|>shop/store.py\n"
+        + format_named("qwen").render("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"))
+
+
+def test_formats_without_a_repository_layout_leave_other_files_out() -> None:
+    assert format_named("codellama").render_repo("shop", REPO.files, REPO.path) == ""
+    assert format_named("starcoder").render_repo("shop", REPO.files, "a.py").startswith(
+        "<repo_name>shop\n<file_sep>shop/hashing.py\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 from flashls.engine.base import CancelToken, GenerationRequest, GenerationResult
 from flashls.engine.fake import FakeEngine
@@ -229,3 +230,39 @@ async def test_a_partial_answer_shows_whole_words_and_the_generation_goes_on() -
     assert (await waiting.complete(typed(""))).text == "_done(1)"
     pipeline.close()
     waiting.close()
+
+
+class RecordingEngine(FakeEngine):
+    """The fake engine, keeping every request it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(token_ms=1)
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        self.requests.append(request)
+        return super().generate(request, cancel)
+
+
+async def test_definitions_from_workspace_files_reach_the_engine_before_the_file(
+        tmp_path: Path) -> None:
+    (tmp_path / "shapes.py").write_text("class Circle:\n    def area(self):\n        return 1\n")
+    (tmp_path / "unrelated.py").write_text("def other(): pass\n")
+    engine = RecordingEngine()
+    completions = CompletionService(Settings(context_sources="definitions"), engine)
+    completions.open_workspace([tmp_path.as_uri()])
+    deadline = time.monotonic() + 20
+    while not completions.crossfile.index.find("Circle") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    text = "from .shapes import Circle\n\nshape = \n"
+    uri = (tmp_path / "user.py").as_uri()
+    completions.document_changed(uri, "python", text)
+    await completions.complete(CompletionRequest(uri, "python", text, 2, len("shape = ")))
+    repo = engine.requests[-1].repo
+    assert repo is not None and repo.name == tmp_path.name and repo.path == "user.py"
+    assert repo.files == (("shapes.py", "class Circle:\n    def area(self):"),)
+    # Turned off, nothing from other files is sent.
+    completions.update_settings(Settings(context_sources="none"))
+    await completions.complete(CompletionRequest(uri, "python", text + "x", 2, len("shape = ")))
+    assert engine.requests[-1].repo is None
+    completions.close()

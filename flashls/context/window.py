@@ -34,6 +34,11 @@ class CompletionContext:
     line_suffix: str
     multiline: bool
     indent: str
+    # Other files' part of the prompt (`crossfile.py`), the file's path and the
+    # repository's name as the model sees them; empty without cross-file context.
+    extra: tuple[tuple[str, str], ...] = ()
+    path: str = ""
+    repo_name: str = ""
 
 
 def _unit_width(char: str, encoding: str) -> int:

@@ -38,6 +38,16 @@ class CancelToken:
 
 
 @dataclass(frozen=True)
+class RepoContext:
+    """Other files' text, put before the fill-in-the-middle part in the model's repository
+    layout (Qwen2.5-Coder: `<|repo_name|>`, then `<|file_sep|>path` and text per file)."""
+
+    name: str  # the repository (workspace folder)
+    files: tuple[tuple[str, str], ...]  # (path, text), in prompt order
+    path: str  # the current file's path
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One fill-in-the-middle generation."""
 
@@ -50,6 +60,9 @@ class GenerationRequest:
     # A smaller (prefix, suffix) window around the same cursor: the engine answers from
     # it when the full prompt cannot be evaluated before the deadline (a cold place).
     short: tuple[str, str] | None = None
+    # Context from other files; left out where the model has no repository layout or the
+    # context window cannot hold it. The short window never carries it.
+    repo: RepoContext | None = None
 
 
 @dataclass

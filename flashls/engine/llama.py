@@ -77,6 +77,7 @@ class LlamaEngine:
         self._suspended: _Decoding | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
+        self._repo_markers: tuple[int, int] = (-1, -1)  # repository name, file separator
         self._pieces: list[bytes] = []
         self._sorted_pieces: list[bytes] = []
         self._sorted_ids: list[int] = []
@@ -116,6 +117,10 @@ class LlamaEngine:
                               for marker in self._format.sentinels())
         stops = {self._single_token(llm, marker) for marker in self._format.stop_markers}
         stops.update(self._markers)
+        self._repo_markers = (self._single_token(llm, self._format.repo_marker or "\0"),
+                              self._single_token(llm, self._format.file_marker or "\0"))
+        if self._repo_markers[1] < 0 or self._format.file_marker == "":
+            self._repo_markers = (-1, -1)  # no repository layout: other files stay out
         self._stop_ids = frozenset(token for token in stops if token >= 0)
         self._llm = llm
         self._kv = self._two_sequence_cache(llm)
@@ -228,11 +233,26 @@ class LlamaEngine:
         if len(prefix_ids) + len(suffix_ids) > room:
             suffix_ids = suffix_ids[:max(room // 4, room - len(prefix_ids))]
             prefix_ids = prefix_ids[max(len(prefix_ids) - (room - len(suffix_ids)), 0):]
+        repo_ids = self._repo_tokens(request)
+        if len(repo_ids) > room - len(prefix_ids) - len(suffix_ids):
+            repo_ids = []  # the current file comes first; the other files do not fit
         start, hole, middle = self._markers
         bos = [self._llm.token_bos()] if self._llm._model.add_bos_token() else []
+        bos += repo_ids
         if fmt.order == "spm":
             return [*bos, hole, *suffix_ids, start, *prefix_ids], [middle], healed
         return [*bos, start, *prefix_ids], [hole, *suffix_ids, middle], healed
+
+    def _repo_tokens(self, request: GenerationRequest) -> list[int]:
+        """The repository part that goes before the prefix marker, or nothing."""
+        repo_marker, file_marker = self._repo_markers
+        if request.repo is None or not request.repo.files or file_marker < 0:
+            return []
+        ids = [repo_marker, *self._tokenize(request.repo.name + "\n")] if repo_marker >= 0 \
+            else []
+        for path, text in request.repo.files:
+            ids += [file_marker, *self._tokenize(f"{path}\n{text}\n")]
+        return [*ids, file_marker, *self._tokenize(request.repo.path + "\n")]
 
     def _logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
         import llama_cpp
@@ -313,7 +333,7 @@ class LlamaEngine:
     def _shortened(request: GenerationRequest) -> GenerationRequest:
         assert request.short is not None
         prefix, suffix = request.short
-        return replace(request, prefix=prefix, suffix=suffix, short=None)
+        return replace(request, prefix=prefix, suffix=suffix, short=None, repo=None)
 
     def _window(self, request: GenerationRequest, deadline: float | None
                 ) -> tuple[GenerationRequest, tuple[list[int], list[int], bytes]]:

@@ -41,6 +41,13 @@ class Chunk:
     generated_tokens: int | None = None
 
 
+def raw_prompt(fim: FimFormat, request: GenerationRequest) -> str:
+    """A FIM prompt as text, after the other files in the format's repository layout."""
+    repo = request.repo
+    head = "" if repo is None else fim.render_repo(repo.name, repo.files, repo.path)
+    return head + fim.render(request.prefix, request.suffix)
+
+
 class WireFormat(Protocol):
     """One kind of server's requests and replies."""
 
@@ -125,9 +132,11 @@ class LlamaServerWire:
         self._model = settings.remote_model  # only a router-mode server reads it
 
     def _body(self, request: GenerationRequest, n_predict: int) -> dict[str, Any]:
+        extra = [] if request.repo is None else [
+            {"filename": path, "text": text} for path, text in request.repo.files]
         body: dict[str, Any] = {
             "input_prefix": request.prefix, "input_suffix": request.suffix,
-            "input_extra": [], "prompt": "", "n_predict": n_predict,
+            "input_extra": extra, "prompt": "", "n_predict": n_predict,
             "cache_prompt": True, "stream": True, "temperature": 0.0}
         if self._model:
             body["model"] = self._model
@@ -196,7 +205,7 @@ class OpenAIWire:
         """Greedy; stopped at the format's end markers (the server also stops at the
         model's end-of-text token)."""
         body: dict[str, Any] = {
-            "prompt": self._fim.render(request.prefix, request.suffix),
+            "prompt": raw_prompt(self._fim, request),
             "max_tokens": request.max_tokens, "temperature": 0.0, "stream": True,
             "stream_options": {"include_usage": True}, "stop": list(self._fim.stop_markers)}
         if self._model:
@@ -264,7 +273,7 @@ class OllamaWire:
     def generate(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         """Greedy, stopped at the format's end markers, the model kept loaded."""
         return "/api/generate", {
-            "model": self._model, "prompt": self._fim.render(request.prefix, request.suffix),
+            "model": self._model, "prompt": raw_prompt(self._fim, request),
             "raw": True, "stream": True, "keep_alive": OLLAMA_KEEP_ALIVE,
             "options": {"num_predict": request.max_tokens, "temperature": 0.0,
                         "stop": list(self._fim.stop_markers)}}

@@ -1,0 +1,330 @@
+"""The prompt's cross-file part: what other files say that the cursor's file may need.
+
+Sources (setting `context_sources`):
+- `definitions`: definitions of the names the document imports, in import order, then of
+  names it uses as `module.name`, found in open documents and the workspace index;
+- `recent`: the regions where the user last edited or rested in other open documents,
+  most recent last;
+- `ring`: llama.vim's ring buffer, the baseline the benchmark compares with: a chunk of
+  each document the user entered, oldest first, evicting chunks that mostly repeat.
+All are bounded together by `context_budget_tokens`. The definitions part depends on the
+document's imports and the index, not on the cursor, and is ordered by file, so it stays
+the same while the user types and moves in a file: the model's cache keeps it.
+
+Nothing here reads the disk or speaks LSP: the service feeds open documents, the
+workspace indexer (`workspace.py`) feeds files on disk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlparse
+
+import tree_sitter
+
+from flashls.context.definitions import Definition, DefinitionIndex, parse_definitions
+from flashls.context.languages import SPECS
+from flashls.context.window import estimate_tokens
+
+SOURCES = ("definitions", "recent", "ring")
+RECENT_ABOVE = 12  # lines shown above and below a recent place
+RECENT_BELOW = 8
+MAX_RECENT = 8
+RING_CHUNK_LINES = 64  # llama.vim's defaults: ring_chunk_size 64, ring_n_chunks 16
+RING_CHUNKS = 16
+RING_EVICT_SIMILARITY = 0.9
+_SKIPPED_NAMES = frozenset({"__all__", "__version__", "__author__"})
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `module.name` uses, overlapping so that `a.b.c` yields (a, b) and (b, c).
+_ATTRIBUTE = re.compile(r"(?<![\w.])(?=([A-Za-z_]\w*)\.([A-Za-z_]\w*))")
+_IMPORT_WORDS = frozenset({"import", "from", "as", "use", "crate", "self", "super", "pub",
+                           "package", "include", "extern", "static", "type", "typeof",
+                           "default", "require", "mod"})
+
+
+@dataclass(frozen=True)
+class FileSection:
+    """One other file's part of the prompt."""
+
+    path: str  # as the model sees it: relative to the workspace folder
+    text: str
+
+
+@dataclass(frozen=True)
+class Imports:
+    """What a document imports: names (each with the module it came from, or "") and the
+    names under which whole modules are bound."""
+
+    names: tuple[tuple[str, str], ...]
+    modules: frozenset[str]
+
+
+def _text(node: tree_sitter.Node | None) -> str:
+    return "" if node is None else (node.text or b"").decode("utf-8", errors="replace")
+
+
+def _python_imports(node: tree_sitter.Node, names: list[tuple[str, str]],
+                    modules: set[str]) -> None:
+    if node.type == "import_from_statement":
+        module = _text(node.child_by_field_name("module_name")).lstrip(".")
+        hint = module.rsplit(".", 1)[-1]
+        for child in node.children_by_field_name("name"):
+            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
+            alias = child.child_by_field_name("alias") if child.type == "aliased_import" else None
+            name = _text(target).rsplit(".", 1)[-1]
+            names.append((name, hint))
+            modules.add(_text(alias) or name)  # `from . import utils`: utils may be a module
+    elif node.type == "import_statement":
+        for child in node.children_by_field_name("name"):
+            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
+            alias = child.child_by_field_name("alias") if child.type == "aliased_import" else None
+            dotted = _text(target)
+            modules.add(_text(alias) or dotted.split(".", 1)[0])
+            modules.update(dotted.split("."))
+
+
+def find_imports(tree: tree_sitter.Tree, language_id: str) -> Imports:
+    """The imports among a document's top-level statements."""
+    spec = SPECS.get(language_id)
+    if spec is None:
+        return Imports((), frozenset())
+    names: list[tuple[str, str]] = []
+    modules: set[str] = set()
+    for child in tree.root_node.children:
+        if child.type not in spec.imports:
+            continue
+        if language_id == "python":
+            _python_imports(child, names, modules)
+            continue
+        for word in _WORD.findall(_text(child)):  # other languages: every imported word
+            if word not in _IMPORT_WORDS:
+                names.append((word, ""))
+    return Imports(tuple(dict.fromkeys(names)), frozenset(modules))
+
+
+def _stem_and_folder(key: str) -> tuple[str, str]:
+    path = PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
+    return path.stem, path.parent.name
+
+
+def _matches(definition: Definition, hint: str) -> bool:
+    stem, folder = _stem_and_folder(definition.key)
+    return hint in (stem, folder) or (stem == "__init__" and folder == hint)
+
+
+def _pick(index: DefinitionIndex, name: str, hint: str, key: str) -> Definition | None:
+    """The definition an import of `name` from module `hint` most likely means."""
+    found = [d for d in index.find(name) if d.key != key]
+    if hint:
+        matching = [d for d in found if _matches(d, hint)]
+        if matching:
+            return matching[0]
+    return found[0] if len(found) == 1 else None
+
+
+def select_definitions(index: DefinitionIndex, key: str, imports: Imports, text: str,
+                       budget_tokens: int) -> list[Definition]:
+    """Definitions for the document `key`, within the budget, in the order they are wanted:
+    imported names first (in import order), then `module.name` uses (first use first)."""
+    wanted: list[tuple[str, str]] = [pair for pair in imports.names
+                                     if pair[0] not in _SKIPPED_NAMES]
+    for match in _ATTRIBUTE.finditer(text):
+        module, name = match.group(1), match.group(2)
+        if module in imports.modules:
+            wanted.append((name, module))
+    chosen: list[Definition] = []
+    seen: set[tuple[str, int]] = set()
+    used = 0
+    for name, hint in dict.fromkeys(wanted):
+        definition = _pick(index, name, hint, key)
+        if definition is None or (definition.key, definition.line) in seen:
+            continue
+        cost = estimate_tokens(definition.text) + 1
+        if used + cost > budget_tokens:
+            continue  # a smaller one further down may still fit
+        used += cost
+        seen.add((definition.key, definition.line))
+        chosen.append(definition)
+    return chosen
+
+
+class RecentPlaces:
+    """Where the user last was in each open document, least recent first."""
+
+    def __init__(self, limit: int = MAX_RECENT) -> None:
+        self._limit = limit
+        self._places: OrderedDict[str, int] = OrderedDict()
+
+    def touch(self, key: str, line: int) -> None:
+        """The user edited or rested at `line` of `key`."""
+        self._places[key] = line
+        self._places.move_to_end(key)
+        while len(self._places) > self._limit:
+            self._places.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        """A closed document has no place."""
+        self._places.pop(key, None)
+
+    def places(self) -> list[tuple[str, int]]:
+        """(document, line), least recent first."""
+        return list(self._places.items())
+
+
+def _similarity(left: list[str], right: list[str]) -> float:
+    """llama.vim's chunk similarity: the share of lines the two chunks have in common."""
+    if not left or not right:
+        return 0.0
+    common = len(set(left) & set(right))
+    return 2 * common / (len(left) + len(right))
+
+
+class Ring:
+    """llama.vim's ring buffer of chunks from entered documents, oldest first."""
+
+    def __init__(self, chunks: int = RING_CHUNKS, lines: int = RING_CHUNK_LINES) -> None:
+        self._size = chunks
+        self._lines = lines
+        self._chunks: list[tuple[str, list[str]]] = []
+
+    def enter(self, key: str, text: str, line: int) -> None:
+        """The user entered `key` at `line`: keep the chunk around it."""
+        lines = text.split("\n")
+        start = max(0, min(line - self._lines // 2, len(lines) - self._lines))
+        chunk = lines[start:start + self._lines]
+        if not any(part.strip() for part in chunk):
+            return
+        self._chunks = [(k, c) for k, c in self._chunks
+                        if _similarity(c, chunk) <= RING_EVICT_SIMILARITY]
+        self._chunks.append((key, chunk))
+        del self._chunks[:-self._size]
+
+    def forget(self, key: str) -> None:
+        """Drop a closed document's chunks."""
+        self._chunks = [(k, c) for k, c in self._chunks if k != key]
+
+    def chunks(self) -> list[tuple[str, str]]:
+        """(document, text), oldest first."""
+        return [(key, "\n".join(lines)) for key, lines in self._chunks]
+
+
+class CrossFileContext:
+    """The sources above, fed with the open documents' text, and the sections they give.
+
+    Invariant: `_pending` holds the open documents whose latest text is not yet in the
+    index; a document's definitions are extracted when another document asks for them,
+    not at every keystroke.
+    """
+
+    def __init__(self, sources: Iterable[str], budget_tokens: int,
+                 index: DefinitionIndex | None = None) -> None:
+        self.sources = frozenset(sources)
+        self.budget_tokens = budget_tokens
+        self.index = index if index is not None else DefinitionIndex()
+        self.roots: list[str] = []  # workspace folders, as URIs
+        self.recent = RecentPlaces()
+        self.ring = Ring()
+        self._texts: dict[str, str] = {}
+        self._pending: dict[str, str] = {}
+        self._languages: dict[str, str] = {}
+        self._last_entered = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sources) and self.budget_tokens > 0
+
+    def document_changed(self, key: str, language_id: str, text: str) -> None:
+        """An open document's new text."""
+        self._texts[key] = text
+        self._languages[key] = language_id
+        self._pending[key] = text
+
+    def document_closed(self, key: str) -> None:
+        """Its places and chunks go; its definitions stay (the file is still there)."""
+        self._flush(key)
+        self._texts.pop(key, None)
+        self.recent.forget(key)
+        self.ring.forget(key)
+
+    def visited(self, key: str, line: int) -> None:
+        """The user edits, asks or rests at `line` of `key`."""
+        self.recent.touch(key, line)
+        if key != self._last_entered and key in self._texts:
+            self.ring.enter(key, self._texts[key], line)
+            self._last_entered = key
+
+    def _flush(self, key: str) -> None:
+        text = self._pending.pop(key, None)
+        if text is not None:
+            self.index.replace(key, parse_definitions(key, self._languages.get(key, ""), text))
+
+    def path_of(self, key: str) -> str:
+        """`key` as the model sees it: relative to its workspace folder, else its name."""
+        path = unquote(urlparse(key).path) if "://" in key else key
+        for root in self.roots:
+            base = unquote(urlparse(root).path).rstrip("/") if "://" in root else root
+            if path.startswith(base + "/"):
+                return path[len(base) + 1:]
+        return PurePosixPath(path).name
+
+    def repo_name(self) -> str:
+        """The workspace folder's name (the repository in the model's layout)."""
+        if not self.roots:
+            return ""
+        return PurePosixPath(unquote(urlparse(self.roots[0]).path).rstrip("/")).name
+
+    def sections(self, key: str, language_id: str, tree: tree_sitter.Tree | None,
+                 text: str) -> tuple[FileSection, ...]:
+        """The cross-file part for the document `key` with `text`, within the budget."""
+        if not self.enabled:
+            return ()
+        for other in [k for k in self._pending if k != key]:
+            self._flush(other)
+        budget = self.budget_tokens
+        sections: list[FileSection] = []
+        if "definitions" in self.sources and tree is not None:
+            imports = find_imports(tree, language_id)
+            chosen = select_definitions(self.index, key, imports, text, budget)
+            budget -= sum(estimate_tokens(d.text) + 1 for d in chosen)
+            sections += self._definition_sections(chosen)
+        if "recent" in self.sources:
+            sections += self._recent_sections(key, budget, estimate_tokens)
+        if "ring" in self.sources:
+            sections += self._ring_sections(key, budget)
+        return tuple(sections)
+
+    def _definition_sections(self, chosen: list[Definition]) -> list[FileSection]:
+        by_file: dict[str, list[Definition]] = {}
+        for definition in chosen:
+            by_file.setdefault(definition.key, []).append(definition)
+        return [FileSection(self.path_of(key),
+                            "\n\n".join(d.text for d in sorted(defs, key=lambda d: d.line)))
+                for key, defs in sorted(by_file.items(), key=lambda item: self.path_of(item[0]))]
+
+    def _recent_sections(self, key: str, budget: int,
+                         cost: Callable[[str], int]) -> list[FileSection]:
+        picked: list[FileSection] = []
+        for other, line in reversed(self.recent.places()):  # most recent first
+            text = self._texts.get(other)
+            if other == key or text is None:
+                continue
+            lines = text.split("\n")
+            region = "\n".join(lines[max(0, line - RECENT_ABOVE):line + RECENT_BELOW + 1])
+            if not region.strip() or cost(region) + 1 > budget:
+                continue
+            budget -= cost(region) + 1
+            picked.append(FileSection(self.path_of(other), region))
+        return picked[::-1]  # the most recent nearest the cursor's file
+
+    def _ring_sections(self, key: str, budget: int) -> list[FileSection]:
+        picked: list[FileSection] = []
+        for other, chunk in reversed(self.ring.chunks()):  # newest kept first
+            if other == key or estimate_tokens(chunk) + 1 > budget:
+                continue
+            budget -= estimate_tokens(chunk) + 1
+            picked.append(FileSection(self.path_of(other), chunk))
+        return picked[::-1]

@@ -1,0 +1,236 @@
+"""Top-level definitions of files, found with tree-sitter, and an index of them by name.
+
+A definition's text is what a reader of another file needs: its header (signature), the
+first lines of its docstring and, for a class, the headers of its methods. Bodies are
+left out. The index is filled from open documents and from the workspace's files (see
+`workspace.py`) and may be written by one thread while another reads it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import tree_sitter
+
+from flashls.context.languages import SPECS, grammar
+
+MAX_HEADER_LINES = 4
+MAX_DOC_LINES = 3
+MAX_MEMBERS = 16
+MAX_DEFINITION_CHARS = 1200
+MAX_CONSTANT_CHARS = 160
+# Nodes that wrap a definition without being one (decorators, `export`).
+_WRAPPERS = frozenset({"decorated_definition", "export_statement"})
+# Top-level statements that bind a constant or variable name.
+_BINDINGS = frozenset({"expression_statement", "lexical_declaration", "variable_declaration",
+                       "const_declaration", "var_declaration", "static_item", "const_item",
+                       "declaration"})
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One top-level name of a file and the text that shows it to another file."""
+
+    name: str
+    key: str  # the file: a document URI
+    line: int  # 0-based row of its first line
+    text: str
+
+
+def _line_range(lines: list[bytes], first: int, last: int) -> list[str]:
+    return [line.decode("utf-8", errors="replace").rstrip() for line in lines[first:last + 1]]
+
+
+def _unwrap(node: tree_sitter.Node) -> tree_sitter.Node:
+    while node.type in _WRAPPERS:
+        inner = (node.child_by_field_name("definition")
+                 or node.child_by_field_name("declaration"))
+        if inner is None:
+            named = [child for child in node.named_children if child.type != "decorator"]
+            if not named:
+                return node
+            inner = named[-1]
+        node = inner
+    return node
+
+
+def _header_rows(node: tree_sitter.Node) -> tuple[int, int]:
+    """First and last row of a definition's header: up to its body, a few lines at most."""
+    body = node.child_by_field_name("body")
+    last = node.start_point.row
+    if body is not None:  # the header's own tokens end it, not comments above the body
+        last = max([child.end_point.row for child in node.children
+                    if child.start_byte < body.start_byte and child.type != "comment"],
+                   default=last)
+    return node.start_point.row, min(last, node.start_point.row + MAX_HEADER_LINES - 1)
+
+
+def _docstring_rows(node: tree_sitter.Node) -> tuple[int, int] | None:
+    """Rows of the opening of a Python docstring that starts the body, if any."""
+    body = node.child_by_field_name("body")
+    if body is None or not body.named_children:
+        return None
+    first = body.named_children[0]
+    if first.type != "expression_statement" or not first.named_children:
+        return None
+    if first.named_children[0].type != "string":
+        return None
+    return first.start_point.row, min(first.end_point.row,
+                                      first.start_point.row + MAX_DOC_LINES - 1)
+
+
+def _members(node: tree_sitter.Node, scopes: frozenset[str]) -> Iterator[tree_sitter.Node]:
+    body = node.child_by_field_name("body")
+    if body is None:
+        return
+    for child in body.named_children:
+        inner = _unwrap(child)
+        if inner.type in scopes and inner.child_by_field_name("name") is not None:
+            yield inner
+
+
+def _definition_text(node: tree_sitter.Node, lines: list[bytes],
+                     scopes: frozenset[str]) -> str:
+    rows: list[tuple[int, int]] = [_header_rows(node)]
+    docstring = _docstring_rows(node)
+    if docstring is not None:
+        rows.append(docstring)
+    for count, member in enumerate(_members(node, scopes)):
+        if count == MAX_MEMBERS:
+            break
+        rows.append(_header_rows(member))
+        if count == 0:  # the constructor's (or first method's) docstring is often the API
+            member_doc = _docstring_rows(member)
+            if member_doc is not None:
+                rows.append(member_doc)
+    kept: list[str] = []
+    seen: set[int] = set()
+    for first, last in sorted(rows):
+        for row in range(first, last + 1):
+            if row not in seen:
+                seen.add(row)
+                kept.extend(_line_range(lines, row, row))
+    text = "\n".join(kept)
+    if len(text) > MAX_DEFINITION_CHARS:  # whole lines only
+        cut = text.rfind("\n", 0, MAX_DEFINITION_CHARS)
+        text = text[:cut if cut > 0 else MAX_DEFINITION_CHARS]
+    return text
+
+
+def _bound_names(node: tree_sitter.Node) -> list[str]:
+    """Names a top-level binding statement defines (`X = 1`, `const x = …`)."""
+    names: list[str] = []
+    for child in node.named_children:
+        target = (child.child_by_field_name("left") or child.child_by_field_name("name")
+                  or child.child_by_field_name("declarator"))
+        if target is not None and target.type in ("identifier", "type_identifier"):
+            names.append((target.text or b"").decode("utf-8", errors="replace"))
+    return names
+
+
+def extract_definitions(key: str, language_id: str, tree: tree_sitter.Tree,
+                        source: bytes) -> list[Definition]:
+    """The top-level definitions of one parsed file, in file order."""
+    spec = SPECS.get(language_id)
+    if spec is None:
+        return []
+    lines = source.split(b"\n")
+    found: list[Definition] = []
+    for child in tree.root_node.named_children:
+        node = _unwrap(child)
+        name_node = node.child_by_field_name("name")
+        if node.type in spec.scopes and name_node is not None:
+            name = (name_node.text or b"").decode("utf-8", errors="replace")
+            found.append(Definition(name, key, child.start_point.row,
+                                    _definition_text(node, lines, spec.scopes)))
+        elif node.type in _BINDINGS:
+            line = _line_range(lines, node.start_point.row, node.start_point.row)[0]
+            for name in _bound_names(node):
+                found.append(Definition(name, key, node.start_point.row,
+                                        line[:MAX_CONSTANT_CHARS]))
+    return found
+
+
+def parse_definitions(key: str, language_id: str, text: str) -> list[Definition]:
+    """Parse `text` and return its top-level definitions; none without a grammar."""
+    language = grammar(language_id)
+    if language is None:
+        return []
+    source = text.encode("utf-8", errors="surrogatepass")
+    tree = tree_sitter.Parser(language).parse(source)
+    return extract_definitions(key, language_id, tree, source)
+
+
+class DefinitionIndex:
+    """Definitions by name, replaced a whole file at a time.
+
+    Invariant: `_by_name` holds exactly the definitions of `_by_file`'s values; both change
+    together under `_lock`. `generation` grows with every change, so a reader can tell
+    whether anything it computed from the index may be out of date.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_file: dict[str, tuple[Definition, ...]] = {}
+        self._by_name: dict[str, list[Definition]] = {}
+        self.generation = 0
+
+    def replace(self, key: str, definitions: list[Definition]) -> None:
+        """Make `definitions` the file's only ones."""
+        with self._lock:
+            self._drop(key)
+            self._by_file[key] = tuple(definitions)
+            for definition in definitions:
+                self._by_name.setdefault(definition.name, []).append(definition)
+            self.generation += 1
+
+    def add_if_absent(self, key: str, definitions: list[Definition]) -> bool:
+        """Index a file unless it is indexed already (an open document's text is newer
+        than the disk's); whether it was added."""
+        with self._lock:
+            if key in self._by_file:
+                return False
+            self._by_file[key] = tuple(definitions)
+            for definition in definitions:
+                self._by_name.setdefault(definition.name, []).append(definition)
+            self.generation += 1
+            return True
+
+    def remove(self, key: str) -> None:
+        """Forget a file."""
+        with self._lock:
+            self._drop(key)
+            self.generation += 1
+
+    def _drop(self, key: str) -> None:
+        for definition in self._by_file.pop(key, ()):
+            same = self._by_name.get(definition.name)
+            if same is None:
+                continue
+            same[:] = [other for other in same if other.key != key]
+            if not same:
+                del self._by_name[definition.name]
+
+    def find(self, name: str) -> list[Definition]:
+        """Every definition of `name`, in the order their files were indexed."""
+        with self._lock:
+            return list(self._by_name.get(name, ()))
+
+    def of_file(self, key: str) -> tuple[Definition, ...]:
+        """A file's definitions, in file order."""
+        with self._lock:
+            return self._by_file.get(key, ())
+
+    def has_file(self, key: str) -> bool:
+        """Whether the file was indexed."""
+        with self._lock:
+            return key in self._by_file
+
+    def counts(self) -> tuple[int, int, int]:
+        """Files, definitions and characters of definition text held."""
+        with self._lock:
+            definitions = [d for defs in self._by_file.values() for d in defs]
+            return (len(self._by_file), len(definitions),
+                    sum(len(d.text) + len(d.name) for d in definitions))

@@ -1,0 +1,247 @@
+"""Tests of context from other files: definitions, the index, imports, the selection that
+goes into the prompt, recent places, the ring buffer and the workspace walk."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flashls.context.crossfile import (
+    CrossFileContext,
+    Imports,
+    Ring,
+    find_imports,
+    select_definitions,
+)
+from flashls.context.definitions import DefinitionIndex, parse_definitions
+from flashls.context.syntax import SyntaxTrees
+from flashls.context.workspace import WorkspaceIndexer, source_files
+
+SHAPES = textwrap.dedent('''\
+    """Shapes."""
+    import math
+
+    UNIT = 1.0
+    _cache = {}
+
+
+    class Circle(Shape):
+        """A round shape.
+
+        Long explanation that is not needed.
+        More of it.
+        """
+
+        def __init__(self, radius: float,
+                     centre: tuple[float, float] = (0, 0)) -> None:
+            """Make a circle of `radius` around `centre`."""
+            self.radius = radius
+
+        @property
+        def area(self) -> float:
+            return math.pi * self.radius ** 2
+
+
+    @functools.cache
+    def scale(shape,
+              factor: float):
+        # not part of the header
+        return shape
+''')
+
+
+def _tree(text: str, uri: str = "file:///p/user.py"):  # type: ignore[no-untyped-def]
+    return SyntaxTrees().update(uri, "python", text)
+
+
+def test_a_class_shows_its_header_docstring_opening_and_method_headers() -> None:
+    found = {d.name: d for d in parse_definitions("file:///p/shapes.py", "python", SHAPES)}
+    assert set(found) == {"UNIT", "_cache", "Circle", "scale"}
+    circle = found["Circle"].text
+    assert circle.startswith("class Circle(Shape):\n    \"\"\"A round shape.")
+    assert "Long explanation" in circle and "More of it" not in circle  # three lines
+    assert "    def __init__(self, radius: float,\n                 centre:" in circle
+    assert "Make a circle" in circle  # the first method's docstring is the API
+    assert "    def area(self) -> float:" in circle
+    assert "self.radius = radius" not in circle and "math.pi" not in circle
+    scale = found["scale"]
+    assert scale.text == "def scale(shape,\n          factor: float):"
+    assert scale.line == SHAPES.splitlines().index("@functools.cache")
+    assert found["UNIT"].text == "UNIT = 1.0"
+
+
+def test_other_languages_give_their_top_level_definitions() -> None:
+    source = ("export function area(r) {\n  return r * r;\n}\n"
+              "class Box {\n  size() { return 1; }\n}\n")
+    found = {d.name: d.text for d in parse_definitions("file:///p/a.js", "javascript", source)}
+    assert found == {"area": "export function area(r) {",
+                     "Box": "class Box {\n  size() { return 1; }"}
+    assert parse_definitions("file:///p/a.txt", "plaintext", "x = 1") == []
+
+
+def test_the_index_replaces_a_file_as_a_whole_and_keeps_open_text_over_disk_text() -> None:
+    index = DefinitionIndex()
+    index.replace("a", parse_definitions("a", "python", "def f():\n    pass\ndef g(): pass\n"))
+    index.replace("b", parse_definitions("b", "python", "def f(x): pass\n"))
+    assert [d.key for d in index.find("f")] == ["a", "b"]
+    index.replace("a", parse_definitions("a", "python", "def h(): pass\n"))
+    assert [d.key for d in index.find("f")] == ["b"] and index.find("g") == []
+    assert not index.add_if_absent("a", parse_definitions("a", "python", "def f(): pass\n"))
+    assert [d.name for d in index.of_file("a")] == ["h"]
+    index.remove("b")
+    assert index.find("f") == [] and index.counts()[:2] == (1, 1)
+
+
+def test_python_imports_name_their_modules() -> None:
+    text = textwrap.dedent("""\
+        import os.path, json as j
+        from .shapes import Circle, scale as grow
+        from . import geometry
+        from pkg.units import (UNIT,
+            METRE)
+        x = 1
+        """)
+    imports = find_imports(_tree(text), "python")
+    assert imports.names == (("Circle", "shapes"), ("scale", "shapes"), ("geometry", ""),
+                             ("UNIT", "units"), ("METRE", "units"))
+    assert {"os", "path", "j", "geometry", "grow"} <= imports.modules
+
+
+def _indexed(**files: str) -> DefinitionIndex:
+    index = DefinitionIndex()
+    for name, text in files.items():
+        key = f"file:///p/{name.replace('__', '/')}.py"
+        index.replace(key, parse_definitions(key, "python", textwrap.dedent(text)))
+    return index
+
+
+def test_the_selection_prefers_the_imported_module_and_skips_unresolvable_names() -> None:
+    index = _indexed(shapes="def area(s): pass\nclass Circle: pass\n",
+                     other="def area(x, y): pass\n", geometry="def norm(v): pass\n",
+                     more="def norm(w): pass\n")
+    imports = Imports((("area", "shapes"), ("missing", "shapes"), ("Circle", "")),
+                      frozenset({"geometry"}))
+    text = "r = geometry.norm(v)\nz = area(c)\n"
+    chosen = select_definitions(index, "file:///p/user.py", imports, text, 1000)
+    assert [(d.name, d.key) for d in chosen] == [
+        ("area", "file:///p/shapes.py"), ("Circle", "file:///p/shapes.py"),
+        ("norm", "file:///p/geometry.py")]
+    # A name defined in two files and imported from neither is ambiguous: left out.
+    assert select_definitions(index, "u", Imports((("area", ""),), frozenset()), "", 1000) == []
+    # The file's own definitions are never shown to it.
+    own = select_definitions(index, "file:///p/shapes.py",
+                             Imports((("area", "shapes"),), frozenset()), "", 1000)
+    assert [d.key for d in own] == ["file:///p/other.py"]
+
+
+def test_the_selection_stays_within_its_budget_but_takes_smaller_ones_after_a_big_one() -> None:
+    big = "class Big:\n" + "".join(f"    def m{i}(self): pass\n" for i in range(16))
+    index = _indexed(lib=big + "def small(): pass\n")
+    imports = Imports((("Big", "lib"), ("small", "lib")), frozenset())
+    chosen = select_definitions(index, "u", imports, "", 20)
+    assert [d.name for d in chosen] == ["small"]
+
+
+def _context(sources: tuple[str, ...] = ("definitions",), budget: int = 500) -> CrossFileContext:
+    context = CrossFileContext(sources, budget)
+    context.roots = ["file:///p"]
+    return context
+
+
+def test_sections_follow_imports_not_the_cursor_so_typing_keeps_them() -> None:
+    context = _context()
+    context.document_changed("file:///p/shapes.py", "python", SHAPES)
+    user = "from .shapes import Circle, UNIT\n\ndef f():\n    c = Circle(2)\n"
+    first = context.sections("file:///p/user.py", "python", _tree(user), user)
+    assert [s.path for s in first] == ["shapes.py"]
+    assert first[0].text.startswith("UNIT = 1.0\n\nclass Circle(Shape):")  # file order
+    typed = user + "    return c.ar"
+    assert context.sections("file:///p/user.py", "python", _tree(typed), typed) == first
+    # An edit of the other file shows once it is asked for, without a reparse per keystroke.
+    context.document_changed("file:///p/shapes.py", "python", SHAPES.replace("UNIT = 1.0",
+                                                                           "UNIT = 2.5"))
+    again = context.sections("file:///p/user.py", "python", _tree(typed), typed)
+    assert again[0].text.startswith("UNIT = 2.5")
+    assert context.path_of("file:///elsewhere/x.py") == "x.py"
+    assert context.repo_name() == "p"
+
+
+def test_recent_places_show_where_the_user_was_in_other_files_most_recent_last() -> None:
+    context = _context(("recent",))
+    lines = "\n".join(f"line {i}" for i in range(100))
+    for name in ("a", "b", "user"):
+        context.document_changed(f"file:///p/{name}.py", "python", lines)
+    context.visited("file:///p/a.py", 50)
+    context.visited("file:///p/b.py", 5)
+    context.visited("file:///p/user.py", 3)
+    sections = context.sections("file:///p/user.py", "python", None, lines)
+    assert [s.path for s in sections] == ["a.py", "b.py"]
+    assert sections[0].text.splitlines()[0] == "line 38" and "line 58" in sections[0].text
+    small = _context(("recent",), budget=60)
+    for name in ("a", "b"):
+        small.document_changed(f"file:///p/{name}.py", "python", lines)
+    small.visited("file:///p/a.py", 50)
+    small.visited("file:///p/b.py", 5)
+    assert [s.path for s in small.sections("u", "python", None, "")] == ["b.py"]
+    context.document_closed("file:///p/b.py")
+    assert [s.path for s in context.sections("file:///p/user.py", "python", None, "")] == [
+        "a.py"]
+
+
+def test_the_ring_keeps_entered_chunks_and_evicts_near_repeats() -> None:
+    ring = Ring(chunks=2, lines=4)
+    text = "\n".join(f"l{i}" for i in range(20))
+    ring.enter("a", text, 10)
+    ring.enter("b", text, 10)  # the same lines: replaces a's chunk
+    assert [key for key, _ in ring.chunks()] == ["b"]
+    ring.enter("c", text, 0)
+    ring.enter("d", "\n".join(f"m{i}" for i in range(20)), 0)
+    assert [key for key, _ in ring.chunks()] == ["c", "d"]
+    assert ring.chunks()[0][1] == "l0\nl1\nl2\nl3"
+
+
+def test_nothing_is_selected_when_the_sources_are_off() -> None:
+    context = CrossFileContext((), 500)
+    context.document_changed("file:///p/shapes.py", "python", SHAPES)
+    user = "from .shapes import Circle\n"
+    assert context.sections("file:///p/user.py", "python", _tree(user), user) == ()
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_the_workspace_walk_honours_gitignore_files_and_skips_dependency_folders(
+        tmp_path: Path) -> None:
+    _write(tmp_path, {
+        ".gitignore": "generated/\n*.gen.py\n", "src/a.py": "def a(): pass\n",
+        "src/b.gen.py": "def b(): pass\n", "generated/c.py": "def c(): pass\n",
+        "src/.gitignore": "local.py\n", "src/local.py": "def d(): pass\n",
+        "lib/local.py": "def e(): pass\n", "node_modules/m.js": "function m() {}\n",
+        ".hidden/h.py": "def h(): pass\n", "notes.txt": "def t(): pass\n"})
+    found = sorted(path.relative_to(tmp_path).as_posix() for path in source_files(tmp_path))
+    assert found == ["lib/local.py", "src/a.py"]
+
+
+def test_the_indexer_stops_at_its_file_limit_and_leaves_open_documents_alone(
+        tmp_path: Path) -> None:
+    _write(tmp_path, {f"m{i}.py": f"def f{i}(): pass\n" for i in range(5)})
+    index = DefinitionIndex()
+    open_key = (tmp_path / "m0.py").as_uri()
+    index.replace(open_key, parse_definitions(open_key, "python", "def edited(): pass\n"))
+    indexer = WorkspaceIndexer(index, max_files=3, max_bytes=1 << 20)
+    indexer.start([tmp_path])
+    assert indexer.join(timeout=30)
+    assert indexer.stats.stopped_at_limit and indexer.stats.files == 3
+    assert [d.name for d in index.of_file(open_key)] == ["edited"]
+    assert index.find("f4") == []
+
+
+@pytest.mark.parametrize("budget", [0])
+def test_a_zero_budget_turns_cross_file_context_off(budget: int) -> None:
+    assert not CrossFileContext(("definitions",), budget).enabled
