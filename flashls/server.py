@@ -305,6 +305,7 @@ def did_open(ls: FlashServer, params: types.DidOpenTextDocumentParams) -> None:
     ls.documents.open(item.uri, item.language_id or language_of_path(item.uri), item.version,
                       item.text)
     _reparse(ls, item.uri)
+    ls.ensure_service().document_opened(item.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)

@@ -211,6 +211,11 @@ class CompletionService:
         self.trees.update(uri, language_id, text)
         self.crossfile.document_changed(uri, language_id, text)
 
+    def document_opened(self, uri: str) -> None:
+        """The editor opened a document (its text came with `document_changed`): the user
+        entered it, at its top."""
+        self.crossfile.entered(uri, 0)
+
     def document_closed(self, uri: str) -> None:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)

@@ -245,3 +245,11 @@ def test_the_indexer_stops_at_its_file_limit_and_leaves_open_documents_alone(
 @pytest.mark.parametrize("budget", [0])
 def test_a_zero_budget_turns_cross_file_context_off(budget: int) -> None:
     assert not CrossFileContext(("definitions",), budget).enabled
+
+
+def test_opening_a_document_enters_its_top_into_the_ring() -> None:
+    context = _context(("ring",))
+    context.document_changed("file:///p/a.py", "python", "import os\n\ndef f(): pass\n")
+    context.entered("file:///p/a.py", 0)
+    sections = context.sections("file:///p/user.py", "python", None, "")
+    assert [(s.path, s.text.splitlines()[0]) for s in sections] == [("a.py", "import os")]

@@ -253,7 +253,12 @@ class CrossFileContext:
     def visited(self, key: str, line: int) -> None:
         """The user edits, asks or rests at `line` of `key`."""
         self.recent.touch(key, line)
-        if key != self._last_entered and key in self._texts:
+        if key != self._last_entered:
+            self.entered(key, line)
+
+    def entered(self, key: str, line: int) -> None:
+        """The user switched to `key` (opened it, or came back to it) at `line`."""
+        if key in self._texts:
             self.ring.enter(key, self._texts[key], line)
             self._last_entered = key
 
