@@ -122,3 +122,16 @@ def test_a_prefill_leaves_the_prompt_cached_for_the_next_generate(llama_server: 
     assert result.timings.prompt_tokens > 50
     assert result.timings.evaluated_tokens <= 4, result.timings
     engine.close()
+
+
+def test_a_keystroke_costs_the_server_only_what_was_typed(llama_server: str) -> None:
+    """The typed part of the line ends the prompt, so the server keeps the suffix cached
+    (through /infill, the suffix comes after the typed text and is evaluated again)."""
+    engine = engine_for(llama_server)
+    engine.generate(GenerationRequest(PREFIX, SUFFIX, 2, lambda text: None), CancelToken())
+    assert "qwen prompt" in engine.describe()
+    typed = engine.generate(GenerationRequest(PREFIX + "j", SUFFIX, 2, lambda text: None),
+                            CancelToken())
+    assert typed.timings.prompt_tokens > 50
+    assert typed.timings.evaluated_tokens <= 4, typed.timings
+    engine.close()

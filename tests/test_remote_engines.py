@@ -43,6 +43,8 @@ class Behaviour:
     error_body: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # the API key the server requires
     models: tuple[str, ...] = (MODEL,)
+    # What llama-server's /props names: a file whose name tells no FIM format gets /infill.
+    model_path: str = "/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 
 class FakeServer:
@@ -85,6 +87,7 @@ class FakeServer:
                     return
                 listing: dict[str, Any] = {
                     "/health": {"status": "ok"},
+                    "/props": {"model_path": fake.behaviour.model_path, "total_slots": 1},
                     "/v1/models": {"data": [{"id": name} for name in fake.behaviour.models]},
                     "/api/tags": {"models": [{"name": f"{name}:latest"}
                                              for name in fake.behaviour.models]}}
@@ -238,9 +241,9 @@ def test_text_streams_in_and_timings_come_from_the_server(
     assert result.timings.evaluated_tokens == (10 if kind == "llama-server" else 15)
 
 
-def test_llama_server_is_sent_prefix_and_suffix_and_warms_its_cache(
+def test_llama_server_is_sent_prefix_and_suffix_for_a_model_flashls_cannot_name(
         serve: Callable[..., FakeServer]) -> None:
-    server = serve("llama-server")
+    server = serve("llama-server", model_path="/models/mystery-coder.gguf")
     engine = engine_for(server)
     engine.generate(request(max_tokens=7), CancelToken())
     evaluated = engine.prefill(request(), CancelToken())
@@ -265,8 +268,9 @@ def test_openai_is_sent_a_fim_prompt_built_here(
     [(path, _, body)] = server.posts
     starcoder = format_named("starcoder")
     assert path == "/v1/completions"
-    assert body["prompt"] == starcoder.render("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
-    assert body["prompt"].startswith("<fim_prefix>") and body["prompt"].endswith("<fim_middle>")
+    assert body["prompt"] == starcoder.render("def add(a, b):\n",
+                                              "\n\nprint(add(1, 2))\n") + "    "
+    assert body["prompt"].startswith("<fim_prefix>") and body["prompt"].endswith("<fim_middle>    ")
     assert (body["stream"], body["max_tokens"], body["model"]) == (True, 9, MODEL)
     assert "suffix" not in body and "<|endoftext|>" in body["stop"]
 
@@ -280,8 +284,8 @@ def test_ollama_is_sent_a_raw_prompt_in_the_default_format(
     [(path, _, body)] = server.posts
     assert path == "/api/generate"
     assert (body["raw"], body["stream"], body["model"]) == (True, True, MODEL)
-    assert body["prompt"] == format_named("qwen").render("def add(a, b):\n    ",
-                                                         "\n\nprint(add(1, 2))\n")
+    assert body["prompt"] == format_named("qwen").render("def add(a, b):\n",
+                                                         "\n\nprint(add(1, 2))\n") + "    "
     assert body["options"]["num_predict"] == 5 and "suffix" not in body
 
 
@@ -370,7 +374,7 @@ def test_a_rejected_key_is_one_line_without_the_key(
     with pytest.raises(EngineError) as refused:
         engine.generate(request(), CancelToken())
     message = str(refused.value)
-    assert server.posts[-1][0] == "/infill"  # refused there: /health needs no key
+    assert server.posts == []  # refused at /props, before any prompt was sent
     assert "API key" in message and "401" in message and server.endpoint in message
     assert "s3cret" not in message and "\n" not in message
 
@@ -475,7 +479,7 @@ async def test_the_pipeline_post_processes_a_remote_suggestion(
                                                            1, len("    return a +")))
     pipeline.close()
     assert (completion.source, completion.text) == ("model", " b")  # one line, cleaned
-    assert server.posts[0][2]["input_prefix"].endswith("return a +")
+    assert server.posts[0][2]["prompt"].endswith("<|fim_middle|>    return a +")
 
 
 async def test_a_cut_remote_suggestion_is_finished_in_the_background(
@@ -507,10 +511,28 @@ async def test_a_cut_remote_suggestion_is_finished_in_the_background(
 REPO = RepoContext("shop", (("shop/hashing.py", "def checksum(data): ..."),), "shop/store.py")
 
 
+def test_llama_server_is_sent_a_prompt_whose_end_is_all_a_keystroke_changes(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server")
+    engine = engine_for(server)
+    engine.generate(request(max_tokens=7), CancelToken())
+    typed = dataclasses.replace(request(), prefix="def add(a, b):\n    return")
+    engine.prefill(typed, CancelToken())
+    engine.close()
+    (path, _, body), (warm_path, _, warm) = server.posts
+    assert path == warm_path == "/completion"
+    qwen = format_named("qwen")
+    assert body["prompt"] == qwen.render("def add(a, b):\n", "\n\nprint(add(1, 2))\n") + "    "
+    assert warm["prompt"] == body["prompt"] + "return"  # the suffix's cells stay cached
+    assert (body["cache_prompt"], body["stream"], body["n_predict"]) == (True, True, 7)
+    assert (warm["n_predict"], "<|endoftext|>" in body["stop"]) == (0, True)
+    assert "qwen" in engine.describe()
+
+
 @pytest.mark.parametrize("kind", ["llama-server", "openai"])
 def test_other_files_reach_the_server_in_its_own_layout(
         kind: str, serve: Callable[..., FakeServer]) -> None:
-    server = serve(kind)
+    server = serve(kind, model_path="/models/mystery.gguf")
     engine = engine_for(server)
     engine.generate(dataclasses.replace(request(), repo=REPO), CancelToken())
     engine.close()
@@ -522,7 +544,7 @@ def test_other_files_reach_the_server_in_its_own_layout(
     assert body["prompt"] == (
         "<|repo_name|>shop\n<|file_sep|>shop/hashing.py\ndef checksum(data): ...\n"
         "<|file_sep|>shop/store.py\n"
-        + format_named("qwen").render("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"))
+        + format_named("qwen").render("def add(a, b):\n", "\n\nprint(add(1, 2))\n") + "    ")
 
 
 def test_formats_without_a_repository_layout_leave_other_files_out() -> None:

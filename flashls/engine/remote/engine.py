@@ -103,7 +103,10 @@ class RemoteEngine:
     def describe(self) -> str:
         """Kind, endpoint, and the model and prompt format where flashls picks them."""
         details = [self._settings.remote_model] if self._settings.remote_model else []
-        if not isinstance(self._wire, LlamaServerWire):
+        if isinstance(self._wire, LlamaServerWire):
+            if self._wire.fim is not None:
+                details.append(f"{self._wire.fim.name} prompt")
+        else:
             fim = self._settings.fim_format
             details.append(f"{DEFAULT_REMOTE_FORMAT if fim == 'auto' else fim} prompt")
         return self.label + (f" ({', '.join(details)})" if details else "")

@@ -1,7 +1,8 @@
 """What each kind of inference server is sent and how its streamed replies read.
 
-- `llama-server`: `POST /infill` with the prefix and suffix (the server builds the FIM
-  prompt from the model's own tokens), replies as server-sent events without `[DONE]`.
+- `llama-server`: `POST /completion` with a FIM prompt built here when the model's format
+  is known, else `POST /infill` with the prefix and suffix (the server builds the prompt
+  from the model's own tokens); server-sent events without `[DONE]`.
 - `openai`: `POST /v1/completions` with a FIM prompt built here (vLLM rejects `suffix`,
   llama_cpp.server ignores it), server-sent events ending with `data: [DONE]`.
 - `ollama`: `POST /api/generate` with `raw: true` and a FIM prompt built here
@@ -14,13 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Protocol
 
 import httpx
 from httpx_sse import EventSource
 
 from flashls.engine.base import EngineError, GenerationRequest
-from flashls.fim import FimFormat
+from flashls.fim import FORMATS, FimFormat, format_named
 from flashls.settings import Settings
 
 # Ollama unloads an idle model after 5 minutes; reloading costs seconds at the next
@@ -42,10 +44,20 @@ class Chunk:
 
 
 def raw_prompt(fim: FimFormat, request: GenerationRequest) -> str:
-    """A FIM prompt as text, after the other files in the format's repository layout."""
+    """A FIM prompt as text, after the other files in the format's repository layout.
+
+    The typed part of the cursor's line goes after the middle marker, as the start of the
+    middle, instead of at the end of the prefix: then a keystroke changes only the
+    prompt's end, and the server's prompt cache (llama-server's slot, vLLM's prefix
+    blocks) keeps the suffix, which it would otherwise evaluate again at every keystroke.
+    Suffix-first formats end with the prefix anyway."""
     repo = request.repo
     head = "" if repo is None else fim.render_repo(repo.name, repo.files, repo.path)
-    return head + fim.render(request.prefix, request.suffix)
+    if fim.order == "spm":
+        return head + fim.render(request.prefix, request.suffix)
+    line_start = request.prefix.rfind("\n") + 1
+    return (head + fim.render(request.prefix[:line_start], request.suffix)
+            + request.prefix[line_start:])
 
 
 class WireFormat(Protocol):
@@ -124,31 +136,43 @@ def _llama_timings(event: dict[str, Any], chunk: Chunk) -> None:
 
 
 class LlamaServerWire:
-    """llama.cpp's llama-server: `/infill`, which warms its slot cache with `n_predict: 0`."""
+    """llama.cpp's llama-server; a prompt-only request (`n_predict: 0`) warms its slot.
+
+    With a model whose FIM format flashls knows (`fim_format`, or told by the model file's
+    name in `/props`), `/completion` is sent the prompt built by `raw_prompt`: llama-server's
+    `/infill` appends its `prompt` field to the prefix, before the suffix, so every
+    keystroke there evaluates the suffix again (up to a quarter of its batch, 512 tokens by
+    default), and `--cache-reuse` cannot help, as it skips cached chunks that follow
+    removed text, not inserted text. Other models get `/infill`, which knows their tokens.
+    """
 
     kind = "llama-server"
 
     def __init__(self, settings: Settings) -> None:
         self._model = settings.remote_model  # only a router-mode server reads it
+        self._fim_setting = settings.fim_format
+        self.fim: FimFormat | None = None  # known after the probe: `/completion` is used
 
-    def _body(self, request: GenerationRequest, n_predict: int) -> dict[str, Any]:
+    def _body(self, request: GenerationRequest, n_predict: int) -> tuple[str, dict[str, Any]]:
+        common: dict[str, Any] = {"n_predict": n_predict, "cache_prompt": True,
+                                  "stream": True, "temperature": 0.0}
+        if self._model:
+            common["model"] = self._model
+        if self.fim is not None:
+            return "/completion", {"prompt": raw_prompt(self.fim, request),
+                                   "stop": list(self.fim.stop_markers), **common}
         extra = [] if request.repo is None else [
             {"filename": path, "text": text} for path, text in request.repo.files]
-        body: dict[str, Any] = {
-            "input_prefix": request.prefix, "input_suffix": request.suffix,
-            "input_extra": extra, "prompt": "", "n_predict": n_predict,
-            "cache_prompt": True, "stream": True, "temperature": 0.0}
-        if self._model:
-            body["model"] = self._model
-        return body
+        return "/infill", {"input_prefix": request.prefix, "input_suffix": request.suffix,
+                           "input_extra": extra, "prompt": "", **common}
 
     def generate(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         """Greedy, like the local engine, so typed-along answers agree with asked ones."""
-        return "/infill", self._body(request, request.max_tokens)
+        return self._body(request, request.max_tokens)
 
     def prefill(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         """The same prompt with nothing to generate: the slot keeps it cached."""
-        return "/infill", self._body(request, 0)
+        return self._body(request, 0)
 
     def events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
         """Server-sent events; the last one has `stop: true`."""
@@ -166,11 +190,20 @@ class LlamaServerWire:
         return chunk
 
     def probe(self) -> str:
-        """`/health` answers 503 while the server loads its model."""
-        return "/health"
+        """`/props` (503 while the server loads its model) names the model file."""
+        return "/props"
 
     def check_probe(self, reply: Any) -> str | None:
-        """Nothing to check beyond the status."""
+        """Nothing is wrong with a server that answers; its model file's name (or the
+        `fim_format` setting) tells the prompt format, when it can."""
+        if self._fim_setting != "auto":
+            self.fim = format_named(self._fim_setting)
+        else:
+            path = reply.get("model_path") if isinstance(reply, dict) else None
+            name = PurePath(str(path or "")).name.lower()
+            self.fim = next((fmt for fmt in FORMATS.values() if fmt.name in name), None)
+        if self.fim is not None and self.fim.order == "spm":
+            self.fim = None  # its prefix ends the prompt already; /infill knows its tokens
         return None
 
     def explain(self, status: int, message: str) -> str | None:
