@@ -3,6 +3,7 @@ goes into the prompt, recent places, the ring buffer and the workspace walk."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -253,3 +254,18 @@ def test_opening_a_document_enters_its_top_into_the_ring() -> None:
     context.entered("file:///p/a.py", 0)
     sections = context.sections("file:///p/user.py", "python", None, "")
     assert [(s.path, s.text.splitlines()[0]) for s in sections] == [("a.py", "import os")]
+
+
+def test_bench_index_reports_the_files_definitions_and_memory_of_a_walk(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flashls.cli import main
+
+    _write(tmp_path / "tree", {f"pkg/m{i}.py": f"def f{i}(): pass\nX{i} = 1\n"
+                               for i in range(12)})
+    assert main(["bench", "index", "--root", str(tmp_path / "tree"), "--max-files", "10",
+                 "--out", str(tmp_path / "out")]) == 0
+    [report] = (tmp_path / "out").glob("index-*.json")
+    payload = json.loads(report.read_text())
+    assert (payload["files_indexed"], payload["definitions"]) == (10, 20)
+    assert payload["stopped_at_limit"] and payload["heap_mb"] >= 0
+    assert main(["bench", "index", "--root", str(tmp_path / "missing")]) == 1

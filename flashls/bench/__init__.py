@@ -2,7 +2,8 @@
 
 Only the command-line wiring lives here; `latency.py` holds the latency benchmark,
 `session.py` the editing-session benchmark, `waiting.py` what a user who waits sees,
-`users.py` many users sharing one inference server.
+`users.py` many users sharing one inference server, `repo.py` cross-file completions,
+`index.py` the cost of the workspace index.
 """
 
 from __future__ import annotations
@@ -52,3 +53,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_repo_parser(kinds)
     from flashls.bench.users import add_users_parser
     add_users_parser(kinds)
+    from flashls.bench.index import add_index_parser
+    add_index_parser(kinds)

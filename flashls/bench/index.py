@@ -1,0 +1,84 @@
+"""`flashls bench index`: what the workspace index of other files' definitions costs.
+
+Walks a folder as `flashls serve` does for its workspace (`context/workspace.py`, the same
+limits) and reports the time to index it, the files and definitions kept, and the memory
+it took: the process's RSS growth and the Python heap the index holds (tracemalloc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from flashls import __version__
+from flashls.bench.client import read_rss_mb
+from flashls.context.definitions import DefinitionIndex
+from flashls.context.workspace import WorkspaceIndexer
+from flashls.settings import Settings
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+def measure(root: Path, max_files: int, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """Index `root` once on the indexer's own thread and measure it."""
+    rss_before = read_rss_mb(os.getpid())
+    tracemalloc.start()
+    index = DefinitionIndex()
+    indexer = WorkspaceIndexer(index, max_files, max_bytes)
+    indexer.start([root])
+    indexer.join()
+    heap_mb = tracemalloc.get_traced_memory()[0] / 1e6
+    tracemalloc.stop()
+    rss_after = read_rss_mb(os.getpid())
+    files, definitions, text_chars = index.counts()
+    stats = indexer.stats
+    return {
+        "root": str(root), "max_files": max_files, "files_read": stats.files,
+        "files_indexed": files, "bytes_read": stats.bytes, "definitions": definitions,
+        "definition_text_chars": text_chars, "seconds": round(stats.seconds, 3),
+        "files_per_second": round(stats.files / stats.seconds, 1) if stats.seconds else None,
+        "stopped_at_limit": stats.stopped_at_limit, "skipped_large": stats.skipped_large,
+        "errors": len(stats.errors), "heap_mb": round(heap_mb, 1),
+        "rss_growth_mb": (None if rss_before is None or rss_after is None
+                          else round(rss_after - rss_before, 1)),
+    }
+
+
+def handler(arguments: argparse.Namespace) -> int:
+    root = Path(arguments.root).expanduser()
+    if not root.is_dir():
+        print(f"flashls bench index: {root} is not a folder", file=sys.stderr)
+        return 1
+    result = measure(root, arguments.max_files)
+    payload = {"benchmark": "index", "flashls_version": __version__,
+               "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+               "python": sys.version.split()[0], "platform": platform.platform(), **result}
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"index-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def add_index_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `index` to the sub-commands of `flashls bench`."""
+    parser = subparsers.add_parser(
+        "index", help="time and memory of indexing a workspace for other files' definitions",
+        description="Walk a folder as the server walks its workspace (honouring .gitignore) "
+                    "and report the time, files, definitions and memory of the index.")
+    parser.add_argument("--root", required=True, help="the folder to index")
+    parser.add_argument("--max-files", type=int, default=Settings().index_max_files,
+                        help="most files read (default: the index_max_files setting's "
+                             "default, %(default)s)")
+    parser.add_argument("--out", default="bench/results",
+                        help="where index-<timestamp>.json goes (default: %(default)s)")
+    parser.set_defaults(func=handler)
