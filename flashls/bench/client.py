@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import os
+import shlex
 import signal
 import tempfile
 import time
@@ -174,6 +175,13 @@ class LspClient:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
         self._stderr_file.close()
+
+    def failure(self, label: str, command: Sequence[str], error: Exception) -> str:
+        """A one-paragraph message for a server that failed: who, how it was started,
+        what went wrong and the end of its stderr."""
+        tail = self.stderr_tail()
+        return (f"{label} ({shlex.join(command)}): {error}"
+                + (f"\nits stderr ends with:\n{tail}" if tail else ""))
 
     def stderr_tail(self, limit: int = 2000) -> str:
         """The end of what the server wrote to stderr, for error messages."""

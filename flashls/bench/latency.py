@@ -175,9 +175,7 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
         rss_samples_mb.append(client.rss_mb())
         await client.close()
     except (ServerError, BenchError) as error:
-        tail = client.stderr_tail()
-        raise BenchError(f"{name} server ({shlex.join(command)}): {error}"
-                         + (f"\nserver stderr ends with:\n{tail}" if tail else "")) from error
+        raise BenchError(client.failure(f"{name} server", command, error)) from error
     finally:
         await client.kill()
     return VariantResult(name, command, (ready - started) * 1000, (warm - ready) * 1000,

@@ -202,9 +202,7 @@ async def run_project(config: RepoConfig, variant: str, variant_args: Sequence[s
                                       config.request_timeout_s))
         await client.close()
     except (ServerError, BenchError) as error:
-        tail = client.stderr_tail()
-        raise BenchError(f"{variant} server ({shlex.join(command)}): {error}"
-                         + (f"\nserver stderr ends with:\n{tail}" if tail else "")) from error
+        raise BenchError(client.failure(f"{variant} server", command, error)) from error
     finally:
         await client.kill()
     return ServerRun(variant, sites[0].project, command, (ready - started) * 1000,

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import datetime
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -132,9 +131,8 @@ async def run_variant(variant: Variant, plan: SessionPlan, config: SessionConfig
         log = await driver.run()
         await client.close()
     except (ServerError, BenchError) as error:
-        tail = client.stderr_tail()
-        raise BenchError(f"{variant.name} server ({shlex.join(variant.command)}): {error}"
-                         + (f"\nserver stderr ends with:\n{tail}" if tail else "")) from error
+        raise BenchError(client.failure(f"{variant.name} server", variant.command,
+                                        error)) from error
     finally:
         await client.kill()
     return VariantRun(variant, (ready - started) * 1000, (warm - ready) * 1000, log)

@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -315,9 +314,7 @@ async def start_user(command: Sequence[str], timeout_s: float) -> LspClient:
         await wait_until_ready(client, timeout_s)
         ready = True
     except (ServerError, BenchError) as error:
-        tail = client.stderr_tail()
-        raise BenchError(f"flashls ({shlex.join(command)}): {error}"
-                         + (f"\nits stderr ends with:\n{tail}" if tail else "")) from error
+        raise BenchError(client.failure("flashls", command, error)) from error
     finally:
         if not ready:
             await client.kill()

@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import platform
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -307,9 +306,7 @@ async def run_server(holes: Sequence[Hole], config: WaitConfig) -> dict[str, Any
             _progress("server", index, len(holes), places[-1])
         await client.close()
     except (ServerError, BenchError) as error:
-        tail = client.stderr_tail()
-        raise BenchError(f"server ({shlex.join(command)}): {error}"
-                         + (f"\nserver stderr ends with:\n{tail}" if tail else "")) from error
+        raise BenchError(client.failure("server", command, error)) from error
     finally:
         await client.kill()
     return {"command": command, "startup_ms": (ready - started) * 1000,
