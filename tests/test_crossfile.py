@@ -269,3 +269,25 @@ def test_bench_index_reports_the_files_definitions_and_memory_of_a_walk(
     assert (payload["files_indexed"], payload["definitions"]) == (10, 20)
     assert payload["stopped_at_limit"] and payload["heap_mb"] >= 0
     assert main(["bench", "index", "--root", str(tmp_path / "missing")]) == 1
+
+
+def test_a_module_used_as_module_dot_offers_the_first_lines_of_its_public_names() -> None:
+    index = _indexed(events="def get_loop():\n    pass\ndef _hidden(): pass\n"
+                            "class Event:\n    def set(self): pass\n",
+                     other="def get_loop(x): pass\n")
+    imports = Imports((("events", ""),), frozenset({"events"}))
+    chosen = select_definitions(index, "file:///p/user.py", imports, "loop = events.", 1000)
+    assert [(d.name, d.text) for d in chosen] == [("get_loop", "def get_loop():"),
+                                                  ("Event", "class Event:")]
+    # `preevents.` is not a use of `events`.
+    assert select_definitions(index, "file:///p/user.py", imports, "x = preevents.", 1000) \
+        == []
+
+
+def test_a_ring_chunk_larger_than_the_budget_is_cut_to_its_first_lines() -> None:
+    context = _context(("ring",), budget=40)
+    context.document_changed("file:///p/a.py", "python",
+                             "\n".join(f"value_{i} = {i}" for i in range(64)))
+    context.entered("file:///p/a.py", 0)
+    [section] = context.sections("file:///p/user.py", "python", None, "")
+    assert section.text.startswith("value_0 = 0\n") and 8 <= section.text.count("\n") < 63

@@ -17,6 +17,7 @@ workspace indexer (`workspace.py`) feeds files on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ MAX_RECENT = 8
 RING_CHUNK_LINES = 64  # llama.vim's defaults: ring_chunk_size 64, ring_n_chunks 16
 RING_CHUNKS = 16
 RING_EVICT_SIMILARITY = 0.9
+MIN_RING_LINES = 8  # a chunk cut shorter than this is left out
 _SKIPPED_NAMES = frozenset({"__all__", "__version__", "__author__"})
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # `module.name` uses, overlapping so that `a.b.c` yields (a, b) and (b, c).
@@ -111,9 +113,23 @@ def _stem_and_folder(key: str) -> tuple[str, str]:
     return path.stem, path.parent.name
 
 
+def _is_module(key: str, hint: str) -> bool:
+    """Whether the file `key` is the module imported as `hint` (`x.py` or `x/__init__.py`)."""
+    stem, folder = _stem_and_folder(key)
+    return stem == hint or (stem == "__init__" and folder == hint)
+
+
 def _matches(definition: Definition, hint: str) -> bool:
     stem, folder = _stem_and_folder(definition.key)
     return hint in (stem, folder) or (stem == "__init__" and folder == hint)
+
+
+def _outline(index: DefinitionIndex, module: str, key: str) -> list[Definition]:
+    """The first line of each public top-level name of the module imported as `module`:
+    what `module.` can go on with."""
+    return [dataclasses.replace(definition, text=definition.text.split("\n", 1)[0])
+            for file in index.files() if file != key and _is_module(file, module)
+            for definition in index.of_file(file) if not definition.name.startswith("_")]
 
 
 def _pick(index: DefinitionIndex, name: str, hint: str, key: str) -> Definition | None:
@@ -129,18 +145,26 @@ def _pick(index: DefinitionIndex, name: str, hint: str, key: str) -> Definition 
 def select_definitions(index: DefinitionIndex, key: str, imports: Imports, text: str,
                        budget_tokens: int) -> list[Definition]:
     """Definitions for the document `key`, within the budget, in the order they are wanted:
-    imported names first (in import order), then `module.name` uses (first use first)."""
+    imported names first (in import order), then `module.name` uses (first use first),
+    then the first lines of the other names of modules the file uses as `module.`."""
     wanted: list[tuple[str, str]] = [pair for pair in imports.names
                                      if pair[0] not in _SKIPPED_NAMES]
+    used_modules: dict[str, None] = {}
     for match in _ATTRIBUTE.finditer(text):
         module, name = match.group(1), match.group(2)
         if module in imports.modules:
             wanted.append((name, module))
+            used_modules[module] = None
+    for module in sorted(imports.modules):  # `module.` ending a line, as while typing
+        if module not in used_modules and re.search(rf"(?<![\w.]){re.escape(module)}\.",
+                                                    text):
+            used_modules[module] = None
+    candidates = [_pick(index, name, hint, key) for name, hint in dict.fromkeys(wanted)]
+    candidates += [d for module in used_modules for d in _outline(index, module, key)]
     chosen: list[Definition] = []
     seen: set[tuple[str, int]] = set()
     used = 0
-    for name, hint in dict.fromkeys(wanted):
-        definition = _pick(index, name, hint, key)
+    for definition in candidates:
         if definition is None or (definition.key, definition.line) in seen:
             continue
         cost = estimate_tokens(definition.text) + 1
@@ -326,10 +350,18 @@ class CrossFileContext:
         return picked[::-1]  # the most recent nearest the cursor's file
 
     def _ring_sections(self, key: str, budget: int) -> list[FileSection]:
+        """Newest chunks first while they fit; one that does not is cut to its first lines
+        (llama.vim sends whole 64-line chunks, which a budget this size cannot hold)."""
         picked: list[FileSection] = []
-        for other, chunk in reversed(self.ring.chunks()):  # newest kept first
-            if other == key or estimate_tokens(chunk) + 1 > budget:
+        for other, chunk in reversed(self.ring.chunks()):
+            if other == key:
                 continue
-            budget -= estimate_tokens(chunk) + 1
-            picked.append(FileSection(self.path_of(other), chunk))
+            lines = chunk.split("\n")
+            while lines and estimate_tokens("\n".join(lines)) + 1 > budget:
+                lines.pop()
+            if not lines or len(lines) < min(MIN_RING_LINES, chunk.count("\n") + 1):
+                continue
+            text = "\n".join(lines)
+            budget -= estimate_tokens(text) + 1
+            picked.append(FileSection(self.path_of(other), text))
         return picked[::-1]

@@ -223,6 +223,11 @@ class DefinitionIndex:
         with self._lock:
             return self._by_file.get(key, ())
 
+    def files(self) -> list[str]:
+        """Every indexed file, in the order they were first indexed."""
+        with self._lock:
+            return list(self._by_file)
+
     def has_file(self, key: str) -> bool:
         """Whether the file was indexed."""
         with self._lock:
