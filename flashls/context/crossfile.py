@@ -236,12 +236,21 @@ class Ring:
         return [(key, "\n".join(lines)) for key, lines in self._chunks]
 
 
+@dataclass
+class _OpenDocument:
+    """An open document's latest text, and whether the index has its definitions."""
+
+    text: str
+    language_id: str
+    indexed: bool = False
+
+
 class CrossFileContext:
     """The sources above, fed with the open documents' text, and the sections they give.
 
-    Invariant: `_pending` holds the open documents whose latest text is not yet in the
-    index; a document's definitions are extracted when another document asks for them,
-    not at every keystroke.
+    Invariant: `_open` has one record per open document; `indexed` is False until its
+    latest text is in the index. A document's definitions are extracted when another
+    document asks for them, not at every keystroke.
     """
 
     def __init__(self, sources: Iterable[str], budget_tokens: int,
@@ -252,9 +261,7 @@ class CrossFileContext:
         self.roots: list[str] = []  # workspace folders, as URIs
         self.recent = RecentPlaces()
         self.ring = Ring()
-        self._texts: dict[str, str] = {}
-        self._pending: dict[str, str] = {}
-        self._languages: dict[str, str] = {}
+        self._open: dict[str, _OpenDocument] = {}
         self._last_entered = ""
 
     @property
@@ -263,14 +270,12 @@ class CrossFileContext:
 
     def document_changed(self, key: str, language_id: str, text: str) -> None:
         """An open document's new text."""
-        self._texts[key] = text
-        self._languages[key] = language_id
-        self._pending[key] = text
+        self._open[key] = _OpenDocument(text, language_id)
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
         self._flush(key)
-        self._texts.pop(key, None)
+        self._open.pop(key, None)
         self.recent.forget(key)
         self.ring.forget(key)
 
@@ -282,14 +287,17 @@ class CrossFileContext:
 
     def entered(self, key: str, line: int) -> None:
         """The user switched to `key` (opened it, or came back to it) at `line`."""
-        if key in self._texts:
-            self.ring.enter(key, self._texts[key], line)
+        document = self._open.get(key)
+        if document is not None:
+            self.ring.enter(key, document.text, line)
             self._last_entered = key
 
     def _flush(self, key: str) -> None:
-        text = self._pending.pop(key, None)
-        if text is not None:
-            self.index.replace(key, parse_definitions(key, self._languages.get(key, ""), text))
+        document = self._open.get(key)
+        if document is not None and not document.indexed:
+            self.index.replace(key, parse_definitions(key, document.language_id,
+                                                      document.text))
+            document.indexed = True
 
     def path_of(self, key: str) -> str:
         """`key` as the model sees it: relative to its workspace folder, else its name."""
@@ -311,7 +319,7 @@ class CrossFileContext:
         """The cross-file part for the document `key` with `text`, within the budget."""
         if not self.enabled:
             return ()
-        for other in [k for k in self._pending if k != key]:
+        for other in [k for k, d in self._open.items() if k != key and not d.indexed]:
             self._flush(other)
         budget = self.budget_tokens
         sections: list[FileSection] = []
@@ -338,10 +346,10 @@ class CrossFileContext:
                          cost: Callable[[str], int]) -> list[FileSection]:
         picked: list[FileSection] = []
         for other, line in reversed(self.recent.places()):  # most recent first
-            text = self._texts.get(other)
-            if other == key or text is None:
+            document = self._open.get(other)
+            if other == key or document is None:
                 continue
-            lines = text.split("\n")
+            lines = document.text.split("\n")
             region = "\n".join(lines[max(0, line - RECENT_ABOVE):line + RECENT_BELOW + 1])
             if not region.strip() or cost(region) + 1 > budget:
                 continue
