@@ -274,21 +274,23 @@ class CrossFileContext:
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
-        self._flush(key)
+        if "definitions" in self.sources:
+            self._flush(key)
         self._open.pop(key, None)
         self.recent.forget(key)
         self.ring.forget(key)
 
     def visited(self, key: str, line: int) -> None:
         """The user edits, asks or rests at `line` of `key`."""
-        self.recent.touch(key, line)
+        if "recent" in self.sources:
+            self.recent.touch(key, line)
         if key != self._last_entered:
             self.entered(key, line)
 
     def entered(self, key: str, line: int) -> None:
         """The user switched to `key` (opened it, or came back to it) at `line`."""
         document = self._open.get(key)
-        if document is not None:
+        if document is not None and "ring" in self.sources:
             self.ring.enter(key, document.text, line)
             self._last_entered = key
 
