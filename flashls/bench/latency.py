@@ -114,9 +114,11 @@ def initialize_params() -> dict[str, Any]:
     }
 
 
-async def initialize_server(client: LspClient, timeout_s: float) -> None:
-    """`initialize` and `initialized`; fails unless inline completion is advertised."""
-    response = await client.request("initialize", initialize_params(), timeout_s)
+async def initialize_server(client: LspClient, timeout_s: float,
+                            params: dict[str, Any] | None = None) -> None:
+    """`initialize` (with `params`, default `initialize_params()`) and `initialized`;
+    fails unless inline completion is advertised."""
+    response = await client.request("initialize", params or initialize_params(), timeout_s)
     if response.error is not None:
         raise BenchError(f"initialize failed: {response.error}")
     capabilities = (response.result or {}).get("capabilities", {})

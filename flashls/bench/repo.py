@@ -23,7 +23,12 @@ from flashls import __version__
 from flashls.bench import report
 from flashls.bench.client import LspClient, Response, ServerError
 from flashls.bench.infill import write_json
-from flashls.bench.latency import BenchError, initialize_params, wait_until_ready
+from flashls.bench.latency import (
+    BenchError,
+    initialize_params,
+    initialize_server,
+    wait_until_ready,
+)
 from flashls.bench.replay import (
     INLINE_COMPLETION,
     STATUS_NOTIFICATION,
@@ -127,13 +132,7 @@ def workspace_params(root: str, name: str) -> dict[str, Any]:
 async def initialize_workspace(client: LspClient, root: str, name: str,
                                timeout_s: float) -> None:
     """`initialize` with the project as workspace, and `initialized`."""
-    response = await client.request("initialize", workspace_params(root, name), timeout_s)
-    if response.error is not None:
-        raise BenchError(f"initialize failed: {response.error}")
-    capabilities = (response.result or {}).get("capabilities", {})
-    if capabilities.get("inlineCompletionProvider") in (None, False):
-        raise BenchError("the server does not advertise inlineCompletionProvider")
-    await client.notify("initialized", {})
+    await initialize_server(client, timeout_s, workspace_params(root, name))
 
 
 def _open_params(path: str, text: str) -> dict[str, Any]:
