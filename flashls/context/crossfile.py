@@ -27,7 +27,12 @@ from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
-from flashls.context.definitions import Definition, DefinitionIndex, parse_definitions
+from flashls.context.definitions import (
+    Definition,
+    DefinitionIndex,
+    parse_definitions,
+    stem_and_folder,
+)
 from flashls.context.languages import SPECS
 from flashls.context.window import estimate_tokens
 
@@ -108,27 +113,17 @@ def find_imports(tree: tree_sitter.Tree, language_id: str) -> Imports:
     return Imports(tuple(dict.fromkeys(names)), frozenset(modules))
 
 
-def _stem_and_folder(key: str) -> tuple[str, str]:
-    path = PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
-    return path.stem, path.parent.name
-
-
-def _is_module(key: str, hint: str) -> bool:
-    """Whether the file `key` is the module imported as `hint` (`x.py` or `x/__init__.py`)."""
-    stem, folder = _stem_and_folder(key)
-    return stem == hint or (stem == "__init__" and folder == hint)
-
-
 def _matches(definition: Definition, hint: str) -> bool:
-    stem, folder = _stem_and_folder(definition.key)
-    return hint in (stem, folder) or (stem == "__init__" and folder == hint)
+    """Whether `definition` may be what an import from module `hint` names: it is in that
+    module's file, or in a file of the package folder `hint`."""
+    return hint in stem_and_folder(definition.key)
 
 
 def _outline(index: DefinitionIndex, module: str, key: str) -> list[Definition]:
     """The first line of each public top-level name of the module imported as `module`:
     what `module.` can go on with."""
     return [dataclasses.replace(definition, text=definition.text.split("\n", 1)[0])
-            for file in index.files() if file != key and _is_module(file, module)
+            for file in index.module_files(module) if file != key
             for definition in index.of_file(file) if not definition.name.startswith("_")]
 
 

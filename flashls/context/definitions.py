@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
@@ -27,6 +29,18 @@ _WRAPPERS = frozenset({"decorated_definition", "export_statement"})
 _BINDINGS = frozenset({"expression_statement", "lexical_declaration", "variable_declaration",
                        "const_declaration", "var_declaration", "static_item", "const_item",
                        "declaration"})
+
+
+def stem_and_folder(key: str) -> tuple[str, str]:
+    """A file's name without its extension, and the name of its folder."""
+    path = PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
+    return path.stem, path.parent.name
+
+
+def module_name(key: str) -> str:
+    """The name an import gives the file: its stem, or its folder's for `__init__`."""
+    stem, folder = stem_and_folder(key)
+    return folder if stem == "__init__" else stem
 
 
 @dataclass(frozen=True)
@@ -175,16 +189,14 @@ class DefinitionIndex:
         self._lock = threading.Lock()
         self._by_file: dict[str, tuple[Definition, ...]] = {}
         self._by_name: dict[str, list[Definition]] = {}
+        self._by_module: dict[str, list[str]] = {}  # module_name(key) -> keys
         self.generation = 0
 
     def replace(self, key: str, definitions: list[Definition]) -> None:
         """Make `definitions` the file's only ones."""
         with self._lock:
             self._drop(key)
-            self._by_file[key] = tuple(definitions)
-            for definition in definitions:
-                self._by_name.setdefault(definition.name, []).append(definition)
-            self.generation += 1
+            self._add(key, definitions)
 
     def add_if_absent(self, key: str, definitions: list[Definition]) -> bool:
         """Index a file unless it is indexed already (an open document's text is newer
@@ -192,10 +204,7 @@ class DefinitionIndex:
         with self._lock:
             if key in self._by_file:
                 return False
-            self._by_file[key] = tuple(definitions)
-            for definition in definitions:
-                self._by_name.setdefault(definition.name, []).append(definition)
-            self.generation += 1
+            self._add(key, definitions)
             return True
 
     def remove(self, key: str) -> None:
@@ -204,14 +213,27 @@ class DefinitionIndex:
             self._drop(key)
             self.generation += 1
 
+    def _add(self, key: str, definitions: list[Definition]) -> None:
+        self._by_file[key] = tuple(definitions)
+        self._by_module.setdefault(module_name(key), []).append(key)
+        for definition in definitions:
+            self._by_name.setdefault(definition.name, []).append(definition)
+        self.generation += 1
+
     def _drop(self, key: str) -> None:
-        for definition in self._by_file.pop(key, ()):
+        if key not in self._by_file:
+            return
+        for definition in self._by_file.pop(key):
             same = self._by_name.get(definition.name)
             if same is None:
                 continue
             same[:] = [other for other in same if other.key != key]
             if not same:
                 del self._by_name[definition.name]
+        module = module_name(key)
+        self._by_module[module].remove(key)
+        if not self._by_module[module]:
+            del self._by_module[module]
 
     def find(self, name: str) -> list[Definition]:
         """Every definition of `name`, in the order their files were indexed."""
@@ -223,10 +245,11 @@ class DefinitionIndex:
         with self._lock:
             return self._by_file.get(key, ())
 
-    def files(self) -> list[str]:
-        """Every indexed file, in the order they were first indexed."""
+    def module_files(self, module: str) -> list[str]:
+        """The indexed files that an import of `module` names (`module.py`, or
+        `module/__init__.py`), in the order they were indexed."""
         with self._lock:
-            return list(self._by_file)
+            return list(self._by_module.get(module, ()))
 
     def has_file(self, key: str) -> bool:
         """Whether the file was indexed."""
