@@ -21,6 +21,7 @@ from flashls.engine.base import (
     EngineError,
     GenerationRequest,
     GenerationResult,
+    RepoContext,
     Timings,
 )
 from flashls.engine.kv import Cancelled, KvLayout, Memory
@@ -78,6 +79,7 @@ class LlamaEngine:
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
         self._repo_markers: tuple[int, int] = (-1, -1)  # repository name, file separator
+        self._repo_ids: tuple[RepoContext | None, list[int]] = (None, [])  # the last one
         self._pieces: list[bytes] = []
         self._sorted_pieces: list[bytes] = []
         self._sorted_ids: list[int] = []
@@ -117,10 +119,10 @@ class LlamaEngine:
                               for marker in self._format.sentinels())
         stops = {self._single_token(llm, marker) for marker in self._format.stop_markers}
         stops.update(self._markers)
-        self._repo_markers = (self._single_token(llm, self._format.repo_marker or "\0"),
-                              self._single_token(llm, self._format.file_marker or "\0"))
-        if self._repo_markers[1] < 0 or self._format.file_marker == "":
-            self._repo_markers = (-1, -1)  # no repository layout: other files stay out
+        repo, file = (self._single_token(llm, marker) if marker else -1
+                      for marker in (self._format.repo_marker, self._format.file_marker))
+        # Without a file separator there is no repository layout: other files stay out.
+        self._repo_markers = (repo, file) if file >= 0 else (-1, -1)
         self._stop_ids = frozenset(token for token in stops if token >= 0)
         self._llm = llm
         self._kv = self._two_sequence_cache(llm)
@@ -245,14 +247,17 @@ class LlamaEngine:
 
     def _repo_tokens(self, request: GenerationRequest) -> list[int]:
         """The repository part that goes before the prefix marker, or nothing."""
-        repo_marker, file_marker = self._repo_markers
-        if request.repo is None or not request.repo.files or file_marker < 0:
+        repo, (repo_marker, file_marker) = request.repo, self._repo_markers
+        if repo is None or not repo.files or file_marker < 0:
             return []
-        ids = [repo_marker, *self._tokenize(request.repo.name + "\n")] if repo_marker >= 0 \
-            else []
-        for path, text in request.repo.files:
+        if self._repo_ids[0] == repo:  # the same while the user types: tokenized once
+            return self._repo_ids[1]
+        ids = [repo_marker, *self._tokenize(repo.name + "\n")] if repo_marker >= 0 else []
+        for path, text in repo.files:
             ids += [file_marker, *self._tokenize(f"{path}\n{text}\n")]
-        return [*ids, file_marker, *self._tokenize(request.repo.path + "\n")]
+        ids += [file_marker, *self._tokenize(repo.path + "\n")]
+        self._repo_ids = (repo, ids)
+        return ids
 
     def _logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
         import llama_cpp
