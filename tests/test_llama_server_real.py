@@ -6,7 +6,6 @@ the witness, not flashls's."""
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import time
@@ -20,7 +19,8 @@ from flashls.engine.base import CancelToken, GenerationRequest
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
 from tests.http_servers import running_server
-from tests.test_engine import PREFIX, SUFFIX, first_line
+from tests.test_engine import PREFIX, SUFFIX
+from tests.test_remote_real import assert_streams_a_middle_that_fits
 
 pytestmark = pytest.mark.model
 
@@ -70,16 +70,7 @@ def engine_for(endpoint: str) -> RemoteEngine:
 
 
 def test_the_llama_server_engine_fills_the_middle(llama_server: str) -> None:
-    engine = engine_for(llama_server)
-    engine.load()
-    seen: list[str] = []
-    request = GenerationRequest(PREFIX, SUFFIX, 24, first_line, on_token=seen.append)
-    result = engine.generate(request, CancelToken())
-    assert result.finish in ("stop", "eos", "length"), result
-    assert result.text.strip() and "\n" not in result.text, repr(result.text)
-    ast.parse(PREFIX + result.text + SUFFIX)  # the suggestion fills the hole
-    assert seen and all(result.text.startswith(text[:len(result.text)]) for text in seen)
-    engine.close()
+    assert_streams_a_middle_that_fits(engine_for(llama_server))
 
 
 def test_a_cancel_stops_the_server_within_a_few_tokens(llama_server: str) -> None:
