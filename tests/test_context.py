@@ -54,6 +54,25 @@ def test_budget_keeps_imports_and_enclosing_headers() -> None:
     assert estimate_tokens(context.suffix) <= 100
 
 
+# Reduced from `logging/handlers.py` masked mid-line: tree-sitter's recovery wraps the whole
+# file, imports included, in one top-level ERROR node.
+SWALLOWED = ('import os\nfrom .shapes import Circle\n    """\n        """\n'
+             + "".join(f"        Use the specified filename for streamed logging {i}\n"
+                       for i in range(300))
+             + '        """\n        """\n    """\n    """\n'
+             + '    def __init__(self, host, url, method="GET", secure=False, credentials=None,\n'
+             + '                 context=None):\n        self.shape = Circle(\n')
+
+
+def test_imports_above_the_window_are_kept_when_an_error_swallows_the_file() -> None:
+    tree = SyntaxTrees().update("file:///m.py", "python", SWALLOWED)
+    assert [child.type for child in tree.root_node.children] == ["ERROR"]
+    context = build_context(SWALLOWED, SWALLOWED.index("Circle(\n") + 7, language_id="python",
+                            tree=tree, prefix_budget=400, suffix_budget=100, multiline="auto")
+    assert context.prefix.startswith("import os\nfrom .shapes import Circle\n")
+    assert "streamed logging 299" in context.prefix and "logging 10\n" not in context.prefix
+
+
 def test_window_start_is_anchored_while_typing() -> None:
     text = _big_module()
     cursor = text.index("value_300 =")

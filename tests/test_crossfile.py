@@ -19,6 +19,7 @@ from flashls.context.crossfile import (
 from flashls.context.definitions import DefinitionIndex, parse_definitions
 from flashls.context.syntax import SyntaxTrees
 from flashls.context.workspace import WorkspaceIndexer, source_files
+from tests.test_context import SWALLOWED
 
 SHAPES = textwrap.dedent('''\
     """Shapes."""
@@ -138,11 +139,50 @@ def test_the_selection_prefers_the_imported_module_and_skips_unresolvable_names(
 
 
 def test_the_selection_stays_within_its_budget_but_takes_smaller_ones_after_a_big_one() -> None:
-    big = "class Big:\n" + "".join(f"    def m{i}(self): pass\n" for i in range(16))
+    big = ("class Big(FirstBase, SecondBase, ThirdBase, metaclass=SomeMeta):\n"
+           + "".join(f"    def m{i}(self): pass\n" for i in range(16)))
     index = _indexed(lib=big + "def small(): pass\n")
     imports = Imports((("Big", "lib"), ("small", "lib")), frozenset())
-    chosen = select_definitions(index, "u", imports, "", 20)
+    chosen = select_definitions(index, "u", imports, "", 10)
     assert [d.name for d in chosen] == ["small"]
+
+
+def test_a_tight_budget_shows_every_signature_before_any_whole_definition() -> None:
+    big = ("class Big(Base):\n    \"\"\"Doc.\"\"\"\n"
+           + "".join(f"    def method_{i}(self, value): pass\n" for i in range(16)))
+    index = _indexed(lib=big + "def small(a, b):\n    return a\n")
+    imports = Imports((("Big", "lib"), ("small", "lib")), frozenset())
+    roomy = select_definitions(index, "u", imports, "", 1000)
+    assert [d.text.count("\n") for d in roomy] == [17, 0]  # whole class, `def small(a, b):`
+    tight = select_definitions(index, "u", imports, "", 40)
+    # The class would crowd `small` out; its signature leaves room for both.
+    assert [d.text for d in tight] == ["class Big(Base):", "def small(a, b):"]
+    # What room is left after the signatures goes to whole definitions, most wanted first.
+    assert [d.text for d in select_definitions(index, "u", imports, "", 160)][1] \
+        == "def small(a, b):"
+
+
+def test_imports_are_found_in_a_file_that_does_not_parse_and_inside_blocks() -> None:
+    text = textwrap.dedent("""\
+        import json
+        try:
+            from .speedups import scan
+        except ImportError:
+            scan = None
+
+        def load():
+            from .decoder import Decoder
+            return Decoder(
+
+        class Broken(json.
+        """)
+    imports = find_imports(_tree(text), "python")
+    assert [name for name, _ in imports.names] == ["scan", "Decoder"]
+    assert "json" in imports.modules
+    assert find_imports(_tree(SWALLOWED), "python").names == (("Circle", "shapes"),)
+    # A file whose syntax error swallows its top level still gives its definitions.
+    index = _indexed(lib="import os\nclass Kept:\n    pass\ndef also(x):\n    return (x\n")
+    assert {d.name for d in index.of_file("file:///p/lib.py")} == {"Kept", "also"}
 
 
 def _context(sources: tuple[str, ...] = ("definitions",), budget: int = 500) -> CrossFileContext:
@@ -271,17 +311,20 @@ def test_bench_index_reports_the_files_definitions_and_memory_of_a_walk(
     assert main(["bench", "index", "--root", str(tmp_path / "missing")]) == 1
 
 
-def test_a_module_used_as_module_dot_offers_the_first_lines_of_its_public_names() -> None:
+def test_a_module_used_as_module_dot_offers_the_first_lines_of_its_names_public_first() -> None:
     index = _indexed(events="def get_loop():\n    pass\ndef _hidden(): pass\n"
                             "class Event:\n    def set(self): pass\n",
                      other="def get_loop(x): pass\n")
     imports = Imports((("events", ""),), frozenset({"events"}))
     chosen = select_definitions(index, "file:///p/user.py", imports, "loop = events.", 1000)
     assert [(d.name, d.text) for d in chosen] == [("get_loop", "def get_loop():"),
-                                                  ("Event", "class Event:")]
-    # `preevents.` is not a use of `events`.
+                                                  ("Event", "class Event:"),
+                                                  ("_hidden", "def _hidden(): pass")]
+    # `preevents.` is not a use of `events`; `pkg.events.` is.
     assert select_definitions(index, "file:///p/user.py", imports, "x = preevents.", 1000) \
         == []
+    assert len(select_definitions(index, "file:///p/user.py", imports, "x = pkg.events.",
+                                  1000)) == 3
 
 
 def test_a_ring_chunk_larger_than_the_budget_is_cut_to_its_first_lines() -> None:

@@ -1,8 +1,9 @@
 """The prompt's cross-file part: what other files say that the cursor's file may need.
 
 Sources (setting `context_sources`):
-- `definitions`: definitions of the names the document imports, in import order, then of
-  names it uses as `module.name`, found in open documents and the workspace index;
+- `definitions`: definitions of the names the document imports (anywhere in it), in
+  import order, then of names it uses as `module.name`, found in open documents and the
+  workspace index; every wanted signature first, whole definitions while room is left;
 - `recent`: the regions where the user last edited or rested in other open documents,
   most recent last;
 - `ring`: llama.vim's ring buffer, the baseline the benchmark compares with: a chunk of
@@ -33,7 +34,7 @@ from flashls.context.definitions import (
     parse_definitions,
     stem_and_folder,
 )
-from flashls.context.languages import SPECS
+from flashls.context.languages import import_query
 from flashls.context.window import estimate_tokens
 
 SOURCES = ("definitions", "recent", "ring")
@@ -95,15 +96,14 @@ def _python_imports(node: tree_sitter.Node, names: list[tuple[str, str]],
 
 
 def find_imports(tree: tree_sitter.Tree, language_id: str) -> Imports:
-    """The imports among a document's top-level statements."""
-    spec = SPECS.get(language_id)
-    if spec is None:
+    """A document's imports, wherever they are (top level, `try:`, functions), in order."""
+    query = import_query(language_id)
+    if query is None:
         return Imports((), frozenset())
     names: list[tuple[str, str]] = []
     modules: set[str] = set()
-    for child in tree.root_node.children:
-        if child.type not in spec.imports:
-            continue
+    found = tree_sitter.QueryCursor(query).captures(tree.root_node).get("import", [])
+    for child in sorted(found, key=lambda node: node.start_byte):
         if language_id == "python":
             _python_imports(child, names, modules)
             continue
@@ -120,11 +120,14 @@ def _matches(definition: Definition, hint: str) -> bool:
 
 
 def _outline(index: DefinitionIndex, module: str, key: str) -> list[Definition]:
-    """The first line of each public top-level name of the module imported as `module`:
-    what `module.` can go on with."""
-    return [dataclasses.replace(definition, text=definition.text.split("\n", 1)[0])
-            for file in index.module_files(module) if file != key
-            for definition in index.of_file(file) if not definition.name.startswith("_")]
+    """The first line of each top-level name of the module imported as `module`: what
+    `module.` can go on with; public names first, then private ones (code inside a
+    package often reaches into its siblings' private names)."""
+    found = [dataclasses.replace(definition, text=definition.text.split("\n", 1)[0],
+                                 header_lines=1)
+             for file in index.module_files(module) if file != key
+             for definition in index.of_file(file)]
+    return sorted(found, key=lambda definition: definition.name.startswith("_"))
 
 
 def _pick(index: DefinitionIndex, name: str, hint: str, key: str) -> Definition | None:
@@ -151,24 +154,36 @@ def select_definitions(index: DefinitionIndex, key: str, imports: Imports, text:
             wanted.append((name, module))
             used_modules[module] = None
     for module in sorted(imports.modules):  # `module.` ending a line, as while typing
-        if module not in used_modules and re.search(rf"(?<![\w.]){re.escape(module)}\.",
+        if module not in used_modules and re.search(rf"(?<!\w){re.escape(module)}\.",
                                                     text):
             used_modules[module] = None
     candidates = [_pick(index, name, hint, key) for name, hint in dict.fromkeys(wanted)]
     candidates += [d for module in used_modules for d in _outline(index, module, key)]
-    chosen: list[Definition] = []
-    seen: set[tuple[str, int]] = set()
+    unique: dict[tuple[str, int], Definition] = {}  # the first mention of a definition wins
+    for definition in candidates:
+        if definition is not None:
+            unique.setdefault((definition.key, definition.line), definition)
+    return _fit(list(unique.values()), budget_tokens)
+
+
+def _fit(candidates: list[Definition], budget_tokens: int) -> list[Definition]:
+    """As many of `candidates` (most wanted first) as the budget holds: first every
+    signature that fits, then whole definitions in the same order while room is left, so
+    a long class early on does not crowd out the names after it."""
+    chosen: dict[Definition, Definition] = {}  # candidate -> what of it is shown
     used = 0
     for definition in candidates:
-        if definition is None or (definition.key, definition.line) in seen:
-            continue
-        cost = estimate_tokens(definition.text) + 1
-        if used + cost > budget_tokens:
-            continue  # a smaller one further down may still fit
-        used += cost
-        seen.add((definition.key, definition.line))
-        chosen.append(definition)
-    return chosen
+        header = dataclasses.replace(definition, text=definition.header)
+        cost = estimate_tokens(header.text) + 1
+        if used + cost <= budget_tokens:  # a smaller one further down may still fit
+            used += cost
+            chosen[definition] = header
+    for definition, shown in chosen.items():
+        extra = estimate_tokens(definition.text) - estimate_tokens(shown.text)
+        if extra > 0 and used + extra <= budget_tokens:
+            used += extra
+            chosen[definition] = definition
+    return list(chosen.values())
 
 
 class RecentPlaces:

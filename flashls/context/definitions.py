@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
-from flashls.context.languages import SPECS, grammar
+from flashls.context.languages import SPECS, grammar, top_level_nodes
 
 MAX_HEADER_LINES = 4
 MAX_DOC_LINES = 3
@@ -51,6 +51,12 @@ class Definition:
     key: str  # the file: a document URI
     line: int  # 0-based row of its first line
     text: str
+    header_lines: int = 1  # how many of `text`'s first lines are its header (signature)
+
+    @property
+    def header(self) -> str:
+        """The signature alone: what a tight budget still shows of it."""
+        return "\n".join(self.text.split("\n", self.header_lines)[:self.header_lines])
 
 
 def _line_range(lines: list[bytes], first: int, last: int) -> list[str]:
@@ -106,8 +112,10 @@ def _members(node: tree_sitter.Node, scopes: frozenset[str]) -> Iterator[tree_si
 
 
 def _definition_text(node: tree_sitter.Node, lines: list[bytes],
-                     scopes: frozenset[str]) -> str:
-    rows: list[tuple[int, int]] = [_header_rows(node)]
+                     scopes: frozenset[str]) -> tuple[str, int]:
+    """The definition's text and how many of its first lines are the header."""
+    header = _header_rows(node)
+    rows: list[tuple[int, int]] = [header]
     docstring = _docstring_rows(node)
     if docstring is not None:
         rows.append(docstring)
@@ -130,7 +138,7 @@ def _definition_text(node: tree_sitter.Node, lines: list[bytes],
     if len(text) > MAX_DEFINITION_CHARS:  # whole lines only
         cut = text.rfind("\n", 0, MAX_DEFINITION_CHARS)
         text = text[:cut if cut > 0 else MAX_DEFINITION_CHARS]
-    return text
+    return text, header[1] - header[0] + 1
 
 
 def _bound_names(node: tree_sitter.Node) -> list[str]:
@@ -152,13 +160,13 @@ def extract_definitions(key: str, language_id: str, tree: tree_sitter.Tree,
         return []
     lines = source.split(b"\n")
     found: list[Definition] = []
-    for child in tree.root_node.named_children:
+    for child in top_level_nodes(tree.root_node, named=True):
         node = _unwrap(child)
         name_node = node.child_by_field_name("name")
         if node.type in spec.scopes and name_node is not None:
             name = (name_node.text or b"").decode("utf-8", errors="replace")
-            found.append(Definition(name, key, child.start_point.row,
-                                    _definition_text(node, lines, spec.scopes)))
+            text, header_lines = _definition_text(node, lines, spec.scopes)
+            found.append(Definition(name, key, child.start_point.row, text, header_lines))
         elif node.type in _BINDINGS:
             line = _line_range(lines, node.start_point.row, node.start_point.row)[0]
             for name in _bound_names(node):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -74,6 +75,29 @@ _EXTENSIONS = {
     ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp", ".java": "java",
     ".lua": "lua", ".rb": "ruby", ".sh": "shellscript", ".md": "markdown",
 }
+
+
+def top_level_nodes(root: tree_sitter.Node, named: bool = False) -> Iterator[tree_sitter.Node]:
+    """The statements at the top of a file: `root`'s children, and those of any ERROR node
+    among them. A file being typed in often fails to parse, and tree-sitter's recovery can
+    wrap most of it, imports and definitions included, in one top-level ERROR node."""
+    for child in (root.named_children if named else root.children):
+        if child.type == "ERROR":
+            yield from top_level_nodes(child, named)
+        else:
+            yield child
+
+
+@functools.cache
+def import_query(language_id: str) -> tree_sitter.Query | None:
+    """A query capturing, as `import`, every import node of the language at any depth:
+    Python imports inside `try:` blocks and functions are imports of the file too."""
+    spec = SPECS.get(language_id)
+    language = grammar(language_id)
+    if spec is None or language is None:
+        return None
+    return tree_sitter.Query(language, "[" + " ".join(f"({kind})" for kind in
+                                                      sorted(spec.imports)) + "] @import")
 
 
 def language_of_path(path: str) -> str:

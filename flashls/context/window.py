@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from flashls.context.languages import SPECS
+from flashls.context.languages import SPECS, top_level_nodes
 
 ANCHOR_LINES = 16
 _IDENTIFIER_TAIL = re.compile(r"[A-Za-z0-9_]+$")
@@ -160,7 +160,7 @@ def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
         return ""
     source = tree.root_node.text or b""
     pieces: list[str] = []
-    for child in tree.root_node.children:
+    for child in top_level_nodes(tree.root_node):
         if child.type in spec.imports and child.end_point.row < window_row:
             pieces.extend(_lines_of(source, child.start_point.row, child.end_point.row))
     headers: list[str] = []
