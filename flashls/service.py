@@ -242,7 +242,8 @@ class CompletionService:
         if crossfile.enabled:
             crossfile.visited(request.uri, request.line)
             sections = crossfile.sections(request.uri, request.language_id,
-                                          self.trees.tree(request.uri), request.text)
+                                          self.trees.tree(request.uri), request.text,
+                                          request.line)
             context = dataclasses.replace(
                 context, extra=tuple((s.path, s.text) for s in sections),
                 path=crossfile.path_of(request.uri), repo_name=crossfile.repo_name())

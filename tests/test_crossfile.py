@@ -209,6 +209,40 @@ def test_sections_follow_imports_not_the_cursor_so_typing_keeps_them() -> None:
     assert context.repo_name() == "p"
 
 
+def test_typing_along_a_line_reuses_the_chosen_definitions_until_they_may_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import flashls.context.crossfile as crossfile
+    calls: list[str] = []
+    select = crossfile.select_definitions
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[3])
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(crossfile, "select_definitions", counted)
+    context = _context()
+    context.document_changed("file:///p/shapes.py", "python", SHAPES)
+    context.document_changed("file:///p/geometry.py", "python", "def norm(v): pass\n")
+    head = "from .shapes import Circle\nfrom . import geometry\n\ndef f():\n"
+
+    def ask(line_text: str, tail: str = "    return 1\n") -> tuple[str, ...]:
+        text = head + line_text + "\n" + tail
+        context.document_changed("file:///p/user.py", "python", text)
+        found = context.sections("file:///p/user.py", "python", _tree(text), text, 4)
+        return tuple(section.path for section in found)
+
+    assert ask("    c = Ci") == ("shapes.py",)
+    assert ask("    c = Cir") == ("shapes.py",) and ask("    c = Circle(2") == ("shapes.py",)
+    assert len(calls) == 1  # typing along the line: chosen once
+    assert ask("    c = Circle(2) + geometry.") == ("geometry.py", "shapes.py")
+    assert len(calls) == 2  # `module.` on the line: its outline is wanted now
+    ask("    c = Circle(2) + geometry.", tail="    return 2\n")
+    assert len(calls) == 3  # the text outside the line changed
+    context.document_changed("file:///p/shapes.py", "python", SHAPES + "\ndef more(): pass\n")
+    ask("    c = Circle(2) + geometry.", tail="    return 2\n")
+    assert len(calls) == 4  # another file changed the index
+
+
 def test_recent_places_show_where_the_user_was_in_other_files_most_recent_last() -> None:
     context = _context(("recent",))
     lines = "\n".join(f"line {i}" for i in range(100))

@@ -48,6 +48,7 @@ MIN_RING_LINES = 8  # a chunk cut shorter than this is left out
 _SKIPPED_NAMES = frozenset({"__all__", "__version__", "__author__"})
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # `module.name` uses, overlapping so that `a.b.c` yields (a, b) and (b, c).
+_DOTTED = re.compile(r"(?<!\w)([A-Za-z_]\w*)\.")
 _ATTRIBUTE = re.compile(r"(?<![\w.])(?=([A-Za-z_]\w*)\.([A-Za-z_]\w*))")
 _IMPORT_WORDS = frozenset({"import", "from", "as", "use", "crate", "self", "super", "pub",
                            "package", "include", "extern", "static", "type", "typeof",
@@ -246,13 +247,42 @@ class Ring:
         return [(key, "\n".join(lines)) for key, lines in self._chunks]
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The definitions part chosen for a document, and what it was chosen from: it holds
+    while the index and the text outside the cursor's line stay the same and the line
+    names no other module as `module.`."""
+
+    generation: int
+    budget_tokens: int
+    before: str  # the document's text before the cursor's line
+    after: str  # and after it
+    modules: frozenset[str]  # the document's imported module names
+    line_modules: frozenset[str]  # those of them the cursor's line uses as `module.`
+    chosen: tuple[Definition, ...]
+
+    def holds(self, generation: int, budget_tokens: int, before: str, after: str,
+              line: str) -> bool:
+        return (generation == self.generation and budget_tokens == self.budget_tokens
+                and before == self.before and after == self.after
+                and _dotted_modules(line, self.modules) <= self.line_modules)
+
+
+def _dotted_modules(text: str, modules: frozenset[str]) -> frozenset[str]:
+    """Which of `modules` `text` uses as `module.`."""
+    return frozenset(word for word in _DOTTED.findall(text) if word in modules)
+
+
 @dataclass
 class _OpenDocument:
-    """An open document's latest text, and whether the index has its definitions."""
+    """An open document's latest text, whether the index has its definitions, and the
+    definitions last chosen for it (kept across its edits; `_Selection.holds` says when
+    they may be reused)."""
 
     text: str
     language_id: str
     indexed: bool = False
+    selection: _Selection | None = None
 
 
 class CrossFileContext:
@@ -280,7 +310,9 @@ class CrossFileContext:
 
     def document_changed(self, key: str, language_id: str, text: str) -> None:
         """An open document's new text."""
-        self._open[key] = _OpenDocument(text, language_id)
+        previous = self._open.get(key)
+        self._open[key] = _OpenDocument(text, language_id, selection=None if previous is None
+                                        else previous.selection)
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
@@ -327,8 +359,11 @@ class CrossFileContext:
         return PurePosixPath(unquote(urlparse(self.roots[0]).path).rstrip("/")).name
 
     def sections(self, key: str, language_id: str, tree: tree_sitter.Tree | None,
-                 text: str) -> tuple[FileSection, ...]:
-        """The cross-file part for the document `key` with `text`, within the budget."""
+                 text: str, line: int | None = None) -> tuple[FileSection, ...]:
+        """The cross-file part for the document `key` with `text`, within the budget.
+        With the cursor's `line`, the definitions chosen for an open document are reused
+        while typing along that line (see `_Selection`): finding them scans the whole
+        document, which is too slow for every keystroke in a long file."""
         if not self.enabled:
             return ()
         for other in [k for k, d in self._open.items() if k != key and not d.indexed]:
@@ -336,15 +371,42 @@ class CrossFileContext:
         budget = self.budget_tokens
         sections: list[FileSection] = []
         if "definitions" in self.sources and tree is not None:
-            imports = find_imports(tree, language_id)
-            chosen = select_definitions(self.index, key, imports, text, budget)
+            chosen = self._definitions(key, language_id, tree, text, line)
             budget -= sum(estimate_tokens(d.text) + 1 for d in chosen)
-            sections += self._definition_sections(chosen)
+            sections += self._definition_sections(list(chosen))
         if "recent" in self.sources:
             sections += self._recent_sections(key, budget, estimate_tokens)
         if "ring" in self.sources:
             sections += self._ring_sections(key, budget)
         return tuple(sections)
+
+    def _definitions(self, key: str, language_id: str, tree: tree_sitter.Tree, text: str,
+                     line: int | None) -> tuple[Definition, ...]:
+        document = self._open.get(key)
+        if line is None or document is None:
+            imports = find_imports(tree, language_id)
+            return tuple(select_definitions(self.index, key, imports, text,
+                                            self.budget_tokens))
+        start = 0
+        for _ in range(line):
+            start = text.find("\n", start) + 1
+            if start == 0:
+                start = len(text)
+                break
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        before, cursor_line, after = text[:start], text[start:end], text[end:]
+        generation = self.index.generation
+        cached = document.selection
+        if cached is not None and cached.holds(generation, self.budget_tokens, before, after,
+                                               cursor_line):
+            return cached.chosen
+        imports = find_imports(tree, language_id)
+        chosen = tuple(select_definitions(self.index, key, imports, text, self.budget_tokens))
+        document.selection = _Selection(generation, self.budget_tokens, before, after,
+                                        imports.modules,
+                                        _dotted_modules(cursor_line, imports.modules), chosen)
+        return chosen
 
     def _definition_sections(self, chosen: list[Definition]) -> list[FileSection]:
         by_file: dict[str, list[Definition]] = {}
