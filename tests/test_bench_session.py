@@ -17,6 +17,7 @@ from flashls.bench.client import LspClient
 from flashls.bench.latency import initialize_server
 from flashls.bench.session_drive import SessionDriver, suggestion_text
 from flashls.bench.session_editor import (
+    DELETE,
     FOCUS,
     NEOVIM_DEBOUNCE_MS,
     REQUEST,
@@ -250,6 +251,16 @@ def test_neovim_debounces_its_requests(tmp_path: Path) -> None:
     assert [a.typed for a in slow if a.kind == REQUEST] == list(range(len(visit.removed) + 1))
 
 
+def test_the_live_neovim_plugin_asks_after_the_deletion_and_every_keystroke(
+        tmp_path: Path) -> None:
+    visit = build_plan(load_files(_files(tmp_path)), 3, 1, 0, 40).visits[0]
+    actions = schedule(visit, Timing(2000, 150, 1000), "neovim-live", focus=False)
+    edits = [a.at_ms for a in actions if a.kind in (TYPE, DELETE)]
+    requests = [a for a in actions if a.kind == REQUEST]
+    assert [a.at_ms for a in requests] == edits
+    assert [a.typed for a in requests] == list(range(len(visit.removed) + 1))
+
+
 # --- against flashls serve --engine fake -------------------------------------------------
 
 @pytest.fixture
@@ -258,7 +269,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("fake_engine")
-@pytest.mark.parametrize("editor", ["vscode", "neovim"])
+@pytest.mark.parametrize("editor", ["vscode", "neovim", "neovim-live"])
 def test_a_session_runs_and_its_counts_add_up(tmp_path: Path, editor: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
@@ -284,6 +295,8 @@ def test_a_session_runs_and_its_counts_add_up(tmp_path: Path, editor: str,
         assert summary["places"] == {"new": 2, "return": 1}
         if editor == "vscode":  # landing, deletion, one per keystroke
             assert requests["sent"] == 3 * 2 + typed
+        elif editor == "neovim-live":  # deletion (entering insert mode), one per keystroke
+            assert requests["sent"] == 3 + typed
         else:  # typing at 50 ms never lets the 200 ms debounce run out before the end
             assert requests["sent"] == 3
         # The fake answers in milliseconds: at least the last keystroke of each place, with

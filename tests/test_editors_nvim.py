@@ -74,15 +74,17 @@ def cut_line(tmp_path: Path) -> Edit:
 
 def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
              suggestion_timeout_ms: int, attach_timeout_ms: int = 30_000,
-             mode: str = "ghost", first_file: Path | None = None, rest_ms: int = 0,
-             typed: str | None = None, wait_finished: bool = False,
+             mode: str = "auto", first_file: Path | None = None, rest_ms: int = 0,
+             typed: str | None = None, wait_finished: bool = False, type_along: int = 0,
              server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the driver script in headless Neovim and return its report.
 
     `first_file`: opened first, the cursor resting in it briefly; `rest_ms`: on the edit's
     position in normal mode, wait up to this long for the server's `warm` status; `typed`: one
     character typed in insert mode before the wait for ghost text; `wait_finished`: wait
-    also for `flashls/suggestionFinished` and the ghost text asked for after it."""
+    also for `flashls/suggestionFinished` and the ghost text asked for after it;
+    `type_along`: after the first ghost text, type that many of its characters, 100 ms
+    apart."""
     assert NVIM is not None
     result_path = tmp_path / "report.json"
     steps = {
@@ -90,6 +92,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
         "FLASHLS_NVIM_REST_MS": str(rest_ms),
         "FLASHLS_NVIM_TYPE": typed,
         "FLASHLS_NVIM_WAIT_FINISHED": "1" if wait_finished else "0",
+        "FLASHLS_NVIM_TYPE_ALONG": str(type_along),
     }
     env = {
         **os.environ,
@@ -109,8 +112,8 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
         **{name: value for name, value in steps.items() if value is not None},
         **(server_env or {}),
     }
-    waits_ms = attach_timeout_ms * (2 if first_file else 1) + rest_ms + suggestion_timeout_ms * (
-        2 if wait_finished else 1)
+    waits_ms = (attach_timeout_ms * (2 if first_file else 1) + rest_ms + type_along * 100
+                + suggestion_timeout_ms * (2 if wait_finished else 1))
     budget_s = waits_ms / 1000 + 30
     process = subprocess.run([NVIM, "--headless", "--clean", "-u", str(DRIVER)], env=env,
                              cwd=tmp_path, capture_output=True, text=True, timeout=budget_s,
@@ -145,13 +148,37 @@ def inserted_text(edit: Edit, report: dict[str, Any]) -> str:
 
 
 @requires_nvim
-def test_fake_engine_suggestion_is_shown_and_accepted(tmp_path: Path, cut_line: Edit) -> None:
-    """At the end of a cut line the fake engine's first line shows as ghost text; <Tab> takes it."""
-    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"], suggestion_timeout_ms=15_000)
+@pytest.mark.parametrize(("mode", "namespace"), [("auto", "flashls.ghost"),
+                                                 ("builtin", "nvim.lsp.inline_completion")])
+def test_fake_engine_suggestion_is_shown_and_accepted(tmp_path: Path, cut_line: Edit, mode: str,
+                                                      namespace: str) -> None:
+    """At the end of a cut line the fake engine's first line shows as ghost text, drawn by the
+    plugin (live mode, the default) or by Neovim 0.12 (builtin mode); <Tab> takes it."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"], suggestion_timeout_ms=15_000,
+                      mode=mode)
     expected = fake_middle(cut_line.original[cut_line.line - 1]).splitlines()[0]
     assert report["ghost_text"] == expected
+    assert report["ghost_namespace"] == namespace
     assert inserted_text(cut_line, report) == expected
     assert report["cursor_after"] == [cut_line.line, cut_line.col + len(expected)]
+
+
+@requires_nvim
+def test_live_ghost_text_asks_at_every_keystroke_and_stays_while_typed_along(
+        tmp_path: Path, cut_line: Edit) -> None:
+    """Typing a character every 100 ms (Neovim's own inline completion waits 200 ms without a
+    keystroke before it asks), each keystroke sends a request and a suggestion agreeing with
+    the typed text shows after each; <Tab> then takes the rest."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"], suggestion_timeout_ms=15_000,
+                      type_along=4)
+    typed = "".join(step["character"] for step in report["typed_along"])
+    first = fake_middle(cut_line.original[cut_line.line - 1]).splitlines()[0]
+    assert typed == first[:4]
+    assert all(step["requests"] >= 1 for step in report["typed_along"]), report["typed_along"]
+    assert all(step["shown"] for step in report["typed_along"]), report["typed_along"]
+    inserted = inserted_text(cut_line, report)
+    assert inserted.startswith(typed) and len(inserted) > len(typed)
+    assert report["ghost_namespace"] == "flashls.ghost"
 
 
 @requires_nvim

@@ -1,6 +1,13 @@
 """Editor profiles for `flashls bench session`: what VS Code and Neovim send, and when,
 while a user lands at a place, reads, deletes a line's tail and types it again.
 
+- `vscode`: a request on landing and after every edit, each cancelling the one before.
+- `neovim`: Neovim 0.12's own `vim.lsp.inline_completion` (the plugin's `builtin` mode):
+  a request only once 200 ms pass without an edit.
+- `neovim-live`: the flashls plugin's default `live` mode (`editors/nvim/lua/flashls/
+  ghost.lua`): a request on entering insert mode and after every typed character, each
+  keystroke cancelling the pending one.
+
 `schedule` turns one visit into timed actions; it keeps no clock and sends nothing.
 """
 
@@ -10,7 +17,7 @@ from dataclasses import dataclass
 
 from flashls.bench.session_plan import Visit
 
-EDITORS = ("vscode", "neovim")
+EDITORS = ("vscode", "neovim", "neovim-live")
 NEOVIM_DEBOUNCE_MS = 200.0  # vim.lsp.inline_completion waits this long after an event
 CURSOR_REST_MS = 500.0  # didFocus is sent again once the cursor has rested this long
 
@@ -67,6 +74,8 @@ def schedule(visit: Visit, timing: Timing, editor: str, focus: bool) -> list[Act
         actions += _vscode_requests(edits)
     elif editor == "neovim":
         actions += _neovim_requests(edits, end)
+    elif editor == "neovim-live":
+        actions += [Action(at, REQUEST, typed) for typed, at in enumerate(edits)]
     else:
         raise ValueError(f"unknown editor profile {editor!r}")
     actions.append(Action(end, END, len(edits) - 1))
@@ -106,4 +115,4 @@ def _neovim_requests(edits: list[float], end: float) -> list[Action]:
 def cancels_on_keystroke(editor: str) -> bool:
     """Whether a keystroke itself cancels the pending request (Neovim), rather than the
     next request (VS Code, whose next request follows the keystroke at once)."""
-    return editor == "neovim"
+    return editor in ("neovim", "neovim-live")

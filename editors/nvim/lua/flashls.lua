@@ -1,9 +1,13 @@
 --- flashls for Neovim: enables the `flashls` server (config in `lsp/flashls.lua`),
 --- shows its suggestions as ghost text and maps a key to accept them.
 ---
---- Neovim 0.12+: `textDocument/inlineCompletion` ghost text (`vim.lsp.inline_completion`).
---- Neovim 0.11: `textDocument/completion` in the popup menu (`vim.lsp.completion`).
---- Neovim 0.10: `vim.lsp.start` per buffer; completion through omnifunc (<C-x><C-o>).
+--- Modes:
+--- - `live` (the default, Neovim 0.10+): ghost text drawn by `flashls.ghost`, asked for at
+---   every keystroke and kept while you type along it.
+--- - `builtin` (Neovim 0.12+): Neovim's own `vim.lsp.inline_completion`, which asks only
+---   after 200 ms without a keystroke.
+--- - `popup`: `textDocument/completion` in the menu (`vim.lsp.completion`, 0.11+; omnifunc
+---   <C-x><C-o> on 0.10).
 
 local M = {}
 
@@ -11,7 +15,7 @@ local M = {}
 M.enabled = true
 
 ---@class flashls.Options
----@field mode? 'auto'|'ghost'|'popup' `auto`: ghost text where Neovim has it (0.12+), else popup.
+---@field mode? 'auto'|'live'|'builtin'|'popup' `auto` is `live`; `ghost` is an old name of `builtin`.
 ---@field accept_key? string|false Insert-mode key accepting the ghost text (default `<Tab>`).
 ---@field next_key? string|false Show the next suggestion (default `<M-]>`).
 ---@field prev_key? string|false Show the previous suggestion (default `<M-[>`).
@@ -26,19 +30,48 @@ M.defaults = {
   config = nil,
 }
 
+local ghost = require('flashls.ghost')
+
 local function has_inline_completion()
   return vim.lsp.inline_completion ~= nil
 end
 
+--- `live`, `builtin` or `popup`: what `opts.mode` asks for, as far as this Neovim allows.
 ---@param opts flashls.Options
-local function use_ghost_text(opts)
+local function mode_of(opts)
   if opts.mode == 'popup' then
-    return false
+    return 'popup'
   end
-  return has_inline_completion()
+  if (opts.mode == 'builtin' or opts.mode == 'ghost') and has_inline_completion() then
+    return 'builtin'
+  end
+  return 'live'
 end
 
---- Maps the accept/next/prev keys in one buffer; the accept key falls back to itself.
+--- Live mode: the accept/next/prev keys on `flashls.ghost`; the accept key falls back to
+--- itself when no suggestion shows.
+---@param bufnr integer
+---@param opts flashls.Options
+local function map_live_keys(bufnr, opts)
+  if opts.accept_key then
+    local key = opts.accept_key
+    vim.keymap.set('i', key, function()
+      if ghost.visible(bufnr) then
+        return '<Cmd>lua require("flashls.ghost").accept()<CR>'
+      end
+      return key
+    end, { buffer = bufnr, expr = true, desc = 'flashls: accept the suggestion' })
+  end
+  for key, count in pairs({ [opts.next_key or ''] = 1, [opts.prev_key or ''] = -1 }) do
+    if key ~= '' then
+      vim.keymap.set('i', key, function()
+        ghost.select(bufnr, count)
+      end, { buffer = bufnr, desc = 'flashls: cycle the suggestions' })
+    end
+  end
+end
+
+--- Builtin mode: the accept/next/prev keys on `vim.lsp.inline_completion`.
 ---@param bufnr integer
 ---@param opts flashls.Options
 local function map_keys(bufnr, opts)
@@ -156,14 +189,18 @@ end
 function M.suggestion_finished(_, params, ctx)
   local bufnr = vim.api.nvim_get_current_buf()
   local client = vim.lsp.get_client_by_id(ctx.client_id)
-  if not (M.enabled and client and has_inline_completion() and params and params.position)
+  if not (M.enabled and client and params and params.position)
       or not vim.startswith(vim.api.nvim_get_mode().mode, 'i')
-      or vim.uri_from_bufnr(bufnr) ~= vim.tbl_get(params, 'textDocument', 'uri')
-      or not vim.lsp.inline_completion.is_enabled({ bufnr = bufnr }) then
+      or vim.uri_from_bufnr(bufnr) ~= vim.tbl_get(params, 'textDocument', 'uri') then
     return
   end
   local here = vim.lsp.util.make_position_params(0, client.offset_encoding).position
-  if here.line == params.position.line and here.character == params.position.character then
+  if here.line ~= params.position.line or here.character ~= params.position.character then
+    return
+  end
+  if ghost.attached(bufnr) then
+    ghost.request(bufnr, true)
+  elseif has_inline_completion() and vim.lsp.inline_completion.is_enabled({ bufnr = bufnr }) then
     request_inline_completion(bufnr)
   end
 end
@@ -178,7 +215,13 @@ local function on_attach(opts)
         return
       end
       track_focus(args.buf)
-      if use_ghost_text(opts) then
+      local mode = mode_of(opts)
+      if mode == 'live' then
+        ghost.attach(args.buf, client.id, function()
+          return M.enabled
+        end)
+        map_live_keys(args.buf, opts)
+      elseif mode == 'builtin' then
         ghost_text_follows_current_buffer(args.buf)
         map_keys(args.buf, opts)
       elseif vim.lsp.completion then
@@ -204,15 +247,17 @@ local function start_without_config_api(opts)
   })
 end
 
---- Enables flashls with ghost text (0.12+) or popup completion (0.11).
+--- Enables flashls with ghost text (live, or Neovim's own on 0.12+) or popup completion.
 ---@param opts? flashls.Options
 function M.setup(opts)
   opts = vim.tbl_deep_extend('force', M.defaults, opts or {})
-  if opts.mode == 'popup' then
-    -- The server offers completion items only to clients without inline completion
-    -- (else an editor would show each suggestion twice); popup mode asks for them.
-    opts.config = vim.tbl_deep_extend('keep', opts.config or {},
-      { settings = { flashls = { completion_fallback = 'always' } } })
+  local mode = mode_of(opts)
+  if mode ~= 'builtin' then
+    -- The server offers completion items only to clients without inline completion (else
+    -- an editor would show each suggestion twice): popup mode asks for them, live mode
+    -- (which shows them itself, on any Neovim) for none.
+    opts.config = vim.tbl_deep_extend('keep', opts.config or {}, { settings = { flashls = {
+      completion_fallback = mode == 'popup' and 'always' or 'never' } } })
   end
   opts.config = vim.tbl_deep_extend('keep', opts.config or {},
     { handlers = { [FINISHED_NOTIFICATION] = M.suggestion_finished } })
@@ -225,16 +270,16 @@ function M.setup(opts)
   vim.lsp.enable('flashls')
 end
 
---- Turns ghost text on or off in every buffer flashls serves (Neovim 0.12+).
+--- Turns ghost text on or off in every buffer flashls serves.
 function M.toggle()
-  if not has_inline_completion() then
-    vim.notify('flashls: ghost text needs Neovim 0.12+', vim.log.levels.WARN)
-    return
-  end
   M.enabled = not M.enabled
   for _, client in ipairs(vim.lsp.get_clients({ name = 'flashls' })) do
     for bufnr in pairs(client.attached_buffers) do
-      enable_ghost_text_if_current(bufnr)
+      if ghost.attached(bufnr) then
+        ghost.clear(bufnr)
+      elseif has_inline_completion() then
+        enable_ghost_text_if_current(bufnr)
+      end
     end
   end
   vim.notify('flashls: suggestions ' .. (M.enabled and 'on' or 'off'))

@@ -20,10 +20,11 @@ local params = {
   result = assert(env.FLASHLS_NVIM_RESULT, 'FLASHLS_NVIM_RESULT is required'),
   attach_timeout_ms = tonumber(env.FLASHLS_NVIM_ATTACH_TIMEOUT_MS or '30000'),
   suggestion_timeout_ms = tonumber(env.FLASHLS_NVIM_SUGGESTION_TIMEOUT_MS or '20000'),
-  -- `ghost`: wait for inline ghost text, accept with <Tab>. `popup`: the Neovim 0.11 path,
+  -- `auto`, `live` or `builtin`: wait for ghost text (flashls's own, or Neovim 0.12's),
+  -- accept with <Tab>. `popup`: the Neovim 0.11 path,
   -- type FLASHLS_NVIM_TYPE (a trigger character, default a space), pick the menu item with
   -- <C-n><C-y>.
-  mode = env.FLASHLS_NVIM_MODE or 'ghost',
+  mode = env.FLASHLS_NVIM_MODE or 'auto',
   -- Ghost mode: typed once after entering insert mode; the wait for ghost text starts there.
   type = env.FLASHLS_NVIM_TYPE,
   -- Opened first, with the cursor in its middle for FIRST_REST_MS, before FLASHLS_NVIM_FILE.
@@ -34,6 +35,10 @@ local params = {
   -- Ghost mode: after the first ghost text, wait for `flashls/suggestionFinished` and for
   -- the ghost text that the plugin's new request (no keystroke) brings.
   wait_finished = env.FLASHLS_NVIM_WAIT_FINISHED == '1',
+  -- Ghost mode: after the first ghost text, type this many of its characters, one every
+  -- TYPE_INTERVAL_MS, noting after each whether a request went out and what shows.
+  type_along = tonumber(env.FLASHLS_NVIM_TYPE_ALONG or '0'),
+  type_interval_ms = tonumber(env.FLASHLS_NVIM_TYPE_INTERVAL_MS or '100'),
 }
 
 local clock_start = vim.uv.hrtime()
@@ -99,11 +104,7 @@ local function file_of(uri)
   return type(uri) == 'string' and vim.fs.basename(vim.uri_to_fname(uri)) or nil
 end
 
-local function ghost_text(bufnr)
-  local namespace = vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion']
-  if not namespace or not vim.api.nvim_buf_is_valid(bufnr) then
-    return nil
-  end
+local function ghost_text_in(bufnr, namespace)
   for _, mark in ipairs(vim.api.nvim_buf_get_extmarks(bufnr, namespace, 0, -1, { details = true })) do
     local details = mark[4]
     local lines = { table.concat(vim.tbl_map(function(chunk)
@@ -117,6 +118,22 @@ local function ghost_text(bufnr)
     local text = table.concat(lines, '\n')
     if text ~= '' then
       report.ghost_position = details.virt_text_pos
+      return text
+    end
+  end
+  return nil
+end
+
+--- The ghost text shown in `bufnr`: flashls's own (live mode) or Neovim's (builtin mode).
+local function ghost_text(bufnr)
+  if not vim.api.nvim_buf_is_valid(bufnr) then
+    return nil
+  end
+  for _, name in ipairs({ 'flashls.ghost', 'nvim.lsp.inline_completion' }) do
+    local namespace = vim.api.nvim_get_namespaces()[name]
+    local text = namespace and ghost_text_in(bufnr, namespace)
+    if text then
+      report.ghost_namespace = name
       return text
     end
   end
@@ -320,6 +337,27 @@ local function wait_for_finished_suggestion(started_ms)
   return true
 end
 
+--- Types the shown suggestion's next characters one by one, as a user who agrees with it.
+local function type_along(bufnr)
+  report.stage = 'type_along'
+  report.typed_along = {}
+  for _ = 1, params.type_along do
+    local shown = ghost_text(bufnr)
+    if not shown then
+      return fail('no ghost text to type along after ' .. #report.typed_along .. ' characters')
+    end
+    local requests = #report.requests
+    local character = shown:sub(1, 1)
+    vim.api.nvim_feedkeys(character, 'n', false)
+    sleep(params.type_interval_ms)
+    table.insert(report.typed_along, {
+      character = character, requests = #report.requests - requests,
+      shown = ghost_text(bufnr) or vim.NIL,
+    })
+  end
+  return true
+end
+
 --- The ghost-text path: wait for the answer to a request made after the keystroke (or after
 --- entering insert mode) to show, accept it with <Tab>.
 local function accept_ghost_text(bufnr)
@@ -338,6 +376,9 @@ local function accept_ghost_text(bufnr)
     return fail('no ghost text within ' .. params.suggestion_timeout_ms .. ' ms')
   end
   report.suggestion_ms = entry.handled_ms - started
+  if params.type_along > 0 and not type_along(bufnr) then
+    return
+  end
   if params.wait_finished and not wait_for_finished_suggestion(started) then
     return
   end
@@ -347,7 +388,8 @@ local function accept_ghost_text(bufnr)
   local changedtick = vim.b[bufnr].changedtick
   vim.api.nvim_feedkeys(vim.keycode('<Tab>'), 'm', false)
   if not wait_until(5000, function()
-    return vim.b[bufnr].changedtick ~= changedtick and ghost_text(bufnr) == nil
+    -- Live mode may show the next suggestion at once: the accepted one must be gone.
+    return vim.b[bufnr].changedtick ~= changedtick and ghost_text(bufnr) ~= report.ghost_text
   end) then
     return fail('<Tab> did not change the buffer')
   end
