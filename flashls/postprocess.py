@@ -1,9 +1,21 @@
-"""Stop rules while generating and clean-up after: where a suggestion ends, what it drops."""
+"""Stop rules while generating and clean-up after: where a suggestion ends, what it drops.
+
+Guards against what small models do wrong at a cursor: a block that ends where the code
+after the cursor goes on (dedent, or the next line repeated), degenerate repetition (the
+same lines, or the same few characters, again and again), and closing brackets or quotes
+that the text after the cursor already has.
+"""
 
 from __future__ import annotations
 
 from flashls.context import CompletionContext
 from flashls.engine.base import StopRule
+
+REPEATED_LINES = 3  # a run of this many copies of the same 1-3 lines is degenerate
+REPEATED_UNITS = 6  # ... of the same 2-16 characters within a line
+MIN_REPEATED_CHARS = 16
+CLOSERS = frozenset(")]}\"'`")
+_OPENER_OF = {")": "(", "]": "[", "}": "{"}
 
 
 def _indent_width(line: str) -> int:
@@ -39,6 +51,9 @@ def stop_rule(context: CompletionContext, max_lines: int) -> StopRule:
                     return max(offset - 1, 0)
             if number >= max_lines:
                 return max(offset - 1, 0)
+            repeated = _repeated_lines(complete[:number + 1])
+            if repeated is not None:
+                return max(sum(len(kept) + 1 for kept in complete[:repeated]) - 1, 0)
             offset += len(line) + 1
         if text.endswith("\n\n\n"):
             return len(text.rstrip("\n"))
@@ -47,9 +62,40 @@ def stop_rule(context: CompletionContext, max_lines: int) -> StopRule:
     return block_stop
 
 
+def _repeated_lines(lines: list[str]) -> int | None:
+    """How many of `lines` to keep when they end in REPEATED_LINES copies of the same one to
+    three non-blank lines (the first copy is kept); None when they do not."""
+    for period in (1, 2, 3):
+        run = period * REPEATED_LINES
+        if len(lines) < run:
+            break
+        tail = [line.strip() for line in lines[-run:]]
+        if any(tail[:period]) and all(tail[i] == tail[i % period] for i in range(run)):
+            return len(lines) - run + period
+    return None
+
+
+def repeated_tail(text: str) -> int | None:
+    """Where to cut a line that ends in REPEATED_UNITS copies of the same 2-16 characters
+    (at least MIN_REPEATED_CHARS, with a letter or digit in them: not `-----` or `0000`
+    rules and literals): after the first copy. None when it does not."""
+    for period in range(2, 17):
+        run = period * REPEATED_UNITS
+        if len(text) < max(run, MIN_REPEATED_CHARS):
+            continue
+        unit = text[-period:]
+        if not any(char.isalnum() for char in unit) or len(set(unit)) == 1:
+            continue
+        if text.endswith(unit * REPEATED_UNITS):
+            return len(text) - run + period
+    return None
+
+
 def _single_line_stop(text: str) -> int | None:
     newline = text.find("\n")
-    return None if newline < 0 else newline
+    if newline >= 0:
+        return newline
+    return repeated_tail(text)
 
 
 def _whole_words(text: str) -> str:
@@ -58,6 +104,37 @@ def _whole_words(text: str) -> str:
     while cut > 0 and (text[cut - 1].isalnum() or text[cut - 1] == "_"):
         cut -= 1
     return text[:cut] if text[:cut].strip() else text
+
+
+def _over_closed(line: str) -> bool:
+    """Whether a line closes more brackets than it opens, or has an odd quote count (a
+    rough count: brackets and quotes inside strings count too)."""
+    depth = {opener: 0 for opener in _OPENER_OF.values()}
+    for char in line:
+        if char in depth:
+            depth[char] += 1
+        elif char in _OPENER_OF:
+            depth[_OPENER_OF[char]] -= 1
+            if depth[_OPENER_OF[char]] < 0:
+                return True
+    return any(line.count(quote) % 2 for quote in "\"'`")
+
+
+def _without_doubled_closers(text: str, line_prefix: str, rest: str) -> str:
+    """`text` without the closing brackets and quotes at its end that the text after the
+    cursor (`rest`) begins with, when keeping them would leave the line over-closed and
+    dropping them would not: `print(f"hi|")` + `there")` gives `there`."""
+    overlap = 0
+    for size in range(min(len(text), len(rest)), 0, -1):
+        if text.endswith(rest[:size]) and set(rest[:size]) <= CLOSERS:
+            overlap = size
+            break
+    if not overlap:
+        return text
+    kept = text[:len(text) - overlap]
+    if _over_closed(line_prefix + text + rest) and not _over_closed(line_prefix + kept + rest):
+        return kept
+    return text
 
 
 def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> str:
@@ -70,8 +147,10 @@ def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> 
     text = text.rstrip()
     if not context.multiline:
         rest = context.line_suffix.strip()
-        if rest and text.endswith(rest):
-            text = text[:len(text) - len(rest)].rstrip()
+        if rest and text.endswith(rest) and not set(rest) <= CLOSERS:
+            text = text[:len(text) - len(rest)].rstrip()  # the rest of the line echoed
+        else:
+            text = _without_doubled_closers(text, context.line_prefix, rest)
     if not text.strip():
         return ""
     return text

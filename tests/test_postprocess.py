@@ -47,3 +47,42 @@ def test_deadline_answers_end_on_a_whole_word() -> None:
     assert clean("compute(alpha, bet", context, cut_short=True) == "compute(alpha,"
     assert clean("compute", context, cut_short=True) == "compute"  # nothing to fall back to
     assert clean("compute(alpha, bet", context) == "compute(alpha, bet"
+
+
+def test_closers_the_text_after_the_cursor_already_has_are_not_doubled() -> None:
+    # An editor that auto-closes brackets and quotes leaves them after the cursor.
+    assert clean('hello there"', context_at('print(f"|")\n')) == "hello there"
+    assert clean("x)", context_at("if check(|):\n")) == "x"
+    assert clean("compute(x)", context_at("if check(|):\n")) == "compute(x)"  # balanced
+    assert clean("items[0]]", context_at("value = table[|]\n")) == "items[0]"
+    # Closers the line needs stay: here the model's `)` closes its own `(`.
+    assert clean("len(x)", context_at("total = (|)\n")) == "len(x)"
+    assert clean("a)", context_at("print(|)\n")) == "a"
+    assert clean("x  # note", context_at("y = |  # note\n")) == "x"  # the rest echoed
+    # A line that is unbalanced either way is left as generated.
+    assert clean("don't", context_at("say('|')\n")) == "don't"
+
+
+def test_a_line_repeating_the_same_few_characters_is_cut_after_the_first() -> None:
+    rule = stop_rule(context_at("values = |\n"), max_lines=8)
+    assert rule("[a, b, c]") is None
+    looping = "foo(" + "bar, " * 6
+    cut = rule(looping)
+    assert cut is not None and looping[:cut] == "foo(bar, "
+    # Rules, separators and long literals are not loops.
+    assert rule("'" + "-" * 40) is None and rule("0x" + "0" * 32) is None
+    assert rule("'ab" + "=" * 30) is None
+
+
+def test_a_block_repeating_the_same_lines_is_cut_after_the_first_copy() -> None:
+    context = context_at("def f(x):\n    |\n")
+    rule = stop_rule(context, max_lines=40)
+    same = "y = x + 1\n" + "    print(y)\n" * 4
+    cut = rule(same)
+    assert cut is not None and same[:cut] == "y = x + 1\n    print(y)"
+    pairs = "a = 1\n" + "    b = 2\n    c = 3\n" * 3 + "    d"
+    cut = rule(pairs)
+    assert cut is not None and pairs[:cut] == "a = 1\n    b = 2\n    c = 3"
+    # Two copies may be meant, and blank lines are not a loop.
+    assert rule("y = 1\n    y += 1\n    y += 1\n    return y\n    ") is None
+    assert rule("y = 1\n\n\n    return y\n    ") is None
