@@ -328,6 +328,25 @@ async def test_naive_baseline_runs_with_its_flags_and_is_compared(
     assert payload["variants"]["naive"]["summary"]["hits"] == 3
 
 
+async def test_the_same_baseline_adds_its_flags_and_both_get_the_workspace(
+        fake_server: Path, source_file: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    command = _server_command(fake_server, "--delay-ms", "1", "--log", str(log))
+    config = _config(source_file, command, baseline="same", keystrokes_per_site=4,
+                     baseline_args=("--context-sources=none",),
+                     workspace=str(source_file.parent))
+    payload = await run_benchmark(config)
+    entries = _log(log)
+    argv = [entry["argv"] for entry in entries if "argv" in entry]
+    assert argv == [list(command[2:]), [*command[2:], "--context-sources=none"]]
+    folders = [entry["params"]["workspaceFolders"] for entry in entries
+               if entry.get("method") == "initialize"]
+    assert folders == [[{"uri": source_file.parent.as_uri(),
+                         "name": source_file.parent.name}]] * 2
+    assert set(payload["variants"]) == {"flashls", "same"}
+    assert payload["comparison"] is not None
+
+
 async def test_client_answers_server_requests_and_shuts_down(
         fake_server: Path, source_file: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"

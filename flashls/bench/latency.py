@@ -35,6 +35,7 @@ from flashls.bench.replay import (
 
 CANDIDATE = "flashls"
 NAIVE = "naive"
+SAME = "same"  # the baseline: flashls again, with --baseline-arg flags added
 LLAMA_VSCODE = llama_vscode.VARIANT
 NAIVE_SETTINGS = ("reuse_kv_prefix", "speculative_cache", "progressive")
 # The naive baseline is a plain FIM call per keystroke: it answers only when done.
@@ -62,6 +63,8 @@ class BenchConfig:
     llama_server: str = ""  # the llama-server URL the llama-vscode baseline talks to
     server_command: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
+    baseline_args: tuple[str, ...] = ()  # the `same` baseline's extra flags
+    workspace: str = ""  # a folder the editor has open (workspaceFolders), or none
     out_dir: str = "bench/results"
     request_timeout_s: float = 30.0
     startup_timeout_s: float = 300.0
@@ -93,7 +96,8 @@ def naive_flags() -> list[str]:
 def server_command(config: BenchConfig, variant: str) -> list[str]:
     """The command starting one variant's server."""
     base = list(config.server_command) or [sys.executable, "-m", "flashls", "serve"]
-    extra = [*naive_flags(), *NAIVE_TIME_BUDGET] if variant == NAIVE else []
+    extra = ([*naive_flags(), *NAIVE_TIME_BUDGET] if variant == NAIVE
+             else list(config.baseline_args) if variant == SAME else [])
     return [*base, *config.server_args, *extra]
 
 
@@ -112,6 +116,13 @@ def initialize_params() -> dict[str, Any]:
             "window": {"workDoneProgress": False},
         },
     }
+
+
+def workspace_params(root: str, name: str) -> dict[str, Any]:
+    """`initialize` params of an editor that opened the folder `root`."""
+    uri = Path(root).absolute().as_uri()
+    return {**initialize_params(), "rootUri": uri, "rootPath": root,
+            "workspaceFolders": [{"uri": uri, "name": name}]}
 
 
 async def initialize_server(client: LspClient, timeout_s: float,
@@ -168,7 +179,8 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
     started = time.perf_counter()
     client = await LspClient.start(command)
     try:
-        await initialize_server(client, config.startup_timeout_s)
+        await initialize_server(client, config.startup_timeout_s, workspace_params(
+            config.workspace, Path(config.workspace).name) if config.workspace else None)
         ready = time.perf_counter()
         await wait_until_ready(client, config.startup_timeout_s)
         warm = time.perf_counter()
@@ -213,8 +225,8 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     """Every variant over the same traces; the payload that the JSON file holds."""
     traces = load_traces(config)
     results = [await run_variant(CANDIDATE, traces, config)]
-    if config.baseline == NAIVE:
-        results.append(await run_variant(NAIVE, traces, config))
+    if config.baseline in (NAIVE, SAME):
+        results.append(await run_variant(config.baseline, traces, config))
     elif config.baseline == LLAMA_VSCODE:
         results.append(await run_llama_vscode(traces, config))
     return build_payload(config, traces, results)
@@ -288,12 +300,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="before each site's first keystroke, wait for one untimed "
                              "completion at its cursor, so typing meets a warm model "
                              "(default: off: the first keystroke pays the cold prompt)")
-    parser.add_argument("--baseline", choices=(NAIVE, LLAMA_VSCODE, "none"),
+    parser.add_argument("--baseline", choices=(NAIVE, SAME, LLAMA_VSCODE, "none"),
                         default=defaults.baseline,
                         help="naive: replay again against a server started with "
-                             f"{' '.join(naive_flags())}; {LLAMA_VSCODE}: send llama.vscode's "
+                             f"{' '.join(naive_flags())}; {SAME}: against flashls with the "
+                             f"--baseline-arg flags added; {LLAMA_VSCODE}: send llama.vscode's "
                              "/infill requests straight to --llama-server; none: skip "
                              "(default: %(default)s)")
+    parser.add_argument("--baseline-arg", action="append", default=[], metavar="ARG",
+                        help=f"extra argument for the {SAME} baseline's `flashls serve`, "
+                             "repeatable (e.g. --baseline-arg=--context-sources=none)")
+    parser.add_argument("--workspace", default="", metavar="DIR",
+                        help="the folder the editor has open (sent as workspaceFolders), "
+                             "e.g. the package the --files come from, for context from "
+                             "other files (default: none)")
     parser.add_argument("--llama-server", default=defaults.llama_server, metavar="URL",
                         help=f"the llama-server the {LLAMA_VSCODE} baseline talks to, e.g. "
                              "http://127.0.0.1:8012")
@@ -320,6 +340,10 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         raise BenchError("--interval-ms and --request-timeout-s must be positive")
     if arguments.baseline == LLAMA_VSCODE and not arguments.llama_server:
         raise BenchError(f"--baseline {LLAMA_VSCODE} needs --llama-server URL")
+    if arguments.baseline == SAME and not arguments.baseline_arg:
+        raise BenchError(f"--baseline {SAME} needs at least one --baseline-arg")
+    if arguments.workspace and not Path(arguments.workspace).is_dir():
+        raise BenchError(f"--workspace {arguments.workspace}: not a directory")
     command = shlex.split(arguments.server_command) if arguments.server_command else []
     return BenchConfig(
         files=tuple(arguments.files), sites=arguments.sites, seed=arguments.seed,
@@ -328,6 +352,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         interval_ms=arguments.interval_ms, prime=arguments.prime, baseline=arguments.baseline,
         llama_server=arguments.llama_server,
         server_command=tuple(command), server_args=tuple(arguments.server_arg),
+        baseline_args=tuple(arguments.baseline_arg), workspace=arguments.workspace,
         out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s)
 

@@ -25,9 +25,9 @@ from flashls.bench.client import LspClient, Response, ServerError
 from flashls.bench.infill import write_json
 from flashls.bench.latency import (
     BenchError,
-    initialize_params,
     initialize_server,
     wait_until_ready,
+    workspace_params,
 )
 from flashls.bench.replay import (
     INLINE_COMPLETION,
@@ -120,13 +120,6 @@ def server_command(config: RepoConfig, variant_args: Sequence[str]) -> list[str]
     model = [f"--model={config.model}"] if config.model else []
     return [sys.executable, "-m", "flashls", "serve", *FIXED_SERVER_ARGS, *model,
             *config.server_args, *variant_args]
-
-
-def workspace_params(root: str, name: str) -> dict[str, Any]:
-    """`initialize` params of an editor that opened the project's folder."""
-    uri = Path(root).as_uri()
-    return {**initialize_params(), "rootUri": uri, "rootPath": root,
-            "workspaceFolders": [{"uri": uri, "name": name}]}
 
 
 async def initialize_workspace(client: LspClient, root: str, name: str,
