@@ -331,3 +331,20 @@ async def test_the_servers_copy_matches_the_editors_after_a_session(tmp_path: Pa
         await client.close()
     finally:
         await client.kill()
+
+
+@pytest.mark.usefixtures("fake_engine")
+def test_a_session_can_open_a_workspace_folder(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    files = _files(tmp_path)
+    common = ["bench", "session", "--files", *files, "--places", "2", "--returns", "0",
+              "--read-ms", "50", "--interval-ms", "30", "--linger-ms", "100",
+              "--max-chars", "8", "--no-baseline", *FAKE, "--out", str(tmp_path / "out")]
+    assert main([*common, "--workspace", str(tmp_path / "missing")]) == 1
+    assert "not a directory" in capsys.readouterr().err
+    assert main([*common, "--workspace", str(tmp_path),
+                 "--server-arg=--context-sources=definitions"]) == 0, capsys.readouterr()
+    [json_path] = (tmp_path / "out").glob("session-*.json")
+    payload = json.loads(json_path.read_text(encoding="utf-8"))
+    assert payload["config"]["workspace"] == str(tmp_path)
+    assert payload["variants"]["flashls"]["summary"]["requests"]["error"] == 0

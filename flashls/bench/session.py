@@ -22,7 +22,13 @@ from typing import Any
 from flashls import __version__
 from flashls.bench import report, trace
 from flashls.bench.client import LspClient, ServerError
-from flashls.bench.latency import BenchError, initialize_server, run_command, wait_until_ready
+from flashls.bench.latency import (
+    BenchError,
+    initialize_server,
+    run_command,
+    wait_until_ready,
+    workspace_params,
+)
 from flashls.bench.session_drive import SessionDriver, SessionLog
 from flashls.bench.session_editor import EDITORS, Timing
 from flashls.bench.session_metrics import (
@@ -63,6 +69,7 @@ class SessionConfig:
     baseline: bool = True
     baseline_args: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
+    workspace: str = ""  # a folder the editor has open (workspaceFolders), or none
     out_dir: str = "bench/reports"
     request_timeout_s: float = 30.0
     startup_timeout_s: float = 300.0
@@ -122,7 +129,8 @@ async def run_variant(variant: Variant, plan: SessionPlan, config: SessionConfig
     started = time.perf_counter()
     client = await LspClient.start(variant.command)
     try:
-        await initialize_server(client, config.startup_timeout_s)
+        await initialize_server(client, config.startup_timeout_s, workspace_params(
+            config.workspace, Path(config.workspace).name) if config.workspace else None)
         ready = time.perf_counter()
         await wait_until_ready(client, config.startup_timeout_s)
         warm = time.perf_counter()
@@ -406,6 +414,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `flashls serve`, repeatable "
                              "(e.g. --server-arg=--engine --server-arg=fake)")
+    parser.add_argument("--workspace", default="", metavar="DIR",
+                        help="the folder the editor has open (sent as workspaceFolders), "
+                             "e.g. the package --files names, for context from other files "
+                             "(default: none)")
     parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
                         help="where the JSON and PNG go (default: %(default)s)")
     parser.add_argument("--request-timeout-s", type=float, default=defaults.request_timeout_s,
@@ -426,6 +438,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> SessionConfig:
             or min(arguments.read_ms, arguments.linger_ms) < 0:
         raise BenchError("--interval-ms and --request-timeout-s must be positive, "
                          "--read-ms and --linger-ms not negative")
+    if arguments.workspace and not Path(arguments.workspace).is_dir():
+        raise BenchError(f"--workspace {arguments.workspace}: not a directory")
     return SessionConfig(
         files=tuple(arguments.files), file_count=arguments.file_count,
         places=arguments.places, returns=arguments.returns, seed=arguments.seed,
@@ -433,7 +447,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> SessionConfig:
         read_ms=arguments.read_ms, interval_ms=arguments.interval_ms,
         linger_ms=arguments.linger_ms, baseline=arguments.baseline,
         baseline_args=tuple(arguments.baseline_arg), server_args=tuple(arguments.server_arg),
-        out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
+        workspace=arguments.workspace, out_dir=arguments.out,
+        request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s)
 
 
