@@ -182,6 +182,24 @@ def test_live_ghost_text_asks_at_every_keystroke_and_stays_while_typed_along(
 
 
 @requires_nvim
+def test_live_ghost_text_shows_and_accepts_a_block(tmp_path: Path) -> None:
+    """On an empty line after a block opener the suggestion is a block: the plugin shows its
+    first line inline and the others as virtual lines; <Tab> inserts them all and leaves the
+    cursor at the block's end."""
+    lines = ["def f(x):", "    ", "", "print(f(1))"]
+    path = tmp_path / "block.py"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    edit = Edit(path, lines, 2, 4)
+    report = run_nvim(tmp_path, edit, ["--engine", "fake"], suggestion_timeout_ms=15_000)
+    block = fake_middle("    ").rstrip()
+    assert "\n" in block and report["ghost_text"] == block
+    assert report["ghost_namespace"] == "flashls.ghost"
+    assert inserted_text(edit, report) == block
+    last = block.split("\n")[-1]
+    assert report["cursor_after"] == [2 + block.count("\n"), len(last)]
+
+
+@requires_nvim
 def test_fake_engine_suggestion_inside_a_line_keeps_the_rest(tmp_path: Path) -> None:
     """Mid-line, after a half-typed name, the suggestion goes in before the text that follows."""
     lines = SOURCE.read_text(encoding="utf-8").splitlines()
