@@ -388,8 +388,16 @@ local function accept_ghost_text(bufnr)
   local changedtick = vim.b[bufnr].changedtick
   vim.api.nvim_feedkeys(vim.keycode('<Tab>'), 'm', false)
   if not wait_until(5000, function()
-    -- Live mode may show the next suggestion at once: the accepted one must be gone.
-    return vim.b[bufnr].changedtick ~= changedtick and ghost_text(bufnr) ~= report.ghost_text
+    -- The suggestion's text now ends at the cursor. (Live mode may show the next suggestion
+    -- at once, and it may read the same as the accepted one.)
+    if vim.b[bufnr].changedtick == changedtick then
+      return false
+    end
+    local accepted = vim.split(report.ghost_text, '\n', { plain = true })
+    local last = accepted[#accepted]
+    local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+    local line = vim.api.nvim_buf_get_lines(bufnr, row - 1, row, true)[1]
+    return line:sub(1, col):sub(-#last) == last
   end) then
     return fail('<Tab> did not change the buffer')
   end
