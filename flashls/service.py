@@ -243,7 +243,7 @@ class CompletionService:
             crossfile.visited(request.uri, request.line)
             sections = crossfile.sections(request.uri, request.language_id,
                                           self.trees.tree(request.uri), request.text,
-                                          request.line)
+                                          cursor)
             context = dataclasses.replace(
                 context, extra=tuple((s.path, s.text) for s in sections),
                 path=crossfile.path_of(request.uri), repo_name=crossfile.repo_name())

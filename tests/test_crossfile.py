@@ -228,7 +228,8 @@ def test_typing_along_a_line_reuses_the_chosen_definitions_until_they_may_change
     def ask(line_text: str, tail: str = "    return 1\n") -> tuple[str, ...]:
         text = head + line_text + "\n" + tail
         context.document_changed("file:///p/user.py", "python", text)
-        found = context.sections("file:///p/user.py", "python", _tree(text), text, 4)
+        cursor = len(head + line_text)  # the end of line 4, where the user types
+        found = context.sections("file:///p/user.py", "python", _tree(text), text, cursor)
         return tuple(section.path for section in found)
 
     assert ask("    c = Ci") == ("shapes.py",)

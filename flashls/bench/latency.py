@@ -101,9 +101,10 @@ def server_command(config: BenchConfig, variant: str) -> list[str]:
     return [*base, *config.server_args, *extra]
 
 
-def initialize_params() -> dict[str, Any]:
-    """What an editor with inline completion support says about itself."""
-    return {
+def initialize_params(workspace: str = "", name: str = "") -> dict[str, Any]:
+    """What an editor with inline completion support says about itself; with `workspace`,
+    one that opened that folder (named `name`, by default the folder's own name)."""
+    params: dict[str, Any] = {
         "processId": None, "clientInfo": {"name": "flashls-bench", "version": __version__},
         "rootUri": None, "workspaceFolders": None, "initializationOptions": {},
         "capabilities": {
@@ -116,20 +117,19 @@ def initialize_params() -> dict[str, Any]:
             "window": {"workDoneProgress": False},
         },
     }
+    if workspace:
+        uri = Path(workspace).absolute().as_uri()
+        params.update(rootUri=uri, rootPath=workspace, workspaceFolders=[
+            {"uri": uri, "name": name or Path(workspace).name}])
+    return params
 
 
-def workspace_params(root: str, name: str) -> dict[str, Any]:
-    """`initialize` params of an editor that opened the folder `root`."""
-    uri = Path(root).absolute().as_uri()
-    return {**initialize_params(), "rootUri": uri, "rootPath": root,
-            "workspaceFolders": [{"uri": uri, "name": name}]}
-
-
-async def initialize_server(client: LspClient, timeout_s: float,
-                            params: dict[str, Any] | None = None) -> None:
-    """`initialize` (with `params`, default `initialize_params()`) and `initialized`;
-    fails unless inline completion is advertised."""
-    response = await client.request("initialize", params or initialize_params(), timeout_s)
+async def initialize_server(client: LspClient, timeout_s: float, workspace: str = "",
+                            name: str = "") -> None:
+    """`initialize` (see `initialize_params`) and `initialized`; fails unless inline
+    completion is advertised."""
+    response = await client.request("initialize", initialize_params(workspace, name),
+                                    timeout_s)
     if response.error is not None:
         raise BenchError(f"initialize failed: {response.error}")
     capabilities = (response.result or {}).get("capabilities", {})
@@ -179,8 +179,7 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
     started = time.perf_counter()
     client = await LspClient.start(command)
     try:
-        await initialize_server(client, config.startup_timeout_s, workspace_params(
-            config.workspace, Path(config.workspace).name) if config.workspace else None)
+        await initialize_server(client, config.startup_timeout_s, config.workspace)
         ready = time.perf_counter()
         await wait_until_ready(client, config.startup_timeout_s)
         warm = time.perf_counter()

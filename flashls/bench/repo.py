@@ -27,7 +27,6 @@ from flashls.bench.latency import (
     BenchError,
     initialize_server,
     wait_until_ready,
-    workspace_params,
 )
 from flashls.bench.replay import (
     INLINE_COMPLETION,
@@ -125,7 +124,7 @@ def server_command(config: RepoConfig, variant_args: Sequence[str]) -> list[str]
 async def initialize_workspace(client: LspClient, root: str, name: str,
                                timeout_s: float) -> None:
     """`initialize` with the project as workspace, and `initialized`."""
-    await initialize_server(client, timeout_s, workspace_params(root, name))
+    await initialize_server(client, timeout_s, root, name)
 
 
 def _open_params(path: str, text: str) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from flashls.bench.latency import (
     initialize_server,
     run_command,
     wait_until_ready,
-    workspace_params,
 )
 from flashls.bench.session_drive import SessionDriver, SessionLog
 from flashls.bench.session_editor import EDITORS, Timing
@@ -129,8 +128,7 @@ async def run_variant(variant: Variant, plan: SessionPlan, config: SessionConfig
     started = time.perf_counter()
     client = await LspClient.start(variant.command)
     try:
-        await initialize_server(client, config.startup_timeout_s, workspace_params(
-            config.workspace, Path(config.workspace).name) if config.workspace else None)
+        await initialize_server(client, config.startup_timeout_s, config.workspace)
         ready = time.perf_counter()
         await wait_until_ready(client, config.startup_timeout_s)
         warm = time.perf_counter()

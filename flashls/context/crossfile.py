@@ -47,8 +47,9 @@ RING_EVICT_SIMILARITY = 0.9
 MIN_RING_LINES = 8  # a chunk cut shorter than this is left out
 _SKIPPED_NAMES = frozenset({"__all__", "__version__", "__author__"})
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A word followed by a dot: `module.` (a name's use, or being typed).
+_DOTTED = re.compile(r"(?<!\w)(\w+)\.")
 # `module.name` uses, overlapping so that `a.b.c` yields (a, b) and (b, c).
-_DOTTED = re.compile(r"(?<!\w)([A-Za-z_]\w*)\.")
 _ATTRIBUTE = re.compile(r"(?<![\w.])(?=([A-Za-z_]\w*)\.([A-Za-z_]\w*))")
 _IMPORT_WORDS = frozenset({"import", "from", "as", "use", "crate", "self", "super", "pub",
                            "package", "include", "extern", "static", "type", "typeof",
@@ -154,10 +155,8 @@ def select_definitions(index: DefinitionIndex, key: str, imports: Imports, text:
         if module in imports.modules:
             wanted.append((name, module))
             used_modules[module] = None
-    for module in sorted(imports.modules):  # `module.` ending a line, as while typing
-        if module not in used_modules and re.search(rf"(?<!\w){re.escape(module)}\.",
-                                                    text):
-            used_modules[module] = None
+    for module in sorted(_dotted_modules(text, imports.modules)):  # `module.` being typed
+        used_modules.setdefault(module, None)
     candidates = [_pick(index, name, hint, key) for name, hint in dict.fromkeys(wanted)]
     candidates += [d for module in used_modules for d in _outline(index, module, key)]
     unique: dict[tuple[str, int], Definition] = {}  # the first mention of a definition wins
@@ -359,9 +358,9 @@ class CrossFileContext:
         return PurePosixPath(unquote(urlparse(self.roots[0]).path).rstrip("/")).name
 
     def sections(self, key: str, language_id: str, tree: tree_sitter.Tree | None,
-                 text: str, line: int | None = None) -> tuple[FileSection, ...]:
+                 text: str, cursor: int | None = None) -> tuple[FileSection, ...]:
         """The cross-file part for the document `key` with `text`, within the budget.
-        With the cursor's `line`, the definitions chosen for an open document are reused
+        With the `cursor` (a string offset), the definitions chosen for an open document are reused
         while typing along that line (see `_Selection`): finding them scans the whole
         document, which is too slow for every keystroke in a long file."""
         if not self.enabled:
@@ -371,7 +370,7 @@ class CrossFileContext:
         budget = self.budget_tokens
         sections: list[FileSection] = []
         if "definitions" in self.sources and tree is not None:
-            chosen = self._definitions(key, language_id, tree, text, line)
+            chosen = self._definitions(key, language_id, tree, text, cursor)
             budget -= sum(estimate_tokens(d.text) + 1 for d in chosen)
             sections += self._definition_sections(list(chosen))
         if "recent" in self.sources:
@@ -381,19 +380,14 @@ class CrossFileContext:
         return tuple(sections)
 
     def _definitions(self, key: str, language_id: str, tree: tree_sitter.Tree, text: str,
-                     line: int | None) -> tuple[Definition, ...]:
+                     cursor: int | None) -> tuple[Definition, ...]:
         document = self._open.get(key)
-        if line is None or document is None:
+        if cursor is None or document is None:
             imports = find_imports(tree, language_id)
             return tuple(select_definitions(self.index, key, imports, text,
                                             self.budget_tokens))
-        start = 0
-        for _ in range(line):
-            start = text.find("\n", start) + 1
-            if start == 0:
-                start = len(text)
-                break
-        end = text.find("\n", start)
+        start = text.rfind("\n", 0, cursor) + 1
+        end = text.find("\n", cursor)
         end = len(text) if end < 0 else end
         before, cursor_line, after = text[:start], text[start:end], text[end:]
         generation = self.index.generation

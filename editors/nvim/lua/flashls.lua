@@ -114,11 +114,7 @@ local function report_focus(bufnr)
     end
     for _, client in ipairs(vim.lsp.get_clients({ name = 'flashls', bufnr = bufnr })) do
       local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
-      if vim.fn.has('nvim-0.11') == 1 then
-        client:notify('textDocument/didFocus', params)
-      else
-        client.notify('textDocument/didFocus', params) -- 0.10: a function field
-      end
+      ghost.call(client, 'notify', 'textDocument/didFocus', params)
     end
   end))
 end

@@ -41,12 +41,13 @@ local states = {}
 api.nvim_set_hl(0, HIGHLIGHT, { link = 'Comment', default = true })
 
 --- Calls a client method on Neovim 0.11+ (methods) and 0.10 (functions in fields).
-local function call(client, method, ...)
+function M.call(client, method, ...)
   if vim.fn.has('nvim-0.11') == 1 then
     return client[method](client, ...)
   end
   return client[method](...)
 end
+local call = M.call
 
 --- The cursor (0-based row, byte column) if `bufnr` is in the current window.
 ---@return integer?, integer?
