@@ -311,6 +311,8 @@ class CompletionService:
         else:
             job.future = self.worker.generate(self._generation(job), job.token, USER)
         self._jobs[job.request.uri] = job
+        log.debug("%s job for %s:%d:%d", job.kind, job.request.uri.rsplit("/", 1)[-1],
+                  job.request.line, job.request.character)
         loop = asyncio.get_running_loop()
         job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._settle, job))
         return job

@@ -50,6 +50,7 @@ class _Job:
     run: Callable[[], Any] = field(compare=False)
     future: concurrent.futures.Future[Any] = field(compare=False)
     cancel: CancelToken = field(compare=False)
+    kind: str = field(compare=False, default="")  # for the debug log
     submitted: float = field(compare=False, default_factory=time.perf_counter)
 
 
@@ -78,33 +79,35 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._loop, name="flashls-model", daemon=True)
         self._thread.start()
 
-    def _submit(self, run: Callable[[], Any], cancel: CancelToken,
-                priority: int) -> concurrent.futures.Future[Any]:
+    def _submit(self, run: Callable[[], Any], cancel: CancelToken, priority: int,
+                kind: str) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             if self._stopped:
                 future.cancel()
             else:
-                self._jobs.put(_Job(priority, next(self._sequence), run, future, cancel))
+                self._jobs.put(_Job(priority, next(self._sequence), run, future, cancel, kind))
         return future
 
     def generate(self, request: GenerationRequest, cancel: CancelToken,
                  priority: int = USER) -> concurrent.futures.Future[QueuedResult]:
         """Queue a generation; the future holds a QueuedResult of a GenerationResult."""
-        return self._submit(lambda: self.engine.generate(request, cancel), cancel, priority)
+        return self._submit(lambda: self.engine.generate(request, cancel), cancel, priority,
+                            "generate")
 
     def prefill(self, request: GenerationRequest,
                 cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
         """Queue, behind any user request, evaluating a prompt ahead of time (warm-up)."""
-        return self._submit(lambda: self.engine.prefill(request, cancel), cancel, BACKGROUND)
+        return self._submit(lambda: self.engine.prefill(request, cancel), cancel, BACKGROUND,
+                            "prefill")
 
     def resume(self, cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
         """Queue, behind any user request, the continuation of a generation cut short."""
-        return self._submit(lambda: self.engine.resume(cancel), cancel, BACKGROUND)
+        return self._submit(lambda: self.engine.resume(cancel), cancel, BACKGROUND, "resume")
 
     def load(self) -> concurrent.futures.Future[QueuedResult]:
         """Queue loading the model (start-up preload)."""
-        return self._submit(self.engine.load, CancelToken(), USER)
+        return self._submit(self.engine.load, CancelToken(), USER, "load")
 
     def _loop(self) -> None:
         while True:
@@ -122,7 +125,12 @@ class ModelWorker:
             waited = (time.perf_counter() - job.submitted) * 1000
             self._current = job
             try:
-                job.future.set_result(QueuedResult(job.run(), waited))
+                started = time.perf_counter()
+                value = job.run()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s job: waited %.0f ms, ran %.0f ms: %s", job.kind, waited,
+                              (time.perf_counter() - started) * 1000, _describe(value))
+                job.future.set_result(QueuedResult(value, waited))
             except BaseException as error:  # handed to the caller, never kills the thread
                 log.debug("model job failed: %s", error)
                 job.future.set_exception(error)
@@ -141,7 +149,7 @@ class ModelWorker:
                 return
             self._stopped = True
             self._jobs.put(_Job(BACKGROUND, next(self._sequence), _STOP,
-                                concurrent.futures.Future(), CancelToken()))
+                                concurrent.futures.Future(), CancelToken(), "stop"))
         running = self._current
         if running is not None:
             running.cancel.cancel()
@@ -150,6 +158,17 @@ class ModelWorker:
         """Wait for a stopped worker's thread to end; True when it has."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, GenerationResult):
+        timings = value.timings
+        return (f"{value.finish}, {timings.evaluated_tokens}/{timings.prompt_tokens} prompt "
+                f"tokens evaluated{' (short window)' if timings.short_window else ''}, "
+                f"{timings.generated_tokens} generated")
+    if isinstance(value, int):
+        return f"{value} prompt tokens evaluated"
+    return "nothing to do" if value is None else type(value).__name__
 
 
 def finished_result(result: QueuedResult) -> GenerationResult:
