@@ -90,6 +90,37 @@ def test_cancel_stops_within_one_token(engine: LlamaEngine) -> None:
     assert len(seen) <= 4
 
 
+class CancelledOnRead(CancelToken):
+    """Cancelled from its `reads`-th look on: the abort callback looks at every graph node,
+    so with a count a few looks in, a decode is stopped midway, whatever the CPU's speed."""
+
+    def __init__(self, reads: int) -> None:
+        super().__init__()
+        self._left = reads
+
+    @property
+    def cancelled(self) -> bool:
+        self._left -= 1
+        return self._left < 0 or super().cancelled
+
+
+def test_a_cancel_stops_a_prompt_chunk_midway_and_the_cache_stays_sound(
+        engine: LlamaEngine) -> None:
+    long_prefix = PREFIX.replace("import os", "import os\n" + "\n".join(
+        f"CONSTANT_{index} = {index}" for index in range(30)))
+    request = GenerationRequest(long_prefix, SUFFIX, 16, first_line)
+    # Looked at once before the first chunk, then by the abort callback during it.
+    evaluated = engine.prefill(request, CancelledOnRead(5))
+    assert evaluated == 0  # the first chunk was stopped, not finished and then stopped
+    # Nothing of the aborted chunk (64 tokens) is taken for cached: all but the few
+    # tokens this prompt shares with the previous test's are evaluated.
+    result = engine.generate(request, CancelToken())
+    assert result.timings.prompt_tokens - 8 <= result.timings.evaluated_tokens
+    assert result.timings.prompt_tokens > 2 * 64
+    assert result.finish in ("stop", "eos", "length")
+    assert_parses_in_place(long_prefix, result.text)
+
+
 def test_reuse_evaluates_only_the_edit_and_keeps_sure_tokens(engine: LlamaEngine,
                                                              model_path: Path) -> None:
     engine.generate(GenerationRequest(PREFIX, SUFFIX, 4, first_line), CancelToken())

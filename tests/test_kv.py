@@ -116,6 +116,69 @@ def test_a_tail_cut_by_cancel_is_continued_after_the_next_edit() -> None:
     assert cache.sequence(1) == typed
 
 
+class AbortingCache(SimulatedCache):
+    """llama.cpp with its abort callback firing on the `abort_at`-th decode call: the call
+    raises Cancelled and its cells are gone (llama.cpp removes the aborted ubatch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.abort_at: int | None = None
+
+    def decode(self, tokens: list[int], position: int, sequence: int) -> None:
+        self.calls += 1
+        if self.calls == self.abort_at:
+            assert position == self.last(sequence) + 1, "llama.cpp refuses this position"
+            raise Cancelled
+        super().decode(tokens, position, sequence)
+
+
+def _consistent(cache: SimulatedCache, kv: KvLayout) -> None:
+    assert cache.sequence(0) == kv.head + kv.tail
+    assert cache.sequence(1) == kv.head
+
+
+LONG_HEAD = list(range(100, 112))  # three chunks of 4
+LONG_TAIL = [2, *range(200, 210), 3]
+
+
+@pytest.mark.parametrize("abort_at", range(1, 9))
+def test_a_decode_aborted_midway_leaves_a_consistent_cache(abort_at: int) -> None:
+    """Aborted in the head, in the tail, or while decoding the edit in front of a shifted
+    tail: what the layout believes is cached is what is cached, and the next prepare
+    brings the cache to the prompt."""
+    cache = AbortingCache()
+    kv = layout(cache)
+    cache.abort_at = abort_at
+    try:
+        kv.prepare(LONG_HEAD, LONG_TAIL, lambda: False)
+        typed = [*LONG_HEAD, 14]
+        kv.append_generated(7)
+        kv.prepare(typed, LONG_TAIL, lambda: False)  # the shifted-tail path
+    except Cancelled:
+        pass
+    else:
+        pytest.fail("the abort did not reach the layout")
+    _consistent(cache, kv)
+    cache.abort_at = None
+    for head in (LONG_HEAD, [*LONG_HEAD, 14]):
+        kv.prepare(head, LONG_TAIL, lambda: False)
+        assert cache.sequence(0) == head + LONG_TAIL and cache.sequence(1) == head
+
+
+def test_an_aborted_generated_token_is_not_counted() -> None:
+    cache = AbortingCache()
+    kv = layout(cache)
+    kv.prepare(HEAD, TAIL, lambda: False)
+    cache.abort_at = cache.calls + 1
+    with pytest.raises(Cancelled):
+        kv.append_generated(7)
+    assert kv.generated == 0 and kv.end == len(HEAD) + len(TAIL)
+    cache.abort_at = None
+    kv.append_generated(8)
+    assert cache.sequence(0) == [*HEAD, *TAIL, 8]
+
+
 class SavingCache(SimulatedCache):
     """The simulated cache with llama_state_seq_get/set_data on sequence 0."""
 
@@ -136,7 +199,7 @@ class SavingCache(SimulatedCache):
 def test_returning_to_an_earlier_prompt_restores_it_instead_of_evaluating() -> None:
     cache = SavingCache()
     kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
-                  snapshot_bytes=1 << 20)
+                  snapshot_bytes=1 << 20, snapshot_min_tokens=4)
     file_a = [1, *range(100, 120)]
     file_b = [1, *range(200, 216)]
     assert kv.prepare(file_a, TAIL, lambda: False) == len(file_a) + len(TAIL)
@@ -155,7 +218,7 @@ def test_snapshots_stay_within_their_budget_and_off_means_off() -> None:
     prompts = [[1, *range(base, base + 12)] for base in (100, 200, 300, 400)]
     one = len(SavingCache().save()) + 200  # room for about two saved prompts
     kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
-                  snapshot_bytes=2 * one)
+                  snapshot_bytes=2 * one, snapshot_min_tokens=4)
     for prompt in prompts:
         kv.prepare(prompt, TAIL, lambda: False)
     assert 0 < kv.snapshot_memory <= 2 * one
@@ -172,7 +235,7 @@ def test_cost_foretells_what_prepare_evaluates() -> None:
     for a cold prompt, a keystroke, a changed tail and a return to a saved prompt."""
     cache = SavingCache()
     kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
-                  snapshot_bytes=1 << 20)
+                  snapshot_bytes=1 << 20, snapshot_min_tokens=4)
     file_a = [1, *range(100, 120)]
     file_b = [1, *range(200, 216)]
     for head, tail in ((file_a, TAIL), ([*file_a, 121], TAIL), ([*file_a, 121], [2, 20, 9, 3]),

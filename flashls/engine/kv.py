@@ -14,7 +14,13 @@ that `reuse_suffix` turns off and that the benchmark measures.
 Snapshots: when a prompt shares far more with an earlier prompt (another file, another
 place) than with the cached one, the cached cells of sequence 0 are saved to host memory
 and the earlier prompt's saved cells restored, so returning costs a copy, not a
-re-evaluation. They are kept most recent first within `snapshot_bytes`.
+re-evaluation. They are kept most recent first within `snapshot_bytes`; even a short prompt is worth
+keeping (a cold place's short window, displaced by its full window's warm-up, is what the
+next keystroke there needs).
+
+A decode can be aborted midway (llama.cpp's abort callback, when the job's token is
+cancelled): `Memory.decode` then raises Cancelled with that call's cells already gone, and
+the layout is left as consistent as after a cancel between chunks.
 """
 
 from __future__ import annotations
@@ -26,14 +32,15 @@ HEAD_SEQUENCES = (0, 1)
 
 
 class Cancelled(Exception):
-    """The cancel token was set between two chunks of prompt evaluation."""
+    """The cancel token was set between two chunks of prompt evaluation, or during one."""
 
 
 @dataclass
 class Memory:
     """The four llama.cpp operations this layout needs, bound to one context."""
 
-    decode: Callable[[list[int], int, int], None]  # tokens, first position, sequence
+    # tokens, first position, sequence; raises Cancelled when aborted (its cells removed)
+    decode: Callable[[list[int], int, int], None]
     remove: Callable[[int, int, int], None]  # sequence, from position, to (-1: end)
     shift: Callable[[int, int, int], None]  # sequence 0 cells from position onward, by delta
     copy: Callable[[int, int, int, int], None]  # source seq, destination seq, from, to
@@ -66,6 +73,11 @@ def common_prefix_length(left: list[int], right: list[int]) -> int:
 # reused when, after at most this many differing tokens, at least MIN_REALIGNED match.
 MAX_REALIGNED_TOKENS = 4
 MIN_REALIGNED = 8
+# The engine's `snapshot_min_tokens`: a prompt is saved when a new one displaces more than
+# this many of its head tokens, and a saved one restored when it shares this many more
+# with the new head than the cache does. Restoring copies the cells (about a millisecond
+# per hundred tokens); evaluating them costs about 10 ms a token on 2 cores.
+SNAPSHOT_MIN_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -83,12 +95,14 @@ class KvLayout:
     """The cached head and tail, and the cheapest way to bring them to a new prompt."""
 
     def __init__(self, memory: Memory, chunk: int, *, reuse_prefix: bool,
-                 reuse_suffix: bool, refresh_tokens: int = 0, snapshot_bytes: int = 0) -> None:
+                 reuse_suffix: bool, refresh_tokens: int = 0, snapshot_bytes: int = 0,
+                 snapshot_min_tokens: int = SNAPSHOT_MIN_TOKENS) -> None:
         self._memory = memory
         self._chunk = chunk
         # Saved prompts, most recently used last; their states add up to <= the budget.
         # The cached prompt is never among them (restoring one takes it out).
         self._snapshot_bytes = snapshot_bytes if reuse_prefix else 0
+        self._snapshot_min = snapshot_min_tokens
         self.snapshots: list[Snapshot] = []
         self._reuse_prefix = reuse_prefix
         self._reuse_suffix = reuse_suffix and reuse_prefix and memory.can_shift
@@ -173,7 +187,12 @@ class KvLayout:
             memory.shift(first, -1, delta)
         fresh = head[keep:] + tail[:reuse.fresh]
         if fresh:
-            memory.decode(fresh, keep, 1)  # sequence 1: no tail cells to attend to
+            try:
+                memory.decode(fresh, keep, 1)  # sequence 1: no tail cells to attend to
+            except Cancelled:  # aborted: the shifted tail is of no use without the edit
+                memory.remove(0, keep, -1)
+                self.head, self.tail, self.generated = self.head[:keep], [], 0
+                raise
             memory.copy(1, 0, keep, len(head) + reuse.fresh)
             memory.remove(1, len(head), -1)
         self.head, self.tail, self.generated = list(head), tail[:reuse.reusable], 0
@@ -221,7 +240,7 @@ class KvLayout:
             return keep
         shared, best = self._snapshot_for(head, keep)
         if best is None:
-            if len(self.head) - keep > self._chunk:
+            if len(self.head) - keep > self._snapshot_min:
                 self._save()
             return keep
         self.snapshots.remove(best)
@@ -235,18 +254,19 @@ class KvLayout:
 
     def _snapshot_for(self, head: list[int], keep: int) -> tuple[int, Snapshot | None]:
         """The saved prompt sharing the most with `head`, and how much, when that beats
-        the `keep` tokens shared with the cached one by more than a chunk; else (keep, None)."""
+        the `keep` tokens shared with the cached one by more than `snapshot_min_tokens`;
+        else (keep, None)."""
         if not self._snapshot_bytes:
             return keep, None
         shared, best = max(((common_prefix_length(list(snapshot.head), head), snapshot)
                             for snapshot in self.snapshots),
                            key=lambda pair: pair[0], default=(0, None))
-        return (shared, best) if best is not None and shared > keep + self._chunk else (
+        return (shared, best) if best is not None and shared > keep + self._snapshot_min else (
             keep, None)
 
     def _save(self) -> None:
         """Keep the cached prompt (without generated cells) among the snapshots."""
-        if len(self.head) < self._chunk:
+        if len(self.head) <= self._snapshot_min:
             return
         self._memory.remove(0, len(self.head) + len(self.tail), -1)
         self.generated = 0
@@ -264,7 +284,8 @@ class KvLayout:
         return sum(len(snapshot.state) for snapshot in self.snapshots)
 
     def append_generated(self, token: int) -> None:
-        """Decode one generated token after the prompt, in sequence 0."""
+        """Decode one generated token after the prompt, in sequence 0 (raises Cancelled
+        when aborted, with nothing appended)."""
         self._memory.decode([token], self.end, 0)
         self.generated += 1
 

@@ -7,10 +7,11 @@ departs from them; it checks its cancel token between prompt chunks and between 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,6 +45,7 @@ SUFFIX_REFRESH_TOKENS = 1
 INITIAL_PROMPT_RATE = 100.0
 GENERATION_RESERVE_S = 0.3
 MAX_CHUNK_LOOKAHEAD_S = 0.35
+DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
 
 
 def default_thread_count() -> int:
@@ -67,6 +69,33 @@ class _Decoding:
     short_window: bool = False  # the request's short window, not its full one
 
 
+class _AbortHook:
+    """llama.cpp's abort callback for one context: a decode stops within one graph node
+    (milliseconds, not the rest of a prompt chunk) once the running job's cancel token is
+    set, so a warm-up or a superseded generation never holds up the next request.
+
+    The callback only reads a flag (no lock), on the model thread, between graph nodes."""
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        self.token: CancelToken | None = None
+        self.callback = llama_cpp.ggml_abort_callback(self._aborted)  # kept alive here
+
+    def _aborted(self, _data: Any) -> bool:
+        token = self.token
+        return token is not None and token.cancelled
+
+    @contextlib.contextmanager
+    def watching(self, token: CancelToken) -> Iterator[None]:
+        """Abort decodes while `token` is cancelled, for the duration of the block."""
+        self.token = token
+        try:
+            yield
+        finally:
+            self.token = None
+
+
 class LlamaEngine:
     """A GGUF model run in-process by llama-cpp-python."""
 
@@ -76,6 +105,7 @@ class LlamaEngine:
         self._format: FimFormat | None = None
         self._kv: KvLayout | None = None
         self._suspended: _Decoding | None = None
+        self._abort: _AbortHook | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
         self._repo_markers: tuple[int, int] = (-1, -1)  # repository name, file separator
@@ -170,11 +200,18 @@ class LlamaEngine:
             if not llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buffer, len(state), 0):
                 raise RuntimeError("llama.cpp could not restore a saved prompt")
 
+        self._abort = _AbortHook()
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort.callback, None)
+
         def decode(tokens: list[int], position: int, sequence: int) -> None:
             llm._batch.set_batch(batch=tokens, n_past=position, logits_all=False)
             for index in range(len(tokens)):
                 llm._batch.batch.seq_id[index][0] = sequence
-            llm._ctx.decode(llm._batch)
+            status = llama_cpp.llama_decode(llm._ctx.ctx, llm._batch.batch)
+            if status == DECODE_ABORTED:  # llama.cpp removed the call's cells
+                raise Cancelled
+            if status != 0:
+                raise RuntimeError(f"llama_decode returned {status}")
 
         return KvLayout(Memory(
             decode=decode,
@@ -281,9 +318,17 @@ class LlamaEngine:
             if healed[-1] < 255 else len(self._sorted_pieces)
         return self._sorted_ids[low:high]
 
+    def _watching(self, cancel: CancelToken) -> contextlib.AbstractContextManager[None]:
+        assert self._abort is not None  # set by load
+        return self._abort.watching(cancel)
+
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Greedy fill-in-the-middle generation for one request."""
         self.load()
+        with self._watching(cancel):
+            return self._generate(request, cancel)
+
+    def _generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         original = request
         self._suspended = None  # the cache is about to change under it
         timings = Timings()
@@ -322,6 +367,10 @@ class LlamaEngine:
         With a short window, that one first (the next keystroke can be answered from it
         soon), then the full one; the short one stays among the snapshots."""
         self.load()
+        with self._watching(cancel):
+            return self._prefill(request, cancel)
+
+    def _prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         self._suspended = None
         parts = [request] if request.short is None else [self._shortened(request), request]
         evaluated = 0
@@ -384,6 +433,12 @@ class LlamaEngine:
 
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Go on with the last generation if its deadline cut it and nothing ran since."""
+        if self._abort is None:
+            return None  # not loaded: nothing was cut
+        with self._watching(cancel):
+            return self._resume(cancel)
+
+    def _resume(self, cancel: CancelToken) -> GenerationResult | None:
         decoding, self._suspended = self._suspended, None
         if decoding is None:
             return None
@@ -422,7 +477,10 @@ class LlamaEngine:
         request = decoding.request
         text = decoding.output.decode("utf-8", errors="ignore")
         while decoding.steps < request.max_tokens:
-            token, piece = self._next_token(decoding)
+            try:
+                token, piece = self._next_token(decoding)
+            except Cancelled:  # aborted while decoding the last token: nothing to resume
+                return text, "cancelled"
             if token in self._stop_ids or self._is_end(token):
                 return text, "eos"
             decoding.output += piece
