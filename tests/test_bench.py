@@ -347,6 +347,20 @@ async def test_the_same_baseline_adds_its_flags_and_both_get_the_workspace(
     assert payload["comparison"] is not None
 
 
+async def test_the_same_baseline_can_be_another_command(
+        fake_server: Path, source_file: Path, tmp_path: Path) -> None:
+    """`--baseline-command`: an older checkout's server against this one, in one run."""
+    log = tmp_path / "server.log"
+    command = _server_command(fake_server, "--delay-ms", "1", "--log", str(log))
+    older = _server_command(fake_server, "--delay-ms", "2", "--log", str(log))
+    config = _config(source_file, command, baseline="same", keystrokes_per_site=3,
+                     baseline_command=older, baseline_args=("--context-sources=none",))
+    payload = await run_benchmark(config)
+    argv = [entry["argv"] for entry in _log(log) if "argv" in entry]
+    assert argv == [list(command[2:]), [*older[2:], "--context-sources=none"]]
+    assert set(payload["variants"]) == {"flashls", "same"}
+
+
 async def test_client_answers_server_requests_and_shuts_down(
         fake_server: Path, source_file: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"

@@ -348,3 +348,20 @@ def test_a_session_can_open_a_workspace_folder(tmp_path: Path,
     payload = json.loads(json_path.read_text(encoding="utf-8"))
     assert payload["config"]["workspace"] == str(tmp_path)
     assert payload["variants"]["flashls"]["summary"]["requests"]["error"] == 0
+
+
+def test_the_baseline_is_no_focus_other_flags_or_another_command() -> None:
+    from flashls.bench.session import SessionConfig, variants
+
+    serve = (sys.executable, "-m", "flashls", "serve", "--n-threads=2")
+    plain = variants(SessionConfig(server_args=("--n-threads=2",)))
+    assert [(v.name, v.command, v.focus) for v in plain] == [
+        ("flashls", serve, True), ("no-focus", serve, False)]
+    flags = variants(SessionConfig(server_args=("--n-threads=2",), baseline_args=("--x",)))
+    assert flags[1].command == (*serve, "--x") and flags[1].focus
+    older = ("env", "PYTHONPATH=/tmp/old", "python", "-m", "flashls", "serve")
+    other = variants(SessionConfig(server_args=("--n-threads=2",), baseline_args=("--x",),
+                                   baseline_command=older))
+    assert other[1].command == (*older, "--n-threads=2", "--x") and other[1].focus
+    alone = variants(SessionConfig(baseline=False, baseline_command=older))
+    assert [v.name for v in alone] == ["flashls"]

@@ -64,6 +64,8 @@ class BenchConfig:
     server_command: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
     baseline_args: tuple[str, ...] = ()  # the `same` baseline's extra flags
+    # Starts the `same` baseline instead of the candidate's command (e.g. an older checkout).
+    baseline_command: tuple[str, ...] = ()
     workspace: str = ""  # a folder the editor has open (workspaceFolders), or none
     out_dir: str = "bench/results"
     request_timeout_s: float = 30.0
@@ -96,6 +98,8 @@ def naive_flags() -> list[str]:
 def server_command(config: BenchConfig, variant: str) -> list[str]:
     """The command starting one variant's server."""
     base = list(config.server_command) or [sys.executable, "-m", "flashls", "serve"]
+    if variant == SAME and config.baseline_command:
+        base = list(config.baseline_command)
     extra = ([*naive_flags(), *NAIVE_TIME_BUDGET] if variant == NAIVE
              else list(config.baseline_args) if variant == SAME else [])
     return [*base, *config.server_args, *extra]
@@ -309,6 +313,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-arg", action="append", default=[], metavar="ARG",
                         help=f"extra argument for the {SAME} baseline's `flashls serve`, "
                              "repeatable (e.g. --baseline-arg=--context-sources=none)")
+    parser.add_argument("--baseline-command", default="", metavar="CMD",
+                        help=f"start the {SAME} baseline with this command instead of the "
+                             "candidate's (split like a shell would), e.g. an older "
+                             "checkout's: 'env PYTHONPATH=/tmp/old python -m flashls serve'")
     parser.add_argument("--workspace", default="", metavar="DIR",
                         help="the folder the editor has open (sent as workspaceFolders), "
                              "e.g. the package the --files come from, for context from "
@@ -339,8 +347,9 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         raise BenchError("--interval-ms and --request-timeout-s must be positive")
     if arguments.baseline == LLAMA_VSCODE and not arguments.llama_server:
         raise BenchError(f"--baseline {LLAMA_VSCODE} needs --llama-server URL")
-    if arguments.baseline == SAME and not arguments.baseline_arg:
-        raise BenchError(f"--baseline {SAME} needs at least one --baseline-arg")
+    if arguments.baseline == SAME and not (arguments.baseline_arg
+                                           or arguments.baseline_command):
+        raise BenchError(f"--baseline {SAME} needs --baseline-arg or --baseline-command")
     if arguments.workspace and not Path(arguments.workspace).is_dir():
         raise BenchError(f"--workspace {arguments.workspace}: not a directory")
     command = shlex.split(arguments.server_command) if arguments.server_command else []
@@ -351,8 +360,10 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         interval_ms=arguments.interval_ms, prime=arguments.prime, baseline=arguments.baseline,
         llama_server=arguments.llama_server,
         server_command=tuple(command), server_args=tuple(arguments.server_arg),
-        baseline_args=tuple(arguments.baseline_arg), workspace=arguments.workspace,
-        out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
+        baseline_args=tuple(arguments.baseline_arg),
+        baseline_command=tuple(shlex.split(arguments.baseline_command)),
+        workspace=arguments.workspace, out_dir=arguments.out,
+        request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s)
 
 

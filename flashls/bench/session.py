@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import datetime
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -67,6 +68,8 @@ class SessionConfig:
     linger_ms: float = 1000.0
     baseline: bool = True
     baseline_args: tuple[str, ...] = ()
+    # Starts the baseline instead of `python -m flashls serve` (e.g. an older checkout).
+    baseline_command: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
     workspace: str = ""  # a folder the editor has open (workspaceFolders), or none
     out_dir: str = "bench/reports"
@@ -100,12 +103,16 @@ class VariantRun:
 
 def variants(config: SessionConfig) -> list[Variant]:
     """The candidate, and the baseline: the same server without didFocus by default, or
-    with `--baseline-arg` flags added (and the candidate's focus setting)."""
+    with `--baseline-arg` flags added, or another command's server (both with the
+    candidate's focus setting)."""
     base = (sys.executable, "-m", "flashls", "serve", *config.server_args)
     chosen = [Variant(CANDIDATE, base, config.focus)]
     if not config.baseline:
         return chosen
-    if config.baseline_args:
+    if config.baseline_command:
+        chosen.append(Variant("baseline", (*config.baseline_command, *config.server_args,
+                                           *config.baseline_args), config.focus))
+    elif config.baseline_args:
         chosen.append(Variant("baseline", (*base, *config.baseline_args), config.focus))
     else:
         chosen.append(Variant("no-focus", base, False))
@@ -409,6 +416,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for the baseline's `flashls serve`, repeatable; "
                              "without any, the baseline is the same server without didFocus")
+    parser.add_argument("--baseline-command", default="", metavar="CMD",
+                        help="start the baseline with this command instead of `python -m "
+                             "flashls serve` (split like a shell would), e.g. an older "
+                             "checkout's: 'env PYTHONPATH=/tmp/old python -m flashls serve'")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `flashls serve`, repeatable "
                              "(e.g. --server-arg=--engine --server-arg=fake)")
@@ -444,8 +455,10 @@ def config_from_arguments(arguments: argparse.Namespace) -> SessionConfig:
         max_chars=arguments.max_chars, editor=arguments.editor, focus=arguments.focus,
         read_ms=arguments.read_ms, interval_ms=arguments.interval_ms,
         linger_ms=arguments.linger_ms, baseline=arguments.baseline,
-        baseline_args=tuple(arguments.baseline_arg), server_args=tuple(arguments.server_arg),
-        workspace=arguments.workspace, out_dir=arguments.out,
+        baseline_args=tuple(arguments.baseline_arg),
+        baseline_command=tuple(shlex.split(arguments.baseline_command)),
+        server_args=tuple(arguments.server_arg), workspace=arguments.workspace,
+        out_dir=arguments.out,
         request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s)
 
