@@ -316,7 +316,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-command", default="", metavar="CMD",
                         help=f"start the {SAME} baseline with this command instead of the "
                              "candidate's (split like a shell would), e.g. an older "
-                             "checkout's: 'env PYTHONPATH=/tmp/old python -m flashls serve'")
+                             "checkout's: 'env PYTHONPATH=/tmp/old python -P -m flashls serve'")
     parser.add_argument("--workspace", default="", metavar="DIR",
                         help="the folder the editor has open (sent as workspaceFolders), "
                              "e.g. the package the --files come from, for context from "

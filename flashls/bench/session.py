@@ -419,7 +419,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-command", default="", metavar="CMD",
                         help="start the baseline with this command instead of `python -m "
                              "flashls serve` (split like a shell would), e.g. an older "
-                             "checkout's: 'env PYTHONPATH=/tmp/old python -m flashls serve'")
+                             "checkout's: 'env PYTHONPATH=/tmp/old python -P -m flashls serve'")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `flashls serve`, repeatable "
                              "(e.g. --server-arg=--engine --server-arg=fake)")
