@@ -96,13 +96,15 @@ class KvLayout:
 
     def __init__(self, memory: Memory, chunk: int, *, reuse_prefix: bool,
                  reuse_suffix: bool, refresh_tokens: int = 0, snapshot_bytes: int = 0,
-                 snapshot_min_tokens: int = SNAPSHOT_MIN_TOKENS) -> None:
+                 snapshot_min_tokens: int = SNAPSHOT_MIN_TOKENS, capacity: int = 1 << 30
+                 ) -> None:
         self._memory = memory
         self._chunk = chunk
         # Saved prompts, most recently used last; their states add up to <= the budget.
         # The cached prompt is never among them (restoring one takes it out).
         self._snapshot_bytes = snapshot_bytes if reuse_prefix else 0
         self._snapshot_min = snapshot_min_tokens
+        self._capacity = capacity  # cells the context holds (n_ctx)
         self.snapshots: list[Snapshot] = []
         self._reuse_prefix = reuse_prefix
         self._reuse_suffix = reuse_suffix and reuse_prefix and memory.can_shift
@@ -133,7 +135,8 @@ class KvLayout:
         # Old tail cells that still match the new tail (all but the middle marker, which is
         # always re-run for its logits); a tail cut short by a cancel counts as far as it got.
         reuse = self._tail_reuse(self.tail, tail)
-        if self._reuse_suffix and reuse is not None and edited <= self._chunk:
+        if self._shifts(reuse, len(self.head), edited):
+            assert reuse is not None
             return self._shift_tail(head, tail, keep, reuse, cancel)
         return self._evaluate(head, tail, keep, cancel)
 
@@ -161,16 +164,26 @@ class KvLayout:
     def cost(self, head: list[int], tail: list[int]) -> int:
         """How many tokens `prepare(head, tail)` would evaluate now (changes nothing)."""
         keep = common_prefix_length(self.head, head) if self._reuse_prefix else 0
-        cached_tail = self.tail
+        cached_head, cached_tail = len(self.head), self.tail
         shared, best = self._snapshot_for(head, keep)
         if best is not None:
-            keep, cached_tail = shared, list(best.tail)
+            keep, cached_head, cached_tail = shared, len(best.head), list(best.tail)
         keep = min(keep, len(head) - 1) if not tail else keep
         edited = len(head) - keep
         reuse = self._tail_reuse(cached_tail, tail)
-        if self._reuse_suffix and reuse is not None and edited <= self._chunk:
+        if self._shifts(reuse, cached_head, edited):
+            assert reuse is not None
             return edited + reuse.fresh + len(tail) - reuse.reusable
         return edited + len(tail)
+
+    def _shifts(self, reuse: TailReuse | None, cached_head: int, edited: int) -> bool:
+        """Whether the cached tail is shifted into place rather than evaluated again: an
+        edit of at most a chunk, and room for the edit's cells beside the cached prompt's
+        (they are decoded before the old ones are dropped)."""
+        if not self._reuse_suffix or reuse is None or edited > self._chunk:
+            return False
+        kept = cached_head + reuse.reusable + reuse.offset
+        return kept + edited + reuse.fresh <= self._capacity
 
     def _shift_tail(self, head: list[int], tail: list[int], keep: int, reuse: TailReuse,
                     cancel: Callable[[], bool]) -> int:
@@ -180,19 +193,22 @@ class KvLayout:
         first = old_head + reuse.fresh + reuse.offset
         end = old_head + reuse.reusable + reuse.offset
         memory.remove(0, end, -1)  # the rest of the old tail, the middle marker, generated
+        self.tail, self.generated = self.tail[:end - old_head], 0
         memory.remove(1, keep, -1)
+        fresh = head[keep:] + tail[:reuse.fresh]
+        if fresh:
+            # Decoded into sequence 1 (no tail cells to attend to) before sequence 0 is
+            # touched, so an abort leaves the cached prompt as it was (`_fits`).
+            try:
+                memory.decode(fresh, keep, 1)
+            except Cancelled:
+                memory.copy(0, 1, keep, old_head)
+                raise
         memory.remove(0, keep, first)  # the edited head, the old suffix marker and skipped
         delta = len(head) + reuse.fresh - first
         if delta:
             memory.shift(first, -1, delta)
-        fresh = head[keep:] + tail[:reuse.fresh]
         if fresh:
-            try:
-                memory.decode(fresh, keep, 1)  # sequence 1: no tail cells to attend to
-            except Cancelled:  # aborted: the shifted tail is of no use without the edit
-                memory.remove(0, keep, -1)
-                self.head, self.tail, self.generated = self.head[:keep], [], 0
-                raise
             memory.copy(1, 0, keep, len(head) + reuse.fresh)
             memory.remove(1, len(head), -1)
         self.head, self.tail, self.generated = list(head), tail[:reuse.reusable], 0

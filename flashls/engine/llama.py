@@ -225,7 +225,8 @@ class LlamaEngine:
             PROMPT_CHUNK, reuse_prefix=self._settings.reuse_kv_prefix,
             reuse_suffix=self._settings.reuse_suffix,
             refresh_tokens=SUFFIX_REFRESH_TOKENS,
-            snapshot_bytes=self._settings.snapshot_mb * 1024 * 1024)
+            snapshot_bytes=self._settings.snapshot_mb * 1024 * 1024,
+            capacity=self._settings.n_ctx)
 
     def _index_pieces(self) -> None:
         """Every token's text, and the texts sorted so token healing can bisect them."""
