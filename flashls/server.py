@@ -20,6 +20,7 @@ from pygls.lsp.server import LanguageServer
 
 from flashls import __version__, settings
 from flashls.context import identifier_before, language_of_path
+from flashls.context.languages import indexed_extensions
 from flashls.documents import (
     Change,
     DocumentError,
@@ -31,7 +32,13 @@ from flashls.documents import (
 from flashls.engine.base import Engine, EngineError
 from flashls.logs import set_log_level
 from flashls.protocol import FlashProtocol, strict_converter
-from flashls.service import Completion, CompletionRequest, CompletionService, Rejected
+from flashls.service import (
+    Completion,
+    CompletionRequest,
+    CompletionService,
+    Rejected,
+    context_sources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,8 @@ class FlashServer(LanguageServer):
         self.service: CompletionService | None = None
         self._reported: set[str] = set()
         self._warm_timers: dict[str, asyncio.TimerHandle] = {}
-        self.workspace_roots: list[str] = []  # folder URIs from `initialize`
+        self.workspace_roots: list[str] = []  # folder URIs, from `initialize` on
+        self._watching_files = False  # registered for workspace/didChangeWatchedFiles
 
     def ensure_service(self) -> CompletionService:
         """The completion service, created on first use with the current settings."""
@@ -126,6 +134,8 @@ class FlashServer(LanguageServer):
         self.config = merged
         if "log_level" in changed:
             set_log_level(merged.log_level)
+        if "context_sources" in changed and origin != "initializationOptions":
+            self.watch_files()  # (not before `initialize` is answered)
         if self.service is None:
             return
         if any(name in ENGINE_SETTINGS for name in changed):
@@ -136,6 +146,36 @@ class FlashServer(LanguageServer):
             self.preload()
         else:
             self.service.update_settings(merged)
+
+    def watch_files(self) -> None:
+        """Ask the client to report source files created, changed or deleted on disk,
+        once, when the `definitions` source is on and the client can be asked."""
+        capabilities = self.client_capabilities.workspace
+        watched = capabilities.did_change_watched_files if capabilities else None
+        if (self._watching_files or watched is None or not watched.dynamic_registration
+                or "definitions" not in context_sources(self.config)):
+            return
+        self._watching_files = True
+        pattern = "**/*.{" + ",".join(indexed_extensions()) + "}"
+        options = types.DidChangeWatchedFilesRegistrationOptions(
+            watchers=[types.FileSystemWatcher(glob_pattern=pattern)])
+        registration = types.Registration(id="flashls-watched-files",
+                                          method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                                          register_options=options)
+        future = self.client_register_capability(
+            types.RegistrationParams(registrations=[registration]))
+        future.add_done_callback(self._registered)
+
+    def _registered(self, future: Any) -> None:
+        if future.exception() is not None:  # the index then only follows the editor
+            log.warning("registering for watched files failed: %s", future.exception())
+
+    def change_workspace(self, added: list[str], removed: list[str]) -> None:
+        """Workspace folders the editor added and removed."""
+        self.workspace_roots = [root for root in self.workspace_roots if root not in removed]
+        self.workspace_roots += [root for root in added if root not in self.workspace_roots]
+        if self.service is not None:
+            self.service.change_workspace(added, removed)
 
     def tell(self, kind: types.MessageType, message: str) -> None:
         """Show a message once per distinct text; log it always."""
@@ -263,6 +303,7 @@ def initialize(ls: FlashServer, params: types.InitializeParams) -> None:
 async def initialized(ls: FlashServer, params: types.InitializedParams) -> None:
     """Settings from `workspace/configuration`, then start loading the model."""
     await pull_configuration(ls)
+    ls.watch_files()
     ls.preload()
 
 
@@ -290,6 +331,25 @@ async def did_change_configuration(ls: FlashServer,
         ls.apply_settings(params.settings, "workspace/configuration")
     else:
         await pull_configuration(ls)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+def did_change_workspace_folders(ls: FlashServer,
+                                 params: types.DidChangeWorkspaceFoldersParams) -> None:
+    """Folders added to or removed from the workspace: index them, or forget them."""
+    ls.change_workspace([folder.uri for folder in params.event.added or []],
+                        [folder.uri for folder in params.event.removed or []])
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(ls: FlashServer,
+                             params: types.DidChangeWatchedFilesParams) -> None:
+    """Files changed on disk (a checkout, a generator, another editor): their definitions
+    are read again in the background; open documents keep the editor's text."""
+    if ls.service is None:
+        return
+    for change in params.changes:
+        ls.service.file_changed(change.uri, change.type == types.FileChangeType.Deleted)
 
 
 def _reparse(ls: FlashServer, uri: str) -> None:

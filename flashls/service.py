@@ -128,6 +128,10 @@ def _own_cancellation() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def _path(uri: str) -> Path:
+    return Path(url2pathname(urlparse(uri).path))
+
+
 class Rejected(Exception):
     """The request cannot be answered (past the end, binary, too large); a reason, no error."""
 
@@ -185,14 +189,33 @@ class CompletionService:
         self.crossfile.roots = [root for root in roots if root.startswith("file:")]
         self._start_indexer()
 
+    def change_workspace(self, added: list[str], removed: list[str]) -> None:
+        """Workspace folders (URIs) added and removed by the editor: the new ones are read
+        in the background, what was read from the removed ones is forgotten."""
+        removed = [root for root in removed if root in self.crossfile.roots]
+        self.crossfile.roots = [root for root in self.crossfile.roots if root not in removed]
+        added = [root for root in added if root.startswith("file:")
+                 and root not in self.crossfile.roots]
+        self.crossfile.roots += added
+        if self._indexer is not None:
+            self._indexer.remove_roots([_path(root) for root in removed])
+            self._indexer.add_roots([_path(root) for root in added])
+        else:
+            self._start_indexer()
+
+    def file_changed(self, uri: str, deleted: bool) -> None:
+        """A workspace file created, changed or deleted on disk (not through the editor):
+        its definitions are read again, or forgotten, in the background."""
+        if self._indexer is not None and uri.startswith("file:"):
+            self._indexer.file_changed(_path(uri), deleted)
+
     def _start_indexer(self) -> None:
         if (self._indexer is not None or "definitions" not in self.crossfile.sources
                 or not self.crossfile.roots or not self.settings.index_max_files):
             return
         self._indexer = WorkspaceIndexer(self.crossfile.index, self.settings.index_max_files,
-                                         INDEX_MAX_BYTES)
-        self._indexer.start([Path(url2pathname(urlparse(root).path))
-                             for root in self.crossfile.roots])
+                                         INDEX_MAX_BYTES, is_open=self.crossfile.is_open)
+        self._indexer.start([_path(root) for root in self.crossfile.roots])
 
     def close(self) -> None:
         """Cancel every job, stop the model worker and free its model."""

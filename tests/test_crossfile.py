@@ -318,6 +318,39 @@ def test_the_indexer_stops_at_its_file_limit_and_leaves_open_documents_alone(
     assert index.find("f4") == []
 
 
+def test_the_index_follows_folders_and_files_changing_on_disk(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    _write(first, {"a.py": "def alpha(): pass\n", "open.py": "def on_disk(): pass\n"})
+    _write(second, {"b.py": "def beta(): pass\n"})
+    index = DefinitionIndex()
+    open_key = (first / "open.py").as_uri()
+    index.replace(open_key, parse_definitions(open_key, "python", "def in_editor(): pass\n"))
+    indexer = WorkspaceIndexer(index, max_files=100, max_bytes=1 << 20,
+                               is_open=lambda key: key == open_key)
+
+    def names() -> list[str]:
+        return sorted(d.name for key in index.files() for d in index.of_file(key))
+
+    indexer.start([first])
+    assert indexer.join(timeout=30) and names() == ["alpha", "in_editor"]
+    indexer.add_roots([second])  # a folder added to the workspace
+    assert indexer.join(timeout=30) and names() == ["alpha", "beta", "in_editor"]
+    _write(first, {"new.py": "def gamma(): pass\n", "a.py": "def alpha2(): pass\n",
+                   "open.py": "def saved_elsewhere(): pass\n"})
+    for name in ("new.py", "a.py", "open.py"):
+        indexer.file_changed(first / name, deleted=False)
+    indexer.file_changed(tmp_path / "outside.py", deleted=False)  # not in the workspace
+    assert indexer.join(timeout=30)
+    assert names() == ["alpha2", "beta", "gamma", "in_editor"]
+    (first / "new.py").unlink()
+    indexer.file_changed(first / "new.py", deleted=True)
+    indexer.file_changed(first / "open.py", deleted=True)  # open: the editor's text stays
+    indexer.remove_roots([second])
+    assert indexer.join(timeout=30) and names() == ["alpha2", "in_editor"]
+    indexer.stop()
+    assert indexer.join(timeout=5)
+
+
 @pytest.mark.parametrize("budget", [0])
 def test_a_zero_budget_turns_cross_file_context_off(budget: int) -> None:
     assert not CrossFileContext(("definitions",), budget).enabled

@@ -450,3 +450,50 @@ async def test_a_finished_cut_suggestion_is_announced_while_the_text_stays(
     insert(hurried_client, uri, 1, 12, "x", 2)
     await asyncio.sleep(2.0)
     assert len(finished) == 1
+
+
+async def test_the_server_asks_to_watch_source_files_and_takes_workspace_changes(
+        tmp_path: Path) -> None:
+    """With the `definitions` source on and a client that can watch files, the server
+    registers for source files changed on disk; folder and file changes are taken (the
+    index following them is tested in test_service and test_crossfile)."""
+    capabilities = client_capabilities("neovim")
+    assert capabilities.workspace is not None
+    capabilities.workspace.did_change_watched_files = \
+        types.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True)
+    lsp = await ClientServerConfig(server_command=FAKE).start()
+    registrations: list[types.Registration] = []
+
+    @lsp.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(ls: LanguageClient, params: types.RegistrationParams) -> None:
+        registrations.extend(params.registrations)
+
+    try:
+        await lsp.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
+            capabilities=capabilities, workspace_folders=[types.WorkspaceFolder(
+                uri=tmp_path.as_uri(), name=tmp_path.name)],
+            initialization_options={"flashls": {"contextSources": "definitions"}}))
+        for _ in range(50):
+            if registrations:
+                break
+            await asyncio.sleep(0.1)
+        assert [r.method for r in registrations] == ["workspace/didChangeWatchedFiles"]
+        options = registrations[0].register_options
+        globs = [w["globPattern"] for w in options["watchers"]] if isinstance(options, dict) \
+            else [w.glob_pattern for w in options.watchers]  # type: ignore[union-attr]
+        assert globs[0].startswith("**/*.{") and ",py," in globs[0]
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "lib.py").write_text("def helper(): pass\n")
+        lsp.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(
+                added=[types.WorkspaceFolder(uri=other.as_uri(), name="other")], removed=[])))
+        lsp.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(changes=[
+            types.FileEvent(uri=(other / "lib.py").as_uri(), type=types.FileChangeType.Changed),
+            types.FileEvent(uri="file:///nowhere/gone.py", type=types.FileChangeType.Deleted),
+            types.FileEvent(uri="untitled:Untitled-1", type=types.FileChangeType.Created)]))
+        uri = open_document(lsp, "from lib import helper\nhel", uri=tmp_path.as_uri() + "/a.py")
+        assert await inline(lsp, uri, 1, 3) == ["_done(1)"]
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flashls.engine.base import CancelToken, GenerationRequest, GenerationResult
@@ -265,4 +266,45 @@ async def test_definitions_from_workspace_files_reach_the_engine_before_the_file
     completions.update_settings(Settings(context_sources="none"))
     await completions.complete(CompletionRequest(uri, "python", text + "x", 2, len("shape = ")))
     assert engine.requests[-1].repo is None
+    completions.close()
+
+
+async def _until(check: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return check()
+
+
+async def test_definitions_follow_workspace_folders_and_files_on_disk(tmp_path: Path) -> None:
+    project, library = tmp_path / "project", tmp_path / "library"
+    project.mkdir()
+    library.mkdir()
+    (library / "shapes.py").write_text("class Square:\n    def area(self):\n        return 4\n")
+    engine = RecordingEngine()
+    completions = CompletionService(Settings(context_sources="definitions"), engine)
+    completions.open_workspace([project.as_uri()])
+    index = completions.crossfile.index
+    text = "from shapes import Square, Circle\n\nshape = \n"
+    uri = (project / "user.py").as_uri()
+    completions.document_changed(uri, "python", text)
+
+    async def sent() -> tuple[tuple[str, str], ...]:
+        request = CompletionRequest(uri, "python", text + f"# {len(engine.requests)}", 2, 8)
+        await completions.complete(request)
+        repo = engine.requests[-1].repo
+        return () if repo is None else repo.files
+
+    completions.change_workspace([library.as_uri()], [])  # the editor adds a folder
+    assert await _until(lambda: bool(index.find("Square")))
+    assert [path for path, _ in await sent()] == ["shapes.py"]
+    (project / "circle.py").write_text("class Circle:\n    pass\n")  # e.g. a checkout
+    completions.file_changed((project / "circle.py").as_uri(), deleted=False)
+    assert await _until(lambda: bool(index.find("Circle")))
+    assert sorted(path for path, _ in await sent()) == ["circle.py", "shapes.py"]
+    (project / "circle.py").unlink()
+    completions.file_changed((project / "circle.py").as_uri(), deleted=True)
+    completions.change_workspace([], [library.as_uri()])
+    assert await _until(lambda: not index.find("Circle") and not index.find("Square"))
+    assert await sent() == ()
     completions.close()

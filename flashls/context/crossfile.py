@@ -303,6 +303,10 @@ class CrossFileContext:
         self._open: dict[str, _OpenDocument] = {}
         self._last_entered = ""
 
+    def is_open(self, key: str) -> bool:
+        """Whether the editor has the document open (its text is newer than the disk's)."""
+        return key in self._open
+
     @property
     def enabled(self) -> bool:
         return bool(self.sources) and self.budget_tokens > 0

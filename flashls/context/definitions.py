@@ -259,6 +259,11 @@ class DefinitionIndex:
         with self._lock:
             return list(self._by_module.get(module, ()))
 
+    def files(self) -> list[str]:
+        """The keys of the indexed files."""
+        with self._lock:
+            return list(self._by_file)
+
     def has_file(self, key: str) -> bool:
         """Whether the file was indexed."""
         with self._lock:

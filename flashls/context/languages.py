@@ -77,6 +77,12 @@ _EXTENSIONS = {
 }
 
 
+def indexed_extensions() -> list[str]:
+    """The file extensions whose definitions are indexed (languages with a spec), sorted."""
+    return sorted(suffix.lstrip(".") for suffix, language in _EXTENSIONS.items()
+                  if language in SPECS)
+
+
 def top_level_nodes(root: tree_sitter.Node, named: bool = False) -> Iterator[tree_sitter.Node]:
     """The statements at the top of a file: `root`'s children, and those of any ERROR node
     among them. A file being typed in often fails to parse, and tree-sitter's recovery can

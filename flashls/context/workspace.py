@@ -5,18 +5,26 @@ skips hidden folders and well-known dependency and build folders, and stops at
 `max_files` files or `max_bytes` bytes read. It never blocks a request: it runs on its own
 daemon thread, and the index it fills is safe to read meanwhile. A file the editor has
 open is indexed from the editor's text instead (the service does that), so the walk
-leaves alone any file already in the index.
+leaves alone any file already in the index, and a change on disk to an open file is
+ignored.
+
+The index follows the workspace afterwards: folders added and removed
+(`workspace/didChangeWorkspaceFolders`) and files created, changed or deleted on disk
+(`workspace/didChangeWatchedFiles`) are queued as tasks for the same thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pathspec
 
@@ -80,69 +88,147 @@ def _ignored(specs: list[tuple[Path, pathspec.GitIgnoreSpec]], path: Path,
     return False
 
 
-class WorkspaceIndexer:
-    """Walks workspace folders once, on a daemon thread, into a DefinitionIndex."""
+@dataclass(frozen=True)
+class _Task:
+    """One piece of indexing work: walk or forget a folder, re-read or forget a file."""
 
-    def __init__(self, index: DefinitionIndex, max_files: int, max_bytes: int) -> None:
+    kind: str  # "walk" | "forget-root" | "file" | "forget-file" | "stop"
+    path: Path
+
+
+class WorkspaceIndexer:
+    """Keeps a DefinitionIndex in step with workspace folders on disk, on one daemon thread.
+
+    Invariants: tasks run one at a time in the order they were queued; `_pending` counts
+    the tasks queued and not yet done (`join` waits for it to reach 0); a walk of a folder
+    that was removed meanwhile stops at its next file; `is_open(key)` files (the editor's
+    text is newer) are never read from disk nor forgotten.
+    """
+
+    def __init__(self, index: DefinitionIndex, max_files: int, max_bytes: int,
+                 is_open: Callable[[str], bool] = lambda key: False) -> None:
         self._index = index
         self._max_files = max_files
         self._max_bytes = max_bytes
+        self._is_open = is_open
         self._stop = threading.Event()
+        self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._roots: list[Path] = []  # folders added and not removed, in order
         self._thread: threading.Thread | None = None
         self.stats = IndexStats()
 
     def start(self, roots: list[Path]) -> None:
-        """Index `roots` in the background (once; later calls do nothing)."""
-        if self._thread is not None or not roots:
+        """Index `roots` in the background (the workspace folders at start-up)."""
+        self.add_roots(roots)
+
+    def add_roots(self, roots: list[Path]) -> None:
+        """Walk folders not walked yet."""
+        for root in roots:
+            if root not in self._roots:
+                self._roots.append(root)
+                self._queue(_Task("walk", root))
+
+    def remove_roots(self, roots: list[Path]) -> None:
+        """Forget what was read from these folders (open files stay)."""
+        for root in roots:
+            if root in self._roots:
+                self._roots.remove(root)
+                self._queue(_Task("forget-root", root))
+
+    def file_changed(self, path: Path, deleted: bool) -> None:
+        """A file created, changed or deleted on disk, under one of the folders."""
+        if any(path.is_relative_to(root) for root in self._roots):
+            self._queue(_Task("forget-file" if deleted else "file", path))
+
+    def _queue(self, task: _Task) -> None:
+        if self._stop.is_set():
             return
-        self._thread = threading.Thread(target=self._run, args=(roots,), daemon=True,
-                                        name="flashls-index")
-        self._thread.start()
+        with self._idle:
+            self._pending += 1
+        self._tasks.put(task)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="flashls-index")
+            self._thread.start()
 
     def stop(self) -> None:
-        """Ask the walk to end after its current file."""
+        """End the thread after its current file; queued work is dropped."""
         self._stop.set()
+        self._tasks.put(_Task("stop", Path()))
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the walk; whether it has ended."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        """Wait until the work queued so far is done (or the indexer stopped); whether
+        it is."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0 or self._stop.is_set(),
+                                       timeout)
 
-    def _run(self, roots: list[Path]) -> None:
-        started = time.perf_counter()
-        try:
-            for root in roots:
-                if not self._walk(root):
-                    break
-        except Exception as error:  # a walk must never take the server down
-            log.exception("workspace indexing failed")
-            self.stats.errors.append(str(error))
-        self.stats.seconds = time.perf_counter() - started
-        self.stats.finished = True
-        log.info("indexed %d files (%d bytes) in %.1f s", self.stats.files, self.stats.bytes,
-                 self.stats.seconds)
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            task = self._tasks.get()
+            if task.kind == "stop":
+                break
+            started = time.perf_counter()
+            try:
+                self._do(task)
+            except Exception as error:  # indexing must never take the server down
+                log.exception("workspace indexing failed")
+                self.stats.errors.append(str(error))
+            finally:
+                self.stats.seconds += time.perf_counter() - started
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self.stats.finished = True
+                        self._idle.notify_all()
+        with self._idle:
+            self._idle.notify_all()
+
+    def _do(self, task: _Task) -> None:
+        if task.kind == "walk":
+            if self._walk(task.path):
+                log.info("indexed %s: %d files (%d bytes) so far, %.1f s", task.path,
+                         self.stats.files, self.stats.bytes, self.stats.seconds)
+        elif task.kind == "forget-root":
+            prefix = task.path.as_uri().rstrip("/") + "/"
+            for key in self._index.files():
+                if key.startswith(prefix) and not self._is_open(key) and not any(
+                        Path(url2pathname(urlparse(key).path)).is_relative_to(root)
+                        for root in self._roots):
+                    self._index.remove(key)
+        elif task.kind == "file":
+            key = task.path.as_uri()
+            if not self._is_open(key) and language_of_path(task.path.name) in SPECS \
+                    and task.path.is_file():
+                self._read(task.path, replace=True)
+        elif task.kind == "forget-file":
+            key = task.path.as_uri()
+            if not self._is_open(key):
+                self._index.remove(key)
 
     def _walk(self, root: Path) -> bool:
+        """Read `root`'s source files; False when stopped, removed or at a limit."""
         for path in source_files(root):
-            if self._stop.is_set():
+            if self._stop.is_set() or root not in self._roots:
                 return False
             if self.stats.files >= self._max_files or self.stats.bytes >= self._max_bytes:
                 self.stats.stopped_at_limit = True
                 return False
-            self._index_file(path)
+            if not self._index.has_file(path.as_uri()):  # open in the editor: newer there
+                self._read(path, replace=False)
             time.sleep(0)  # let the server's threads run between files
         return True
 
-    def _index_file(self, path: Path) -> None:
+    def _read(self, path: Path, replace: bool) -> None:
         key = path.as_uri()
-        if self._index.has_file(key):  # open in the editor: its text is newer
-            return
         try:
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
                 self.stats.skipped_large += 1
+                if replace:
+                    self._index.remove(key)
                 return
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as error:
@@ -150,5 +236,8 @@ class WorkspaceIndexer:
             return
         self.stats.files += 1
         self.stats.bytes += size
-        self._index.add_if_absent(key, parse_definitions(key, language_of_path(path.name),
-                                                          text))
+        definitions = parse_definitions(key, language_of_path(path.name), text)
+        if replace:
+            self._index.replace(key, definitions)
+        else:
+            self._index.add_if_absent(key, definitions)
