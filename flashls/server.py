@@ -263,6 +263,17 @@ class FlashServer(LanguageServer):
         if not done.cancelled() and done.exception() is None:
             self.status("warm", f"evaluated {done.result().value} prompt tokens", uri=uri)
 
+    async def alternatives(self, uri: str, position: types.Position, first: str) -> list[str]:
+        """Other suggestions than `first` at a cursor (`candidates`), or none."""
+        request = self._request(uri, position)
+        if self.config.candidates < 2 or request is None or self.service is None:
+            return []
+        try:
+            return await self.service.alternatives(request, first)
+        except (Rejected, EngineError) as error:
+            log.debug("no alternatives for %s: %s", uri, error)
+            return []
+
     async def suggest(self, uri: str, position: types.Position) -> Completion | None:
         """The pipeline's answer for a cursor, or None when there is nothing to show."""
         self.cancel_warm_up(uri)
@@ -446,12 +457,16 @@ def _uri_of(params: Any) -> str | None:
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: FlashServer, params: types.InlineCompletionParams
                             ) -> list[types.InlineCompletionItem]:
-    """Ghost text at the cursor."""
+    """Ghost text at the cursor; asked for explicitly, with `candidates` alternatives."""
     completion = await ls.suggest(params.text_document.uri, params.position)
     if completion is None:
         return []
+    texts = [completion.text]
+    if params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked:
+        others = await ls.alternatives(params.text_document.uri, params.position, texts[0])
+        texts = [text for text in texts if text] + others or texts
     here = types.Range(start=params.position, end=params.position)
-    return [types.InlineCompletionItem(insert_text=completion.text, range=here)]
+    return [types.InlineCompletionItem(insert_text=text, range=here) for text in texts]
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION,

@@ -300,13 +300,17 @@ class CompletionService:
         return Completion(hit.text, "cache", "continued" if hit.continued else "cache")
 
     def _generation(self, job: _Job) -> GenerationRequest:
-        context, short = job.context, job.short
+        return self._generation_for(job.context, job.short, job.progress.update)
+
+    def _generation_for(self, context: CompletionContext,
+                        short: CompletionContext | None = None,
+                        on_token: Callable[[str], None] | None = None) -> GenerationRequest:
         repo = RepoContext(context.repo_name, context.extra, context.path) \
             if context.extra else None
         return GenerationRequest(prefix=context.prefix, suffix=context.suffix,
                                  max_tokens=self.settings.max_tokens,
                                  stop=stop_rule(context, self.settings.max_lines),
-                                 on_token=job.progress.update,
+                                 on_token=on_token,
                                  short=None if short is None else (short.prefix, short.suffix),
                                  repo=repo)
 
@@ -512,6 +516,31 @@ class CompletionService:
         self._settle(job)
         return self._completion(job.text, queued, started, context_ms,
                                 (time.perf_counter() - post_started) * 1000)
+
+    async def alternatives(self, request: CompletionRequest, first: str) -> list[str]:
+        """Other suggestions than `first` (the usual answer) for an explicit request, up to
+        `candidates - 1`, distinct and non-empty, within the time budget; raises Rejected
+        or EngineError, or CancelledError if cancelled (the next keystroke)."""
+        count = self.settings.candidates - 1
+        if count < 1:
+            return []
+        context, _ = self.prepare(request)
+        token = CancelToken(time.monotonic() + self.settings.time_budget_ms / 1000)
+        future = self.worker.alternatives(self._generation_for(context), count, token)
+        try:
+            queued = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        results: list[GenerationResult] = queued.value
+        texts: list[str] = []
+        for result in results:
+            if result.finish == "cancelled":
+                continue
+            text = clean(result.text, context, cut_short=result.finish == "deadline")
+            if text.strip() and text != first and text not in texts:
+                texts.append(text)
+        return texts
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:
         """The same pipeline for callers without an event loop (the CLI); nothing is cached."""

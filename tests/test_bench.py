@@ -19,7 +19,7 @@ import pytest
 
 from flashls.bench import trace
 from flashls.bench.latency import BenchConfig, naive_flags, run_benchmark
-from flashls.bench.replay import RequestRecord, server_fields
+from flashls.bench.replay import RequestRecord, server_fields, shown_text, shown_texts
 from flashls.bench.report import overhead_share, percentile, summarize
 from flashls.cli import main
 
@@ -567,3 +567,14 @@ async def test_rss_is_sampled_after_warm_up_and_at_the_end_of_every_repetition(
     assert rss["within_limit"] is (rss["growth"] < 50)
     assert [r["repetition"] for r in payload["records"]] == [0] * 4 + [1] * 4 + [2] * 4
     assert payload["variants"]["flashls"]["summary"]["requests"] == 12
+
+
+def test_every_inline_item_is_read_as_the_editor_shows_it() -> None:
+    here = {"start": {"line": 3, "character": 4}, "end": {"line": 3, "character": 4}}
+    word = {"start": {"line": 3, "character": 2}, "end": {"line": 3, "character": 4}}
+    result = {"items": [{"insertText": "first()", "range": here},
+                        "not an item", {"insertText": {"value": "snippet"}},
+                        {"insertText": "abother()", "range": word}, {"insertText": 7}]}
+    assert shown_texts(result, "  ab", 3) == ["first()", "snippet", "other()"]
+    assert shown_text(result, "  ab", 3) == "first()"
+    assert shown_texts([], "", 0) == [] and shown_text(None, "", 0) == ""

@@ -121,6 +121,23 @@ def test_a_cancel_stops_a_prompt_chunk_midway_and_the_cache_stays_sound(
     assert_parses_in_place(long_prefix, result.text)
 
 
+def test_alternatives_start_with_other_tokens_and_leave_the_cache_sound(
+        engine: LlamaEngine) -> None:
+    request = GenerationRequest(PREFIX, SUFFIX, 16, first_line)
+    best = engine.generate(request, CancelToken())
+    others = engine.alternatives(request, 2, CancelToken())
+    assert len(others) == 2
+    texts = [best.text, *(other.text for other in others)]
+    # Each starts with another first token, so the three texts differ.
+    assert len(set(texts)) == 3
+    for other in others:
+        assert other.finish in ("stop", "eos", "length") and other.timings.generated_tokens >= 1
+    # The prompt stays cached: typing after it evaluates only the edit and the markers.
+    typed = engine.generate(GenerationRequest(PREFIX + "j", SUFFIX, 4, first_line),
+                            CancelToken())
+    assert typed.timings.evaluated_tokens <= 6
+
+
 def test_reuse_evaluates_only_the_edit_and_keeps_sure_tokens(engine: LlamaEngine,
                                                              model_path: Path) -> None:
     engine.generate(GenerationRequest(PREFIX, SUFFIX, 4, first_line), CancelToken())

@@ -145,15 +145,26 @@ def shown_text(result: Any, line_before_cursor: str, cursor_line: int) -> str:
     An item whose range starts before the cursor on its line repeats what is typed there;
     that part is dropped.
     """
+    texts = shown_texts(result, line_before_cursor, cursor_line)
+    return texts[0] if texts else ""
+
+
+def shown_texts(result: Any, line_before_cursor: str, cursor_line: int) -> list[str]:
+    """Every inline item's text as `shown_text` reads the first (the editor cycles
+    through them); items that are not items are skipped."""
     items = result.get("items") if isinstance(result, dict) else result
-    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
-        return ""
-    item = items[0]
+    if not isinstance(items, list):
+        return []
+    return [text for item in items if isinstance(item, dict)
+            and (text := _item_text(item, line_before_cursor, cursor_line)) is not None]
+
+
+def _item_text(item: dict[str, Any], line_before_cursor: str, cursor_line: int) -> str | None:
     text = item.get("insertText", "")
     if isinstance(text, dict):  # a snippet StringValue
         text = text.get("value", "")
     if not isinstance(text, str):
-        return ""
+        return None
     replaced = item.get("range")
     start = replaced.get("start", {}) if isinstance(replaced, dict) else {}
     if start.get("line") != cursor_line:

@@ -15,7 +15,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from flashls.bench.replay import (
     STATUS_NOTIFICATION,
     StatusBoard,
     server_fields,
-    shown_text,
+    shown_texts,
 )
 from flashls.bench.repo_metrics import SCORE_NAMES, Score, score, summarize
 from flashls.bench.repo_sites import (
@@ -97,6 +97,8 @@ class Answer:
     generated_tokens: int | None = None
     timings: dict[str, float] | None = None  # the server's status for it: where time went
     score: Score | None = None
+    others: list[str] = field(default_factory=list)  # the other items' texts (clipped)
+    exact_any: bool | None = None  # whether any item's first line is the target line
 
 
 @dataclass
@@ -155,6 +157,8 @@ async def ask_site(client: LspClient, board: StatusBoard, site: Site,
         await client.notify("textDocument/didClose",
                             {"textDocument": {"uri": Path(path).as_uri()}})
     answer.score = score(answer.text, site.target)
+    answer.exact_any = answer.score.exact_match or any(
+        score(other, site.target).exact_match for other in answer.others)
     return answer
 
 
@@ -163,14 +167,16 @@ def _answer(board: StatusBoard, site: Site, uri: str, cursor: Position, response
     latency_ms = (response.arrived_at - sent_at) * 1000
     if response.error is not None:
         return Answer("error", latency_ms=latency_ms)
-    text = shown_text(response.result, line_before_cursor(site), site.line)
+    texts = shown_texts(response.result, line_before_cursor(site), site.line)
+    text = texts[0] if texts else ""
     status = board.claim(uri, cursor, response.sequence)
     fields = server_fields(status, latency_ms)
     prompt = (fields.get("timings") or {}).get("prompt_tokens")
     return Answer("answered", text[:TEXT_CHARS_KEPT], text.split("\n", 1)[0].rstrip("\r"),
                   latency_ms, fields.get("source"), fields.get("finish"),
                   None if prompt is None else int(prompt), fields.get("evaluated_tokens"),
-                  fields.get("generated_tokens"), fields.get("timings"))
+                  fields.get("generated_tokens"), fields.get("timings"),
+                  others=[other[:TEXT_CHARS_KEPT] for other in texts[1:]])
 
 
 async def run_project(config: RepoConfig, variant: str, variant_args: Sequence[str],
@@ -275,6 +281,11 @@ class Run:
              if a.outcome == "answered" and a.latency_ms is not None],
             [a.prompt_tokens for _, a in answers if a.prompt_tokens is not None])
         opened = [site.defined_in in self.opened[site] for site, _ in answers]
+        scored = [a for _, a in answers if a.exact_any is not None]
+        summary["exact_match_any"] = (sum(bool(a.exact_any) for a in scored) / len(scored)
+                                      if scored else None)
+        summary["candidates"] = (sum(1 + len(a.others) for a in scored) / len(scored)
+                                 if scored else None)
         return {"sites": len(answers), "outcomes": outcomes, **summary,
                 "sites_per_project": per_project,
                 "defining_file_open": sum(opened) / len(opened) if opened else None}
@@ -336,10 +347,13 @@ def _number(value: float | None) -> str:
 def format_table(payload: Mapping[str, Any]) -> str:
     """One row a variant: sites, the scores, latency and prompt tokens."""
     rows = [("variant", "sites", "exact", "first line", "edit sim", "ident EM", "ident F1",
-             "p50 ms", "p90 ms", "prompt p50", "prompt p90")]
+             "exact any", "items", "p50 ms", "p90 ms", "prompt p50", "prompt p90")]
     for name, summary in payload["summary"].items():
         rows.append((name, str(summary["sites"]),
                      *(_percent(summary[key]) for key in SCORE_NAMES),
+                     _percent(summary.get("exact_match_any")),
+                     "-" if summary.get("candidates") is None
+                     else f"{summary['candidates']:.1f}",
                      _number(summary["latency_ms"]["p50"]),
                      _number(summary["latency_ms"]["p90"]),
                      _number(summary["prompt_tokens"]["p50"]),

@@ -107,5 +107,11 @@ class Engine(Protocol):
         """Continue the last generation that its deadline cut short (in its prompt or its
         tokens), if nothing ran since; the result's text is the whole suggestion so far."""
 
+    def alternatives(self, request: GenerationRequest, count: int,
+                     cancel: CancelToken) -> list[GenerationResult]:
+        """Up to `count` other suggestions for `request`'s full window: greedy
+        continuations of the next likeliest first tokens after the one `generate` takes
+        (none where the engine cannot tell, as with remote servers)."""
+
     def close(self) -> None:
         """Free the model; the engine is not used again."""

@@ -54,6 +54,12 @@ class FakeEngine:
         self._suspended = None
         return self._emit(request, fake_middle(request.prefix), 0, cancel)
 
+    def alternatives(self, request: GenerationRequest, count: int,
+                     cancel: CancelToken) -> list[GenerationResult]:
+        """`fake_alternative(i)` for i = 1..count, token by token like `generate`."""
+        return [self._emit(request, f"fake_alternative({index})", 0, cancel)
+                for index in range(1, count + 1) if not cancel.cancelled]
+
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         """Pretend to evaluate the prompt: one "token" per character of the prefix."""
         self._suspended = None

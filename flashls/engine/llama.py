@@ -67,6 +67,7 @@ class _Decoding:
     # The prompt (head, tail) when the deadline came before it was all evaluated.
     unevaluated: tuple[list[int], list[int]] | None = None
     short_window: bool = False  # the request's short window, not its full one
+    first: int | None = None  # the first token to take instead of the likeliest
 
 
 class _AbortHook:
@@ -463,6 +464,8 @@ class LlamaEngine:
         return GenerationResult(text, finish, timings)
 
     def _next_token(self, decoding: _Decoding) -> tuple[int, bytes]:
+        if decoding.steps == 0 and decoding.first is not None:
+            return decoding.first, self._pieces[decoding.first][len(decoding.healed):]
         if decoding.steps == 0:
             return self._first_token(decoding.healed)
         assert self._kv is not None and decoding.pending is not None
@@ -499,6 +502,47 @@ class LlamaEngine:
                 self._suspended = decoding
                 return text, "deadline"
         return text, "length"
+
+    def alternatives(self, request: GenerationRequest, count: int,
+                     cancel: CancelToken) -> list[GenerationResult]:
+        """Other suggestions for `request`'s full window: one greedy continuation for each
+        of the `count` likeliest first tokens after the best (end markers skipped)."""
+        self.load()
+        with self._watching(cancel):
+            return self._alternatives(replace(request, short=None), count, cancel)
+
+    def _alternatives(self, request: GenerationRequest, count: int,
+                      cancel: CancelToken) -> list[GenerationResult]:
+        self._suspended = None
+        head, tail, healed = self._prompt(request)
+
+        def stop() -> bool:
+            return cancel.cancelled
+
+        results: list[GenerationResult] = []
+        try:
+            self._evaluate_prompt(head, tail, stop)
+            logits = self._logits()
+            pool = np.array(self._healing_candidates(healed) if healed else
+                            range(len(logits)), dtype=np.int64)
+            ranked = [int(token) for token in pool[np.argsort(-logits[pool], kind="stable")]
+                      [1:count + 8] if token not in self._stop_ids
+                      and not self._is_end(int(token))][:count]
+            for token in ranked:
+                if results:  # drop the cells the previous one generated
+                    self._evaluate_prompt(head, tail, stop)
+                started = time.perf_counter()
+                decoding = _Decoding(request, healed, first=token)
+                text, finish = self._decode_tokens(decoding, cancel)
+                results.append(GenerationResult(text, finish, Timings(
+                    generate_ms=(time.perf_counter() - started) * 1000,
+                    prompt_tokens=len(head) + len(tail), generated_tokens=decoding.steps)))
+                if finish in ("cancelled", "deadline"):
+                    break
+        except Cancelled:
+            pass
+        self._suspended = None  # an alternative cut by the deadline is not continued
+        return results
 
     def first_token_candidates(self, request: GenerationRequest,
                                count: int = 2) -> list[tuple[str, float]]:

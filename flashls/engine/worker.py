@@ -101,6 +101,13 @@ class ModelWorker:
         return self._submit(lambda: self.engine.prefill(request, cancel), cancel, BACKGROUND,
                             "prefill")
 
+    def alternatives(self, request: GenerationRequest, count: int,
+                     cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
+        """Queue other suggestions for a request the user asked for explicitly; the future
+        holds a QueuedResult of a list of GenerationResults."""
+        return self._submit(lambda: self.engine.alternatives(request, count, cancel), cancel,
+                            USER, "alternatives")
+
     def resume(self, cancel: CancelToken) -> concurrent.futures.Future[QueuedResult]:
         """Queue, behind any user request, the continuation of a generation cut short."""
         return self._submit(lambda: self.engine.resume(cancel), cancel, BACKGROUND, "resume")
@@ -166,6 +173,8 @@ def _describe(value: Any) -> str:
         return (f"{value.finish}, {timings.evaluated_tokens}/{timings.prompt_tokens} prompt "
                 f"tokens evaluated{' (short window)' if timings.short_window else ''}, "
                 f"{timings.generated_tokens} generated")
+    if isinstance(value, list):
+        return f"{len(value)} alternatives"
     if isinstance(value, int):
         return f"{value} prompt tokens evaluated"
     return "nothing to do" if value is None else type(value).__name__

@@ -147,6 +147,12 @@ class RemoteEngine:
         result = self._read(self._send(*call, request), cancel, may_suspend=False)
         return result.timings.evaluated_tokens
 
+    def alternatives(self, request: GenerationRequest, count: int,
+                     cancel: CancelToken) -> list[GenerationResult]:
+        """None: the servers' wires give one completion per request here (llama-server's
+        `n_cmpl` is not used yet)."""
+        return []
+
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Read on in the reply the last deadline cut, if nothing ran since; the text is
         the whole suggestion so far."""
