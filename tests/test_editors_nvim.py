@@ -76,7 +76,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
              suggestion_timeout_ms: int, attach_timeout_ms: int = 30_000,
              mode: str = "auto", first_file: Path | None = None, rest_ms: int = 0,
              typed: str | None = None, wait_finished: bool = False, type_along: int = 0,
-             server_env: dict[str, str] | None = None) -> dict[str, Any]:
+             cycle: bool = False, server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the driver script in headless Neovim and return its report.
 
     `first_file`: opened first, the cursor resting in it briefly; `rest_ms`: on the edit's
@@ -84,7 +84,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
     character typed in insert mode before the wait for ghost text; `wait_finished`: wait
     also for `flashls/suggestionFinished` and the ghost text asked for after it;
     `type_along`: after the first ghost text, type that many of its characters, 100 ms
-    apart."""
+    apart; `cycle`: press <M-]> once it shows and accept the suggestion it cycles to."""
     assert NVIM is not None
     result_path = tmp_path / "report.json"
     steps = {
@@ -93,6 +93,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
         "FLASHLS_NVIM_TYPE": typed,
         "FLASHLS_NVIM_WAIT_FINISHED": "1" if wait_finished else "0",
         "FLASHLS_NVIM_TYPE_ALONG": str(type_along),
+        "FLASHLS_NVIM_CYCLE": "1" if cycle else "0",
     }
     env = {
         **os.environ,
@@ -179,6 +180,19 @@ def test_live_ghost_text_asks_at_every_keystroke_and_stays_while_typed_along(
     inserted = inserted_text(cut_line, report)
     assert inserted.startswith(typed) and len(inserted) > len(typed)
     assert report["ghost_namespace"] == "flashls.ghost"
+
+
+@requires_nvim
+def test_live_mode_cycles_to_the_servers_other_candidates(tmp_path: Path,
+                                                          cut_line: Edit) -> None:
+    """<M-]> with one suggestion asks again explicitly; the server's second candidate shows
+    and <Tab> takes it."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake", "--candidates=3"],
+                      suggestion_timeout_ms=15_000, cycle=True)
+    assert report["first_ghost_text"] == fake_middle(
+        cut_line.original[cut_line.line - 1]).splitlines()[0]
+    assert report["ghost_text"] == "fake_alternative(1)"
+    assert inserted_text(cut_line, report) == "fake_alternative(1)"
 
 
 @requires_nvim

@@ -39,6 +39,8 @@ local params = {
   -- TYPE_INTERVAL_MS, noting after each whether a request went out and what shows.
   type_along = tonumber(env.FLASHLS_NVIM_TYPE_ALONG or '0'),
   type_interval_ms = tonumber(env.FLASHLS_NVIM_TYPE_INTERVAL_MS or '100'),
+  -- Press <M-]> once the suggestion shows, and accept the one it cycles to.
+  cycle = env.FLASHLS_NVIM_CYCLE == '1',
 }
 
 local clock_start = vim.uv.hrtime()
@@ -381,6 +383,17 @@ local function accept_ghost_text(bufnr)
   end
   if params.wait_finished and not wait_for_finished_suggestion(started) then
     return
+  end
+  if params.cycle then
+    report.stage = 'cycle'
+    report.first_ghost_text = ghost_text(bufnr)
+    vim.api.nvim_feedkeys(vim.keycode('<M-]>'), 'm', false)
+    if not wait_until(params.suggestion_timeout_ms, function()
+      local shown = ghost_text(bufnr)
+      return shown ~= nil and shown ~= report.first_ghost_text
+    end) then
+      return fail('<M-]> showed no other suggestion')
+    end
   end
   report.ghost_text = ghost_text(bufnr)
 

@@ -34,6 +34,7 @@ local TRIGGER_INVOKED = 1
 ---@field asked? string changedtick and cursor of the last request (one keystroke fires
 ---  TextChangedI and CursorMovedI: it asks once)
 ---@field suggestion? flashls.ghost.Suggestion
+---@field cycle? integer the step to show when the explicit request in flight answers
 
 ---@type table<integer, flashls.ghost.State>
 local states = {}
@@ -155,6 +156,9 @@ function M.request(bufnr, again)
     return
   end
   cancel(state)
+  if not again then
+    state.cycle = nil -- a keystroke, not a request to cycle
+  end
   state.asked = asked
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
   params.context = { triggerKind = again and TRIGGER_INVOKED or TRIGGER_AUTOMATIC }
@@ -170,8 +174,11 @@ function M.request(bufnr, again)
       return
     end
     local texts = texts_of(result)
+    local cycle = state.cycle
+    state.cycle = nil
     if #texts > 0 then
-      state.suggestion = { row = row, col = col, texts = texts, index = 1 }
+      local index = (cycle and #texts > 1) and cycle % #texts + 1 or 1
+      state.suggestion = { row = row, col = col, texts = texts, index = index }
       M.render(bufnr)
     end
   end
@@ -224,12 +231,17 @@ end
 --- Shows the next (`count` 1) or previous (-1) of the server's suggestions.
 ---@param bufnr integer
 ---@param count integer
+--- With only one suggestion so far, asks again explicitly (trigger kind Invoked), which
+--- brings the server's other candidates (its `candidates` setting), and shows the next.
 function M.select(bufnr, count)
   local state = states[bufnr]
   local suggestion = state and state.suggestion
   if suggestion and #suggestion.texts > 1 then
     suggestion.index = (suggestion.index - 1 + count) % #suggestion.texts + 1
     M.render(bufnr)
+  elseif state then
+    state.cycle = count
+    M.request(bufnr, true)
   end
 end
 
