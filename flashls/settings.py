@@ -125,7 +125,7 @@ class Settings:
         "auto", "`auto`: several lines only on an empty line after a block opener; "
         "`always`; `never`.", choices=("auto", "always", "never"))
     candidates: int = _setting(
-        1, "Suggestions offered when the editor asks explicitly (trigger kind Invoked: "
+        3, "Suggestions offered when the editor asks explicitly (trigger kind Invoked: "
         "VS Code's Trigger Inline Suggestion, and Alt+] / Alt+[ to cycle): the usual one "
         "first, then greedy continuations of the next likeliest first tokens, each "
         "costing one more generation (local engine only); 1 offers one.", minimum=1, maximum=5)

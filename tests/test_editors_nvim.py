@@ -187,7 +187,7 @@ def test_live_mode_cycles_to_the_servers_other_candidates(tmp_path: Path,
                                                           cut_line: Edit) -> None:
     """<M-]> with one suggestion asks again explicitly; the server's second candidate shows
     and <Tab> takes it."""
-    report = run_nvim(tmp_path, cut_line, ["--engine", "fake", "--candidates=3"],
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"],
                       suggestion_timeout_ms=15_000, cycle=True)
     assert report["first_ghost_text"] == fake_middle(
         cut_line.original[cut_line.line - 1]).splitlines()[0]

@@ -500,29 +500,29 @@ async def test_the_server_asks_to_watch_source_files_and_takes_workspace_changes
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE))
-async def candidates_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
-    await lsp_client.initialize_session(initialize_params({"flashls": {"candidates": 3}}))
+async def one_candidate_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    await lsp_client.initialize_session(initialize_params({"flashls": {"candidates": 1}}))
     yield
     await lsp_client.shutdown_session()
 
 
-async def test_an_explicit_request_gets_the_alternatives_an_automatic_one_does_not(
-        candidates_client: LanguageClient) -> None:
-    uri = open_document(candidates_client, "import os\nos.pa\n")
-    assert await inline(candidates_client, uri, 1, 5) == ["_done(1)"]
-    invoked = inline_params(uri, 1, 5)
-    invoked.context.trigger_kind = types.InlineCompletionTriggerKind.Invoked
-    result = await candidates_client.text_document_inline_completion_async(invoked)
-    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-    assert [item.insert_text for item in items] == [
-        "_done(1)", "fake_alternative(1)", "fake_alternative(2)"]
-
-
-async def test_one_candidate_by_default_even_when_asked_explicitly(
-        client: LanguageClient) -> None:
-    uri = open_document(client, "import os\nos.pa\n")
-    invoked = inline_params(uri, 1, 5)
+async def _invoked(client: LanguageClient, uri: str, line: int, character: int) -> list[str]:
+    invoked = inline_params(uri, line, character)
     invoked.context.trigger_kind = types.InlineCompletionTriggerKind.Invoked
     result = await client.text_document_inline_completion_async(invoked)
     items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-    assert [item.insert_text for item in items] == ["_done(1)"]
+    return [item.insert_text for item in items]  # type: ignore[misc]
+
+
+async def test_an_explicit_request_gets_the_alternatives_an_automatic_one_does_not(
+        client: LanguageClient) -> None:
+    uri = open_document(client, "import os\nos.pa\n")
+    assert await inline(client, uri, 1, 5) == ["_done(1)"]
+    assert await _invoked(client, uri, 1, 5) == [
+        "_done(1)", "fake_alternative(1)", "fake_alternative(2)"]
+
+
+async def test_one_candidate_when_set_so_even_when_asked_explicitly(
+        one_candidate_client: LanguageClient) -> None:
+    uri = open_document(one_candidate_client, "import os\nos.pa\n")
+    assert await _invoked(one_candidate_client, uri, 1, 5) == ["_done(1)"]
