@@ -506,7 +506,8 @@ class LlamaEngine:
     def alternatives(self, request: GenerationRequest, count: int,
                      cancel: CancelToken) -> list[GenerationResult]:
         """Other suggestions for `request`'s full window: one greedy continuation for each
-        of the `count` likeliest first tokens after the best (end markers skipped)."""
+        of the `count` likeliest first tokens after the best (end markers skipped). None
+        when the full prompt is not cached enough to be evaluated before the deadline."""
         self.load()
         with self._watching(cancel):
             return self._alternatives(replace(request, short=None), count, cancel)
@@ -520,6 +521,10 @@ class LlamaEngine:
             return cancel.cancelled
 
         results: list[GenerationResult] = []
+        assert self._kv is not None
+        seconds = None if cancel.deadline is None else cancel.deadline - time.monotonic()
+        if seconds is not None and self._kv.cost(head, tail) > self.prompt_rate * seconds:
+            return results  # a cold place: the full prompt would outlast the deadline
         try:
             self._evaluate_prompt(head, tail, stop)
             logits = self._logits()
