@@ -97,7 +97,10 @@ def test_a_cancel_stops_the_server_within_a_few_tokens(llama_server: str) -> Non
     predicted = metric(llama_server, "tokens_predicted_total") - predicted_before
     print(f"tokens seen at the cancel: {tokens_at_cancel}; predicted by the server: "
           f"{predicted:.0f}")
-    assert tokens_at_cancel <= predicted <= tokens_at_cancel + 8
+    # llama-server notices a closed stream only when it next writes to it, and on a loaded
+    # 2-core machine its writes lag its decoding by several tokens (13 predicted for 4
+    # seen once in CI); uncancelled it would predict 1500.
+    assert tokens_at_cancel <= predicted <= tokens_at_cancel + 24
     engine.close()
 
 
