@@ -266,7 +266,7 @@ class FlashServer(LanguageServer):
     async def alternatives(self, uri: str, position: types.Position, first: str) -> list[str]:
         """Other suggestions than `first` at a cursor (`candidates`), or none."""
         request = self._request(uri, position)
-        if self.config.candidates < 2 or request is None or self.service is None:
+        if request is None or self.service is None:
             return []
         try:
             return await self.service.alternatives(request, first)

@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import pathspec
 
@@ -86,6 +84,12 @@ def _ignored(specs: list[tuple[Path, pathspec.GitIgnoreSpec]], path: Path,
         if rules.match_file(relative):
             return True
     return False
+
+
+def _under(key: str, root: Path) -> bool:
+    """Whether the indexed file `key` (a file URI, as `Path.as_uri` writes it) lies in
+    `root`."""
+    return key.startswith(root.as_uri().rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -192,11 +196,9 @@ class WorkspaceIndexer:
                 log.info("indexed %s: %d files (%d bytes) so far, %.1f s", task.path,
                          self.stats.files, self.stats.bytes, self.stats.seconds)
         elif task.kind == "forget-root":
-            prefix = task.path.as_uri().rstrip("/") + "/"
             for key in self._index.files():
-                if key.startswith(prefix) and not self._is_open(key) and not any(
-                        Path(url2pathname(urlparse(key).path)).is_relative_to(root)
-                        for root in self._roots):
+                if _under(key, task.path) and not self._is_open(key) and not any(
+                        _under(key, root) for root in self._roots):  # nested in another
                     self._index.remove(key)
         elif task.kind == "file":
             key = task.path.as_uri()

@@ -14,9 +14,9 @@ that `reuse_suffix` turns off and that the benchmark measures.
 Snapshots: when a prompt shares far more with an earlier prompt (another file, another
 place) than with the cached one, the cached cells of sequence 0 are saved to host memory
 and the earlier prompt's saved cells restored, so returning costs a copy, not a
-re-evaluation. They are kept most recent first within `snapshot_bytes`; even a short prompt is worth
-keeping (a cold place's short window, displaced by its full window's warm-up, is what the
-next keystroke there needs).
+re-evaluation. They are kept most recent first within `snapshot_bytes`; even a short
+prompt is worth keeping (a cold place's short window, displaced by its full window's
+warm-up, is what the next keystroke there needs).
 
 A decode can be aborted midway (llama.cpp's abort callback, when the job's token is
 cancelled): `Memory.decode` then raises Cancelled with that call's cells already gone, and
@@ -198,7 +198,7 @@ class KvLayout:
         fresh = head[keep:] + tail[:reuse.fresh]
         if fresh:
             # Decoded into sequence 1 (no tail cells to attend to) before sequence 0 is
-            # touched, so an abort leaves the cached prompt as it was (`_fits`).
+            # touched, so an abort leaves the cached prompt as it was (see `_shifts`).
             try:
                 memory.decode(fresh, keep, 1)
             except Cancelled:

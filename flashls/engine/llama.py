@@ -527,12 +527,8 @@ class LlamaEngine:
             return results  # a cold place: the full prompt would outlast the deadline
         try:
             self._evaluate_prompt(head, tail, stop)
-            logits = self._logits()
-            pool = np.array(self._healing_candidates(healed) if healed else
-                            range(len(logits)), dtype=np.int64)
-            ranked = [int(token) for token in pool[np.argsort(-logits[pool], kind="stable")]
-                      [1:count + 8] if token not in self._stop_ids
-                      and not self._is_end(int(token))][:count]
+            ranked = [token for token in self._ranked_first_tokens(healed, count + 8)[1:]
+                      if token not in self._stop_ids and not self._is_end(token)][:count]
             for token in ranked:
                 if results:  # drop the cells the previous one generated
                     self._evaluate_prompt(head, tail, stop)
@@ -559,11 +555,16 @@ class LlamaEngine:
         self.prefill(request, CancelToken())
         _, _, healed = self._prompt(request)
         logits = self._logits()
+        return [(self._pieces[token][len(healed):].decode("utf-8", errors="replace"),
+                 float(logits[token])) for token in self._ranked_first_tokens(healed, count)]
+
+    def _ranked_first_tokens(self, healed: bytes, count: int) -> list[int]:
+        """The `count` likeliest first tokens at the cached prompt's end, best first,
+        among those token healing allows (all of them when it allows none)."""
+        logits = self._logits()
         candidates = self._healing_candidates(healed) if healed else []
         pool = np.array(candidates or range(len(logits)), dtype=np.int64)
-        best = pool[np.argsort(-logits[pool], kind="stable")[:count]]
-        return [(self._pieces[token][len(healed):].decode("utf-8", errors="replace"),
-                 float(logits[token])) for token in best]
+        return [int(token) for token in pool[np.argsort(-logits[pool], kind="stable")[:count]]]
 
     def close(self) -> None:
         """Free the model and its context now (an engine reload), not at garbage collection."""
