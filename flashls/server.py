@@ -37,7 +37,7 @@ from flashls.service import (
     CompletionRequest,
     CompletionService,
     Rejected,
-    context_sources,
+    indexes_workspace,
 )
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,11 @@ class FlashServer(LanguageServer):
 
     def watch_files(self) -> None:
         """Ask the client to report source files created, changed or deleted on disk,
-        once, when the `definitions` source is on and the client can be asked."""
+        once, when a source that reads the workspace is on and the client can be asked."""
         capabilities = self.client_capabilities.workspace
         watched = capabilities.did_change_watched_files if capabilities else None
         if (self._watching_files or watched is None or not watched.dynamic_registration
-                or "definitions" not in context_sources(self.config)):
+                or not indexes_workspace(self.config)):
             return
         self._watching_files = True
         pattern = "**/*.{" + ",".join(indexed_extensions()) + "}"

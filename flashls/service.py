@@ -19,7 +19,7 @@ from urllib.request import url2pathname
 
 from flashls.cache import SuggestionCache
 from flashls.context import CompletionContext, SyntaxTrees, build_context, position_to_offset
-from flashls.context.crossfile import CrossFileContext
+from flashls.context.crossfile import INDEXED_SOURCES, CrossFileContext
 from flashls.context.workspace import WorkspaceIndexer
 from flashls.engine.base import (
     CancelToken,
@@ -42,6 +42,11 @@ def context_sources(settings: Settings) -> frozenset[str]:
     if settings.context_sources == "none":
         return frozenset()
     return frozenset(part.strip() for part in settings.context_sources.split(","))
+
+
+def indexes_workspace(settings: Settings) -> bool:
+    """Whether a source on reads the workspace's files (through the index)."""
+    return bool(context_sources(settings) & INDEXED_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,7 @@ class CompletionService:
             self._indexer.file_changed(_path(uri), deleted)
 
     def _start_indexer(self) -> None:
-        if (self._indexer is not None or "definitions" not in self.crossfile.sources
+        if (self._indexer is not None or not self.crossfile.sources & INDEXED_SOURCES
                 or not self.crossfile.roots or not self.settings.index_max_files):
             return
         self._indexer = WorkspaceIndexer(self.crossfile.index, self.settings.index_max_files,

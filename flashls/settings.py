@@ -107,10 +107,12 @@ class Settings:
     context_sources: str = _setting(
         "none", "Context from other files, put before the current file in the prompt (in "
         "the model's repository layout, for models that have one): `definitions` of the "
-        "names the file imports, found in open files and the workspace; `recent`: where "
-        "you last edited or rested in other open files; `ring`: llama.vim's ring buffer of "
-        "chunks of the files you entered; `none`.",
-        choices=("none", "definitions", "recent", "ring", "definitions,recent"))
+        "names the file imports, found in open files and the workspace; `usages`: lines of "
+        "other files that use those names, the most like the code around the cursor "
+        "first; `recent`: where you last edited or rested in other open files; `ring`: "
+        "llama.vim's ring buffer of chunks of the files you entered; `none`.",
+        choices=("none", "definitions", "usages", "recent", "ring", "definitions,usages",
+                 "definitions,recent"))
     context_budget_tokens: int = _setting(
         384, "Most tokens of context from other files; it is left out of a prompt that "
         "`n_ctx` cannot hold with it.", minimum=0, maximum=65536)

@@ -270,7 +270,8 @@ def test_variants_and_the_server_command() -> None:
     assert parse_variant("defs=--context-sources=definitions --n-ctx 4096") == \
         ("defs", ("--context-sources=definitions", "--n-ctx", "4096"))
     assert [name for name, _ in DEFAULT_VARIANTS] == ["current", "ring", "definitions",
-                                                      "recent", "all"]
+                                                      "usages", "recent",
+                                                      "definitions+usages"]
     config = RepoConfig(server_args=("--engine=fake",), model="m.gguf")
     command = server_command(config, ("--x=1",))
     assert command[-4:] == [*FIXED_SERVER_ARGS[-1:], "--model=m.gguf", "--engine=fake",

@@ -368,13 +368,13 @@ def test_bench_index_reports_the_files_definitions_and_memory_of_a_walk(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from flashls.cli import main
 
-    _write(tmp_path / "tree", {f"pkg/m{i}.py": f"def f{i}(): pass\nX{i} = 1\n"
+    _write(tmp_path / "tree", {f"pkg/m{i}.py": f"def f{i}(): pass\nX{i} = f{i}()\n"
                                for i in range(12)})
     assert main(["bench", "index", "--root", str(tmp_path / "tree"), "--max-files", "10",
                  "--out", str(tmp_path / "out")]) == 0
     [report] = (tmp_path / "out").glob("index-*.json")
     payload = json.loads(report.read_text())
-    assert (payload["files_indexed"], payload["definitions"]) == (10, 20)
+    assert (payload["files_indexed"], payload["definitions"], payload["usages"]) == (10, 20, 20)
     assert payload["stopped_at_limit"] and payload["heap_mb"] >= 0
     assert main(["bench", "index", "--root", str(tmp_path / "missing")]) == 1
 

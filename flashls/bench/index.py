@@ -37,12 +37,13 @@ def measure(root: Path, max_files: int, max_bytes: int = DEFAULT_MAX_BYTES) -> d
     heap_mb = tracemalloc.get_traced_memory()[0] / 1e6
     tracemalloc.stop()
     rss_after = read_rss_mb(os.getpid())
-    files, definitions, text_chars = index.counts()
+    counts = index.counts()
     stats = indexer.stats
     return {
         "root": str(root), "max_files": max_files, "files_read": stats.files,
-        "files_indexed": files, "bytes_read": stats.bytes, "definitions": definitions,
-        "definition_text_chars": text_chars, "seconds": round(stats.seconds, 3),
+        "files_indexed": counts.files, "bytes_read": stats.bytes,
+        "definitions": counts.definitions, "definition_text_chars": counts.definition_chars,
+        "usages": counts.usages, "seconds": round(stats.seconds, 3),
         "files_per_second": round(stats.files / stats.seconds, 1) if stats.seconds else None,
         "stopped_at_limit": stats.stopped_at_limit, "skipped_large": stats.skipped_large,
         "errors": len(stats.errors), "heap_mb": round(heap_mb, 1),

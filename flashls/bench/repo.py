@@ -53,8 +53,9 @@ DEFAULT_VARIANTS = (
     ("current", ("--context-sources=none",)),
     ("ring", ("--context-sources=ring",)),
     ("definitions", ("--context-sources=definitions",)),
+    ("usages", ("--context-sources=usages",)),
     ("recent", ("--context-sources=recent",)),
-    ("all", ("--context-sources=definitions,recent",)),
+    ("definitions+usages", ("--context-sources=definitions,usages",)),
 )
 # Every variant: the whole prompt is evaluated (no cold window) and the answer is never cut
 # by the time budget, so what is measured is what the context gives, not what time allows.
@@ -504,7 +505,7 @@ def add_repo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
                     "and score exact match, edit similarity and identifier match for each "
                     "server variant. Each site is a cold prompt evaluated whole: about "
                     f"{SECONDS_PER_SITE} s a site and variant on 2 CPU cores with the "
-                    "default budgets (300 sites x 5 variants: about 6 hours); shorten with "
+                    "default budgets (300 sites x 6 variants: about 7.5 hours); shorten with "
                     "--sites, --limit-per-project or smaller --server-arg budgets.")
     add_arguments(repo)
     repo.set_defaults(func=handler)

@@ -4,13 +4,19 @@ Sources (setting `context_sources`):
 - `definitions`: definitions of the names the document imports (anywhere in it), in
   import order, then of names it uses as `module.name`, found in open documents and the
   workspace index; every wanted signature first, whole definitions while room is left;
+- `usages`: lines of other files that use the names the document imports (calls as the
+  project writes them), those whose surroundings most resemble the block of lines around
+  the cursor first (see `usages.py`);
 - `recent`: the regions where the user last edited or rested in other open documents,
   most recent last;
 - `ring`: llama.vim's ring buffer, the baseline the benchmark compares with: a chunk of
   each document the user entered, oldest first, evicting chunks that mostly repeat.
-All are bounded together by `context_budget_tokens`. The definitions part depends on the
-document's imports and the index, not on the cursor, and is ordered by file, so it stays
-the same while the user types and moves in a file: the model's cache keeps it.
+All are bounded together by `context_budget_tokens` (definitions get half of it when
+usages are on too). The definitions part depends on the document's imports and the index,
+not on the cursor, and is ordered by file, so it stays the same while the user types and
+moves in a file: the model's cache keeps it. The usages part comes after it and changes
+only when the cursor enters another block of `ANCHOR_LINES` lines (when the prompt's
+window often moves too), the imports change, or the index does.
 
 Nothing here reads the disk or speaks LSP: the service feeds open documents, the
 workspace indexer (`workspace.py`) feeds files on disk.
@@ -31,13 +37,15 @@ import tree_sitter
 from flashls.context.definitions import (
     Definition,
     DefinitionIndex,
-    parse_definitions,
+    parse_source,
     stem_and_folder,
 )
-from flashls.context.languages import import_query
-from flashls.context.window import estimate_tokens
+from flashls.context.imports import Imports, find_imports
+from flashls.context.usages import Usage, query_words, select_usages
+from flashls.context.window import ANCHOR_LINES, estimate_tokens
 
-SOURCES = ("definitions", "recent", "ring")
+SOURCES = ("definitions", "usages", "recent", "ring")
+INDEXED_SOURCES = frozenset({"definitions", "usages"})  # what the workspace index feeds
 RECENT_ABOVE = 12  # lines shown above and below a recent place
 RECENT_BELOW = 8
 MAX_RECENT = 8
@@ -46,14 +54,10 @@ RING_CHUNKS = 16
 RING_EVICT_SIMILARITY = 0.9
 MIN_RING_LINES = 8  # a chunk cut shorter than this is left out
 _SKIPPED_NAMES = frozenset({"__all__", "__version__", "__author__"})
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A word followed by a dot: `module.` (a name's use, or being typed).
 _DOTTED = re.compile(r"(?<!\w)(\w+)\.")
 # `module.name` uses, overlapping so that `a.b.c` yields (a, b) and (b, c).
 _ATTRIBUTE = re.compile(r"(?<![\w.])(?=([A-Za-z_]\w*)\.([A-Za-z_]\w*))")
-_IMPORT_WORDS = frozenset({"import", "from", "as", "use", "crate", "self", "super", "pub",
-                           "package", "include", "extern", "static", "type", "typeof",
-                           "default", "require", "mod"})
 
 
 @dataclass(frozen=True)
@@ -62,57 +66,6 @@ class FileSection:
 
     path: str  # as the model sees it: relative to the workspace folder
     text: str
-
-
-@dataclass(frozen=True)
-class Imports:
-    """What a document imports: names (each with the module it came from, or "") and the
-    names under which whole modules are bound."""
-
-    names: tuple[tuple[str, str], ...]
-    modules: frozenset[str]
-
-
-def _text(node: tree_sitter.Node | None) -> str:
-    return "" if node is None else (node.text or b"").decode("utf-8", errors="replace")
-
-
-def _python_imports(node: tree_sitter.Node, names: list[tuple[str, str]],
-                    modules: set[str]) -> None:
-    if node.type == "import_from_statement":
-        module = _text(node.child_by_field_name("module_name")).lstrip(".")
-        hint = module.rsplit(".", 1)[-1]
-        for child in node.children_by_field_name("name"):
-            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
-            alias = child.child_by_field_name("alias") if child.type == "aliased_import" else None
-            name = _text(target).rsplit(".", 1)[-1]
-            names.append((name, hint))
-            modules.add(_text(alias) or name)  # `from . import utils`: utils may be a module
-    elif node.type == "import_statement":
-        for child in node.children_by_field_name("name"):
-            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
-            alias = child.child_by_field_name("alias") if child.type == "aliased_import" else None
-            dotted = _text(target)
-            modules.add(_text(alias) or dotted.split(".", 1)[0])
-            modules.update(dotted.split("."))
-
-
-def find_imports(tree: tree_sitter.Tree, language_id: str) -> Imports:
-    """A document's imports, wherever they are (top level, `try:`, functions), in order."""
-    query = import_query(language_id)
-    if query is None:
-        return Imports((), frozenset())
-    names: list[tuple[str, str]] = []
-    modules: set[str] = set()
-    found = tree_sitter.QueryCursor(query).captures(tree.root_node).get("import", [])
-    for child in sorted(found, key=lambda node: node.start_byte):
-        if language_id == "python":
-            _python_imports(child, names, modules)
-            continue
-        for word in _WORD.findall(_text(child)):  # other languages: every imported word
-            if word not in _IMPORT_WORDS:
-                names.append((word, ""))
-    return Imports(tuple(dict.fromkeys(names)), frozenset(modules))
 
 
 def _matches(definition: Definition, hint: str) -> bool:
@@ -256,15 +209,15 @@ class _Selection:
     budget_tokens: int
     before: str  # the document's text before the cursor's line
     after: str  # and after it
-    modules: frozenset[str]  # the document's imported module names
-    line_modules: frozenset[str]  # those of them the cursor's line uses as `module.`
+    imports: Imports  # the document's imports
+    line_modules: frozenset[str]  # its imported modules the cursor's line uses as `module.`
     chosen: tuple[Definition, ...]
 
     def holds(self, generation: int, budget_tokens: int, before: str, after: str,
               line: str) -> bool:
         return (generation == self.generation and budget_tokens == self.budget_tokens
                 and before == self.before and after == self.after
-                and _dotted_modules(line, self.modules) <= self.line_modules)
+                and _dotted_modules(line, self.imports.modules) <= self.line_modules)
 
 
 def _dotted_modules(text: str, modules: frozenset[str]) -> frozenset[str]:
@@ -272,16 +225,32 @@ def _dotted_modules(text: str, modules: frozenset[str]) -> frozenset[str]:
     return frozenset(word for word in _DOTTED.findall(text) if word in modules)
 
 
+@dataclass(frozen=True)
+class _UsageChoice:
+    """The usages chosen for a document's block of lines, and what they were chosen from:
+    the block's words when it was first asked for (not its text since, so that typing in
+    the block keeps the prompt's usages part)."""
+
+    generation: int
+    budget_tokens: int
+    block: int  # the first line of the block
+    names: frozenset[str]  # the names whose usages may help (`_workspace_names`)
+    shown: frozenset[str]  # lines the definitions part shows already
+    query: frozenset[str]
+    chosen: tuple[Usage, ...]
+
+
 @dataclass
 class _OpenDocument:
     """An open document's latest text, whether the index has its definitions, and the
-    definitions last chosen for it (kept across its edits; `_Selection.holds` says when
-    they may be reused)."""
+    definitions and usages last chosen for it (kept across its edits;
+    `_Selection.holds` and `_UsageChoice` say when they may be reused)."""
 
     text: str
     language_id: str
     indexed: bool = False
     selection: _Selection | None = None
+    usages: _UsageChoice | None = None
 
 
 class CrossFileContext:
@@ -314,12 +283,13 @@ class CrossFileContext:
     def document_changed(self, key: str, language_id: str, text: str) -> None:
         """An open document's new text."""
         previous = self._open.get(key)
-        self._open[key] = _OpenDocument(text, language_id, selection=None if previous is None
-                                        else previous.selection)
+        self._open[key] = (_OpenDocument(text, language_id) if previous is None else
+                           _OpenDocument(text, language_id, selection=previous.selection,
+                                         usages=previous.usages))
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
-        if "definitions" in self.sources:
+        if self.sources & {"definitions", "usages"}:
             self._flush(key)
         self._open.pop(key, None)
         self.recent.forget(key)
@@ -342,8 +312,7 @@ class CrossFileContext:
     def _flush(self, key: str) -> None:
         document = self._open.get(key)
         if document is not None and not document.indexed:
-            self.index.replace(key, parse_definitions(key, document.language_id,
-                                                      document.text))
+            self.index.replace(key, *parse_source(key, document.language_id, document.text))
             document.indexed = True
 
     def path_of(self, key: str) -> str:
@@ -373,37 +342,68 @@ class CrossFileContext:
             self._flush(other)
         budget = self.budget_tokens
         sections: list[FileSection] = []
-        if "definitions" in self.sources and tree is not None:
-            chosen = self._definitions(key, language_id, tree, text, cursor)
-            budget -= sum(estimate_tokens(d.text) + 1 for d in chosen)
-            sections += self._definition_sections(list(chosen))
+        if self.sources & {"definitions", "usages"} and tree is not None:
+            share = budget // 2 if {"definitions", "usages"} <= self.sources else budget
+            selection = self._selection(key, language_id, tree, text, cursor,
+                                        share if "definitions" in self.sources else 0)
+            budget -= sum(estimate_tokens(d.text) + 1 for d in selection.chosen)
+            sections += self._definition_sections(list(selection.chosen))
+            if "usages" in self.sources:
+                shown = frozenset(line.strip() for definition in selection.chosen
+                                  for line in definition.text.split("\n"))
+                usages = self._usages(key, selection.imports, text, cursor, budget, shown)
+                budget -= sum(estimate_tokens(u.text) + 1 for u in usages)
+                sections += self._usage_sections(usages)
         if "recent" in self.sources:
             sections += self._recent_sections(key, budget, estimate_tokens)
         if "ring" in self.sources:
             sections += self._ring_sections(key, budget)
         return tuple(sections)
 
-    def _definitions(self, key: str, language_id: str, tree: tree_sitter.Tree, text: str,
-                     cursor: int | None) -> tuple[Definition, ...]:
+    def _selection(self, key: str, language_id: str, tree: tree_sitter.Tree, text: str,
+                   cursor: int | None, budget: int) -> _Selection:
+        """The document's imports and the definitions chosen for them within `budget`."""
         document = self._open.get(key)
-        if cursor is None or document is None:
-            imports = find_imports(tree, language_id)
-            return tuple(select_definitions(self.index, key, imports, text,
-                                            self.budget_tokens))
-        start = text.rfind("\n", 0, cursor) + 1
-        end = text.find("\n", cursor)
+        position = len(text) if cursor is None else cursor
+        start = text.rfind("\n", 0, position) + 1
+        end = text.find("\n", position)
         end = len(text) if end < 0 else end
         before, cursor_line, after = text[:start], text[start:end], text[end:]
         generation = self.index.generation
-        cached = document.selection
-        if cached is not None and cached.holds(generation, self.budget_tokens, before, after,
-                                               cursor_line):
-            return cached.chosen
+        cached = None if document is None or cursor is None else document.selection
+        if cached is not None and cached.holds(generation, budget, before, after, cursor_line):
+            return cached
         imports = find_imports(tree, language_id)
-        chosen = tuple(select_definitions(self.index, key, imports, text, self.budget_tokens))
-        document.selection = _Selection(generation, self.budget_tokens, before, after,
-                                        imports.modules,
-                                        _dotted_modules(cursor_line, imports.modules), chosen)
+        chosen = tuple(select_definitions(self.index, key, imports, text, budget)
+                       if budget > 0 else ())
+        selection = _Selection(generation, budget, before, after, imports,
+                               _dotted_modules(cursor_line, imports.modules), chosen)
+        if document is not None and cursor is not None:
+            document.selection = selection
+        return selection
+
+    def _usages(self, key: str, imports: Imports, text: str, cursor: int | None,
+                budget: int, shown: frozenset[str]) -> tuple[Usage, ...]:
+        """Usages for the cursor's block, reusing the document's last choice while the
+        block, the imports, the budget and the index stay the same (a changed index is
+        ranked against the block's first words again, not its current text)."""
+        document = self._open.get(key)
+        line = 0 if cursor is None else text.count("\n", 0, cursor)
+        block = line // ANCHOR_LINES * ANCHOR_LINES
+        names = self._workspace_names(imports)
+        generation = self.index.generation
+        cached = None if document is None else document.usages
+        if cached is None or (cached.block, cached.names, cached.shown,
+                              cached.budget_tokens) != (block, names, shown, budget):
+            query = query_words(text.split("\n"), line, ANCHOR_LINES)
+        elif cached.generation == generation:
+            return cached.chosen
+        else:
+            query = cached.query
+        chosen = tuple(select_usages(self.index.usages(names), key, query, budget, shown))
+        if document is not None:
+            document.usages = _UsageChoice(generation, budget, block, names,
+                                           shown, query, chosen)
         return chosen
 
     def _definition_sections(self, chosen: list[Definition]) -> list[FileSection]:
@@ -413,6 +413,28 @@ class CrossFileContext:
         return [FileSection(self.path_of(key),
                             "\n\n".join(d.text for d in sorted(defs, key=lambda d: d.line)))
                 for key, defs in sorted(by_file.items(), key=lambda item: self.path_of(item[0]))]
+
+    def _workspace_names(self, imports: Imports) -> frozenset[str]:
+        """The names whose usages may help: those the document imports that the workspace
+        defines, and the top-level names of the workspace modules it imports whole (for
+        `module.name`)."""
+        index = self.index
+        names = {name for name in imports.bound() if index.find(name)}
+        for module in imports.modules:
+            for file in index.module_files(module):
+                names.add(module)
+                names.update(definition.name for definition in index.of_file(file))
+        return frozenset(names)
+
+    def _usage_sections(self, usages: tuple[Usage, ...]) -> list[FileSection]:
+        """One section a file, its lines in file order; the file with the most alike
+        usage last (nearest the cursor's file)."""
+        by_file: dict[str, list[Usage]] = {}
+        for usage in usages:  # most alike first
+            by_file.setdefault(usage.key, []).append(usage)
+        return [FileSection(self.path_of(key),
+                            "\n".join(u.text for u in sorted(found, key=lambda u: u.line)))
+                for key, found in reversed(by_file.items())]
 
     def _recent_sections(self, key: str, budget: int,
                          cost: Callable[[str], int]) -> list[FileSection]:

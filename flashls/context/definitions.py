@@ -2,21 +2,25 @@
 
 A definition's text is what a reader of another file needs: its header (signature), the
 first lines of its docstring and, for a class, the headers of its methods. Bodies are
-left out. The index is filled from open documents and from the workspace's files (see
-`workspace.py`) and may be written by one thread while another reads it.
+left out. The index also keeps each file's lines that use names it imports (`usages.py`).
+It is filled from open documents and from the workspace's files (see `workspace.py`) and
+may be written by one thread while another reads it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
+from flashls.context.imports import find_imports
 from flashls.context.languages import SPECS, grammar, top_level_nodes
+from flashls.context.usages import Usage, extract_usages
 
 MAX_HEADER_LINES = 4
 MAX_DOC_LINES = 3
@@ -177,42 +181,73 @@ def extract_definitions(key: str, language_id: str, tree: tree_sitter.Tree,
 
 def parse_definitions(key: str, language_id: str, text: str) -> list[Definition]:
     """Parse `text` and return its top-level definitions; none without a grammar."""
+    return parse_source(key, language_id, text)[0]
+
+
+def parse_source(key: str, language_id: str,
+                 text: str) -> tuple[list[Definition], list[Usage]]:
+    """Parse `text` once: its top-level definitions and its lines that use names it
+    imports or defines (`usages.py`); nothing without a grammar."""
     language = grammar(language_id)
     if language is None:
-        return []
+        return [], []
     source = text.encode("utf-8", errors="surrogatepass")
     tree = tree_sitter.Parser(language).parse(source)
-    return extract_definitions(key, language_id, tree, source)
+    definitions = extract_definitions(key, language_id, tree, source)
+    usages = extract_usages(key, find_imports(tree, language_id), text.split("\n"),
+                            [definition.name for definition in definitions])
+    return definitions, usages
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """What the index holds of one file."""
+
+    definitions: tuple[Definition, ...]
+    usages: tuple[Usage, ...] = ()
+
+
+class IndexCounts(NamedTuple):
+    """Files, definitions, characters of definition text and usage lines held."""
+
+    files: int
+    definitions: int
+    definition_chars: int
+    usages: int
 
 
 class DefinitionIndex:
-    """Definitions by name, replaced a whole file at a time.
+    """Definitions (and usages of imported names) by name, replaced a whole file at a time.
 
-    Invariant: `_by_name` holds exactly the definitions of `_by_file`'s values; both change
-    together under `_lock`. `generation` grows with every change, so a reader can tell
-    whether anything it computed from the index may be out of date.
+    Invariant: `_by_name` and `_usages_by_name` hold exactly the definitions and usages of
+    `_by_file`'s records; all change together under `_lock`. `generation` grows with every
+    change, so a reader can tell whether anything it computed from the index may be out of
+    date.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_file: dict[str, tuple[Definition, ...]] = {}
+        self._by_file: dict[str, IndexedFile] = {}
         self._by_name: dict[str, list[Definition]] = {}
+        self._usages_by_name: dict[str, list[Usage]] = {}
         self._by_module: dict[str, list[str]] = {}  # module_name(key) -> keys
         self.generation = 0
 
-    def replace(self, key: str, definitions: list[Definition]) -> None:
-        """Make `definitions` the file's only ones."""
+    def replace(self, key: str, definitions: list[Definition],
+                usages: list[Usage] | None = None) -> None:
+        """Make `definitions` (and `usages`) the file's only ones."""
         with self._lock:
             self._drop(key)
-            self._add(key, definitions)
+            self._add(key, IndexedFile(tuple(definitions), tuple(usages or ())))
 
-    def add_if_absent(self, key: str, definitions: list[Definition]) -> bool:
+    def add_if_absent(self, key: str, definitions: list[Definition],
+                      usages: list[Usage] | None = None) -> bool:
         """Index a file unless it is indexed already (an open document's text is newer
         than the disk's); whether it was added."""
         with self._lock:
             if key in self._by_file:
                 return False
-            self._add(key, definitions)
+            self._add(key, IndexedFile(tuple(definitions), tuple(usages or ())))
             return True
 
     def remove(self, key: str) -> None:
@@ -221,23 +256,22 @@ class DefinitionIndex:
             self._drop(key)
             self.generation += 1
 
-    def _add(self, key: str, definitions: list[Definition]) -> None:
-        self._by_file[key] = tuple(definitions)
+    def _add(self, key: str, record: IndexedFile) -> None:
+        self._by_file[key] = record
         self._by_module.setdefault(module_name(key), []).append(key)
-        for definition in definitions:
+        for definition in record.definitions:
             self._by_name.setdefault(definition.name, []).append(definition)
+        for usage in record.usages:
+            for name in usage.names:
+                self._usages_by_name.setdefault(name, []).append(usage)
         self.generation += 1
 
     def _drop(self, key: str) -> None:
-        if key not in self._by_file:
+        record = self._by_file.pop(key, None)
+        if record is None:
             return
-        for definition in self._by_file.pop(key):
-            same = self._by_name.get(definition.name)
-            if same is None:
-                continue
-            same[:] = [other for other in same if other.key != key]
-            if not same:
-                del self._by_name[definition.name]
+        _unlist(self._by_name, {d.name for d in record.definitions}, key)
+        _unlist(self._usages_by_name, {n for u in record.usages for n in u.names}, key)
         module = module_name(key)
         self._by_module[module].remove(key)
         if not self._by_module[module]:
@@ -248,10 +282,17 @@ class DefinitionIndex:
         with self._lock:
             return list(self._by_name.get(name, ()))
 
+    def usages(self, names: Iterable[str]) -> list[Usage]:
+        """Every indexed line that uses one of `names` (imported there), each once."""
+        with self._lock:
+            found = [usage for name in names for usage in self._usages_by_name.get(name, ())]
+        return list(dict.fromkeys(found))
+
     def of_file(self, key: str) -> tuple[Definition, ...]:
         """A file's definitions, in file order."""
         with self._lock:
-            return self._by_file.get(key, ())
+            record = self._by_file.get(key)
+            return () if record is None else record.definitions
 
     def module_files(self, module: str) -> list[str]:
         """The indexed files that an import of `module` names (`module.py`, or
@@ -269,9 +310,21 @@ class DefinitionIndex:
         with self._lock:
             return key in self._by_file
 
-    def counts(self) -> tuple[int, int, int]:
-        """Files, definitions and characters of definition text held."""
+    def counts(self) -> IndexCounts:
+        """What the index holds."""
         with self._lock:
-            definitions = [d for defs in self._by_file.values() for d in defs]
-            return (len(self._by_file), len(definitions),
-                    sum(len(d.text) + len(d.name) for d in definitions))
+            definitions = [d for record in self._by_file.values() for d in record.definitions]
+            return IndexCounts(len(self._by_file), len(definitions),
+                               sum(len(d.text) + len(d.name) for d in definitions),
+                               sum(len(record.usages) for record in self._by_file.values()))
+
+
+def _unlist(by_name: dict[str, list[Any]], names: set[str], key: str) -> None:
+    """Remove file `key`'s entries under `names` (dropping names left with none)."""
+    for name in names:
+        same = by_name.get(name)
+        if same is None:
+            continue
+        same[:] = [entry for entry in same if entry.key != key]
+        if not same:
+            del by_name[name]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pathspec
 
-from flashls.context.definitions import DefinitionIndex, parse_definitions
+from flashls.context.definitions import DefinitionIndex, parse_source
 from flashls.context.languages import SPECS, language_of_path
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,8 @@ class WorkspaceIndexer:
             return
         self.stats.files += 1
         self.stats.bytes += size
-        definitions = parse_definitions(key, language_of_path(path.name), text)
+        definitions, usages = parse_source(key, language_of_path(path.name), text)
         if replace:
-            self._index.replace(key, definitions)
+            self._index.replace(key, definitions, usages)
         else:
-            self._index.add_if_absent(key, definitions)
+            self._index.add_if_absent(key, definitions, usages)
