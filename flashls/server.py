@@ -48,6 +48,9 @@ DIGEST_REQUEST = "flashls/documentDigest"
 # The editor's notification of where the user looks: the document in front and where its
 # cursor rests (GitHub Copilot's language server has the same method, without position).
 FOCUS_NOTIFICATION = "textDocument/didFocus"
+# The editor integrations' word that the user yanked or selected text:
+# {"textDocument": {"uri"}, "text"}.
+YANK_NOTIFICATION = "flashls/didYank"
 # Sent when a suggestion cut by the time budget has been finished in the background while
 # the document stayed as it was: the editor asks again and shows all of it from the cache.
 FINISHED_NOTIFICATION = "flashls/suggestionFinished"
@@ -436,6 +439,16 @@ def did_focus(ls: FlashServer, params: Any) -> None:
     position = _position_of(params)
     if uri is not None and position is not None:
         ls.schedule_warm_up(uri, position)
+
+
+@server.feature(YANK_NOTIFICATION)
+def did_yank(ls: FlashServer, params: Any) -> None:
+    """Keep yanked or selected text as context for the `recent` source (the Neovim
+    plugin reports yanks, the VS Code extension selections)."""
+    uri = _uri_of(params)
+    text = getattr(params, "text", None)
+    if uri is not None and isinstance(text, str):
+        ls.ensure_service().yanked(uri, text)
 
 
 def _position_of(params: Any) -> types.Position | None:

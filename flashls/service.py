@@ -239,6 +239,10 @@ class CompletionService:
         self.trees.update(uri, language_id, text)
         self.crossfile.document_changed(uri, language_id, text)
 
+    def yanked(self, uri: str, text: str) -> None:
+        """The user yanked or selected `text` in `uri` (for the `recent` source)."""
+        self.crossfile.yanked(uri, text)
+
     def document_opened(self, uri: str) -> None:
         """The editor opened a document (its text came with `document_changed`): the user
         entered it, at its top."""

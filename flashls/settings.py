@@ -109,7 +109,8 @@ class Settings:
         "the model's repository layout, for models that have one): `definitions` of the "
         "names the file imports, found in open files and the workspace; `usages`: lines of "
         "other files that use those names, the most like the code around the cursor "
-        "first; `recent`: where you last edited or rested in other open files; `ring`: "
+        "first; `recent`: where you last edited or rested in other open files and what "
+        "you last yanked or selected; `ring`: "
         "llama.vim's ring buffer of chunks of the files you entered; `none`.",
         choices=("none", "definitions", "usages", "recent", "ring", "definitions,usages",
                  "definitions,recent"))

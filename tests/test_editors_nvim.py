@@ -76,7 +76,8 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
              suggestion_timeout_ms: int, attach_timeout_ms: int = 30_000,
              mode: str = "auto", first_file: Path | None = None, rest_ms: int = 0,
              typed: str | None = None, wait_finished: bool = False, type_along: int = 0,
-             cycle: bool = False, server_env: dict[str, str] | None = None) -> dict[str, Any]:
+             cycle: bool = False, yank: bool = False,
+             server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the driver script in headless Neovim and return its report.
 
     `first_file`: opened first, the cursor resting in it briefly; `rest_ms`: on the edit's
@@ -84,7 +85,8 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
     character typed in insert mode before the wait for ghost text; `wait_finished`: wait
     also for `flashls/suggestionFinished` and the ghost text asked for after it;
     `type_along`: after the first ghost text, type that many of its characters, 100 ms
-    apart; `cycle`: press <M-]> once it shows and accept the suggestion it cycles to."""
+    apart; `cycle`: press <M-]> once it shows and accept the suggestion it cycles to;
+    `yank`: first yank the file's first two lines."""
     assert NVIM is not None
     result_path = tmp_path / "report.json"
     steps = {
@@ -94,6 +96,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
         "FLASHLS_NVIM_WAIT_FINISHED": "1" if wait_finished else "0",
         "FLASHLS_NVIM_TYPE_ALONG": str(type_along),
         "FLASHLS_NVIM_CYCLE": "1" if cycle else "0",
+        "FLASHLS_NVIM_YANK": "1" if yank else "0",
     }
     env = {
         **os.environ,
@@ -193,6 +196,18 @@ def test_live_mode_cycles_to_the_servers_other_candidates(tmp_path: Path,
         cut_line.original[cut_line.line - 1]).splitlines()[0]
     assert report["ghost_text"] == "fake_alternative(1)"
     assert inserted_text(cut_line, report) == "fake_alternative(1)"
+
+
+@requires_nvim
+def test_a_yank_is_reported_to_the_server(tmp_path: Path, cut_line: Edit) -> None:
+    """`2yy` sends the two lines as `flashls/didYank` (the `recent` source's yanks; the
+    server side is tested in test_server); suggestions go on as before."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake", "--context-sources=recent"],
+                      suggestion_timeout_ms=15_000, yank=True)
+    assert report["yanks"] == [{"file": cut_line.path.name,
+                                "text": "\n".join(cut_line.original[:2])}]
+    assert inserted_text(cut_line, report) == fake_middle(
+        cut_line.original[cut_line.line - 1]).splitlines()[0]
 
 
 @requires_nvim

@@ -526,3 +526,41 @@ async def test_one_candidate_when_set_so_even_when_asked_explicitly(
         one_candidate_client: LanguageClient) -> None:
     uri = open_document(one_candidate_client, "import os\nos.pa\n")
     assert await _invoked(one_candidate_client, uri, 1, 5) == ["_done(1)"]
+
+
+async def test_yanked_text_reaches_the_prompt_with_the_recent_source() -> None:
+    lsp = await ClientServerConfig(server_command=FAKE).start()
+    warm: list[object] = []
+
+    @lsp.feature("flashls/status")
+    def record(ls: LanguageClient, params: object) -> None:
+        if getattr(params, "state", None) == "warm":
+            warm.append(getattr(params, "message", None))
+
+    async def focus(uri: str) -> object:
+        count = len(warm)
+        lsp.protocol.notify("textDocument/didFocus", {
+            "textDocument": {"uri": uri}, "position": {"line": 0, "character": 8}})
+        for _ in range(50):
+            if len(warm) > count:
+                break
+            await asyncio.sleep(0.1)
+        return warm[-1] if len(warm) > count else None
+
+    try:
+        await lsp.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
+            capabilities=client_capabilities("neovim"),
+            initialization_options={"flashls": {"contextSources": "recent"}}))
+        uri = open_document(lsp, "value = \n", uri="file:///work/user.py")
+        assert await focus(uri) == "evaluated 8 prompt tokens"  # the fake: a token a char
+        yank = "def helper(a, b):\n    return a + b"
+        for bad in ({"textDocument": {"uri": uri}}, {"text": yank},
+                    {"textDocument": {"uri": uri}, "text": 3}):
+            lsp.protocol.notify("flashls/didYank", bad)  # ignored, no error
+        lsp.protocol.notify("flashls/didYank", {"textDocument": {"uri": "file:///work/lib.py"},
+                                                "text": yank + "\n"})
+        insert(lsp, uri, 0, 8, "1", 2)  # a new prompt to warm
+        assert await focus(uri) == f"evaluated {8 + len(yank)} prompt tokens"
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)

@@ -269,6 +269,38 @@ async def test_definitions_from_workspace_files_reach_the_engine_before_the_file
     completions.close()
 
 
+async def test_usages_from_workspace_files_reach_the_engine(tmp_path: Path) -> None:
+    (tmp_path / "shapes.py").write_text("def area(shape):\n    return 1\n")
+    (tmp_path / "report.py").write_text("from shapes import area\ntotal = area(square) + 1\n")
+    engine = RecordingEngine()
+    completions = CompletionService(Settings(context_sources="usages"), engine)
+    completions.open_workspace([tmp_path.as_uri()])  # the usages source reads the workspace
+    assert await _until(lambda: len(completions.crossfile.index.files()) == 2)
+    text = "from shapes import area\n\nsize = \n"
+    uri = (tmp_path / "user.py").as_uri()
+    completions.document_changed(uri, "python", text)
+    await completions.complete(CompletionRequest(uri, "python", text, 2, len("size = ")))
+    repo = engine.requests[-1].repo
+    assert repo is not None and sorted(repo.files) == [
+        ("report.py", "total = area(square) + 1"), ("shapes.py", "def area(shape):")]
+    completions.close()
+
+
+async def test_yanked_text_reaches_the_engine_with_the_recent_source() -> None:
+    engine = RecordingEngine()
+    completions = CompletionService(Settings(context_sources="recent"), engine)
+    completions.open_workspace(["file:///work"])
+    user = "file:///work/user.py"
+    completions.document_changed(user, "python", "value = \n")
+    completions.yanked("file:///work/lib.py", "def helper(a, b):\n    return a + b\n")
+    completions.yanked("file:///work/lib.py", "x")  # too short to be context
+    await completions.complete(CompletionRequest(user, "python", "value = \n", 0, 8))
+    repo = engine.requests[-1].repo
+    assert repo is not None and repo.files == (
+        ("lib.py", "def helper(a, b):\n    return a + b"),)
+    completions.close()
+
+
 async def _until(check: Callable[[], bool], seconds: float = 20) -> bool:
     deadline = time.monotonic() + seconds
     while not check() and time.monotonic() < deadline:

@@ -250,11 +250,39 @@ function reportFocus(editor) {
   }, FOCUS_DEBOUNCE_MS);
 }
 
+// How long a selection stays before the server is told of it (not every step of a drag).
+const SELECTION_DEBOUNCE_MS = 500;
+let selectionTimer;
+
+/**
+ * Tells the server what text the user selected (`flashls/didYank`): with the `recent`
+ * context source, the latest selections go into the prompt (VS Code reports no copies).
+ */
+function reportSelection(editor) {
+  clearTimeout(selectionTimer);
+  if (!editor || editor.selection.isEmpty || !client || !client.isRunning()
+      || !suggestionsEnabled()) {
+    return;
+  }
+  selectionTimer = setTimeout(() => {
+    if (!client || !client.isRunning() || editor.selection.isEmpty) {
+      return;
+    }
+    client.sendNotification('flashls/didYank', {
+      textDocument: { uri: client.code2ProtocolConverter.asUri(editor.document.uri) },
+      text: editor.document.getText(editor.selection),
+    }).catch(() => undefined);
+  }, SELECTION_DEBOUNCE_MS);
+}
+
 function registerFocus(context) {
   context.subscriptions.push(
     vscode.window.onDidChangeActiveTextEditor((editor) => reportFocus(editor)),
-    vscode.window.onDidChangeTextEditorSelection((event) => reportFocus(event.textEditor)),
-    { dispose: () => clearTimeout(focusTimer) },
+    vscode.window.onDidChangeTextEditorSelection((event) => {
+      reportFocus(event.textEditor);
+      reportSelection(event.textEditor);
+    }),
+    { dispose: () => { clearTimeout(focusTimer); clearTimeout(selectionTimer); } },
   );
 }
 

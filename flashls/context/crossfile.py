@@ -8,7 +8,8 @@ Sources (setting `context_sources`):
   project writes them), those whose surroundings most resemble the block of lines around
   the cursor first (see `usages.py`);
 - `recent`: the regions where the user last edited or rested in other open documents,
-  most recent last;
+  most recent last, then the text the user last yanked or selected where the editor
+  integration reports it (`flashls/didYank`), the latest last, nearest the cursor's file;
 - `ring`: llama.vim's ring buffer, the baseline the benchmark compares with: a chunk of
   each document the user entered, oldest first, evicting chunks that mostly repeat.
 All are bounded together by `context_budget_tokens` (definitions get half of it when
@@ -49,6 +50,10 @@ INDEXED_SOURCES = frozenset({"definitions", "usages"})  # what the workspace ind
 RECENT_ABOVE = 12  # lines shown above and below a recent place
 RECENT_BELOW = 8
 MAX_RECENT = 8
+MAX_YANKS = 4
+MAX_YANK_LINES = 40  # of a longer yank, its first lines
+MAX_YANK_CHARS = 2000
+MIN_YANK_CHARS = 8  # a word or two is no context
 RING_CHUNK_LINES = 64  # llama.vim's defaults: ring_chunk_size 64, ring_n_chunks 16
 RING_CHUNKS = 16
 RING_EVICT_SIMILARITY = 0.9
@@ -162,6 +167,32 @@ class RecentPlaces:
         return list(self._places.items())
 
 
+class Yanks:
+    """The texts the user last yanked or selected, and where from, least recent first;
+    one of each text."""
+
+    def __init__(self, limit: int = MAX_YANKS) -> None:
+        self._limit = limit
+        self._texts: OrderedDict[str, str] = OrderedDict()  # text -> document
+
+    def add(self, key: str, text: str) -> bool:
+        """Keep `text` (cut to MAX_YANK_LINES lines, MAX_YANK_CHARS characters) as the
+        latest; whether it was kept (not too short)."""
+        lines = [line.rstrip() for line in text.split("\n")[:MAX_YANK_LINES]]
+        kept = "\n".join(lines).strip("\n")[:MAX_YANK_CHARS]
+        if len("".join(kept.split())) < MIN_YANK_CHARS:
+            return False
+        self._texts.pop(kept, None)
+        self._texts[kept] = key
+        while len(self._texts) > self._limit:
+            self._texts.popitem(last=False)
+        return True
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(document, text), least recent first."""
+        return [(key, text) for text, key in self._texts.items()]
+
+
 def _similarity(left: list[str], right: list[str]) -> float:
     """llama.vim's chunk similarity: the share of lines the two chunks have in common."""
     if not left or not right:
@@ -268,6 +299,7 @@ class CrossFileContext:
         self.index = index if index is not None else DefinitionIndex()
         self.roots: list[str] = []  # workspace folders, as URIs
         self.recent = RecentPlaces()
+        self.yanks = Yanks()
         self.ring = Ring()
         self._open: dict[str, _OpenDocument] = {}
         self._last_entered = ""
@@ -301,6 +333,11 @@ class CrossFileContext:
             self.recent.touch(key, line)
         if key != self._last_entered:
             self.entered(key, line)
+
+    def yanked(self, key: str, text: str) -> None:
+        """The user yanked (copied) or selected `text` in `key`."""
+        if "recent" in self.sources:
+            self.yanks.add(key, text)
 
     def entered(self, key: str, line: int) -> None:
         """The user switched to `key` (opened it, or came back to it) at `line`."""
@@ -355,7 +392,9 @@ class CrossFileContext:
                 budget -= sum(estimate_tokens(u.text) + 1 for u in usages)
                 sections += self._usage_sections(usages)
         if "recent" in self.sources:
-            sections += self._recent_sections(key, budget, estimate_tokens)
+            yanks = self._yank_sections(budget)
+            budget -= sum(estimate_tokens(section.text) + 1 for section in yanks)
+            sections += self._recent_sections(key, budget, estimate_tokens) + yanks
         if "ring" in self.sources:
             sections += self._ring_sections(key, budget)
         return tuple(sections)
@@ -450,6 +489,18 @@ class CrossFileContext:
             budget -= cost(region) + 1
             picked.append(FileSection(self.path_of(other), region))
         return picked[::-1]  # the most recent nearest the cursor's file
+
+    def _yank_sections(self, budget: int) -> list[FileSection]:
+        """The latest yanks that fit, least recent first (the latest nearest the cursor's
+        file); from any document, the cursor's too: a yank far above the window is
+        context the window does not hold."""
+        picked: list[FileSection] = []
+        for key, text in reversed(self.yanks.entries()):
+            cost = estimate_tokens(text) + 1
+            if cost <= budget:
+                budget -= cost
+                picked.append(FileSection(self.path_of(key), text))
+        return picked[::-1]
 
     def _ring_sections(self, key: str, budget: int) -> list[FileSection]:
         """Newest chunks first while they fit; one that does not is cut to its first lines

@@ -61,9 +61,12 @@ class FakeEngine:
                 for index in range(1, count + 1) if not cancel.cancelled]
 
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
-        """Pretend to evaluate the prompt: one "token" per character of the prefix."""
+        """Pretend to evaluate the prompt: one "token" per character of the prefix and of
+        the other files' text."""
         self._suspended = None
-        return len(request.prefix)
+        repo = request.repo
+        return len(request.prefix) + (0 if repo is None else
+                                      sum(len(text) for _, text in repo.files))
 
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Go on after a deadline, like the real engine."""

@@ -131,6 +131,29 @@ local function track_focus(bufnr)
   report_focus(bufnr)
 end
 
+--- Tells flashls what the user yanks in `bufnr` (`flashls/didYank`): with the `recent`
+--- context source, the latest yanks go into the prompt, as llama.vim keeps yanked chunks.
+---@param bufnr integer
+local function track_yanks(bufnr)
+  vim.api.nvim_create_autocmd('TextYankPost', {
+    group = vim.api.nvim_create_augroup('flashls.yank.' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function(args)
+      local event = vim.v.event
+      if not M.enabled or event.operator ~= 'y' then
+        return -- deletes and changes also fill registers; only copies are context
+      end
+      local params = {
+        textDocument = { uri = vim.uri_from_bufnr(args.buf) },
+        text = table.concat(event.regcontents, '\n'),
+      }
+      for _, client in ipairs(vim.lsp.get_clients({ name = 'flashls', bufnr = args.buf })) do
+        ghost.call(client, 'notify', 'flashls/didYank', params)
+      end
+    end,
+  })
+end
+
 --- Turns ghost text on in `bufnr` if it is the current buffer (and suggestions are on), off
 --- otherwise. Neovim 0.12.0-dev's inline completion listens to `InsertEnter`/`CursorMovedI`
 --- in every buffer, so each buffer where it is on would ask for a suggestion at the cursor of
@@ -211,6 +234,7 @@ local function on_attach(opts)
         return
       end
       track_focus(args.buf)
+      track_yanks(args.buf)
       local mode = mode_of(opts)
       if mode == 'live' then
         ghost.attach(args.buf, client.id, function()

@@ -41,6 +41,8 @@ local params = {
   type_interval_ms = tonumber(env.FLASHLS_NVIM_TYPE_INTERVAL_MS or '100'),
   -- Press <M-]> once the suggestion shows, and accept the one it cycles to.
   cycle = env.FLASHLS_NVIM_CYCLE == '1',
+  -- Before anything else in the file: yank its first two lines (`2yy`) in normal mode.
+  yank = env.FLASHLS_NVIM_YANK == '1',
 }
 
 local clock_start = vim.uv.hrtime()
@@ -57,6 +59,7 @@ local report = {
   finished = {}, -- every flashls/suggestionFinished notification, with its time
   shown = {}, -- each new ghost text in FLASHLS_NVIM_FILE's buffer, with its time
   focus = {}, -- every textDocument/didFocus the plugin sent, with its time
+  yanks = {}, -- every flashls/didYank the plugin sent
 }
 local buffers = {}
 
@@ -184,6 +187,11 @@ local function record_traffic(client)
       table.insert(report.focus, {
         file = file_of(notify_params.textDocument.uri), position = notify_params.position,
         t_ms = now_ms(),
+      })
+    end
+    if method == 'flashls/didYank' then
+      table.insert(report.yanks, {
+        file = file_of(notify_params.textDocument.uri), text = notify_params.text,
       })
     end
     return notify(self, method, notify_params)
@@ -434,6 +442,10 @@ local function main()
   end
   local bufnr = buffers.file
   report.before_lines = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
+  if params.yank then
+    vim.api.nvim_win_set_cursor(0, { 1, 0 })
+    vim.cmd('normal! 2yy')
+  end
   if params.rest_ms > 0 then
     rest_until_warm()
   end
