@@ -549,7 +549,7 @@ class CompletionService:
             text = clean(result.text, context, cut_short=result.finish == "deadline")
             if text.strip() and text != first and text not in texts:
                 texts.append(text)
-        return texts
+        return texts[:count]  # a remote engine samples one more than asked
 
     def complete_blocking(self, request: CompletionRequest) -> Completion:
         """The same pipeline for callers without an event loop (the CLI); nothing is cached."""

@@ -131,7 +131,8 @@ class Settings:
         3, "Suggestions offered when the editor asks explicitly (trigger kind Invoked: "
         "VS Code's Trigger Inline Suggestion, and Alt+] / Alt+[ to cycle): the usual one "
         "first, then greedy continuations of the next likeliest first tokens, each "
-        "costing one more generation (local engine only); 1 offers one.", minimum=1, maximum=5)
+        "costing one more generation (with `llama-server`: sampled completions of one "
+        "request, `n_cmpl`, when it has several slots); 1 offers one.", minimum=1, maximum=5)
     time_budget_ms: int = _setting(
         1500, "Wall-clock limit for one suggestion; when it runs out, what was generated "
         "so far is shown.", minimum=20, maximum=600000)

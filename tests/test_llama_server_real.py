@@ -129,3 +129,32 @@ def test_a_keystroke_costs_the_server_only_what_was_typed(llama_server: str) -> 
     assert typed.timings.prompt_tokens > 50
     assert typed.timings.evaluated_tokens <= 4, typed.timings
     engine.close()
+
+
+def test_a_server_with_slots_samples_alternatives_from_one_prompt_evaluation(
+        llama_server_binary: Path, model_path: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`n_cmpl` on a four-slot server: three completions, the prompt evaluated once (the
+    server's own prompt counter grows by one prompt, not three)."""
+    log_path = tmp_path_factory.mktemp("llama_server_slots") / "server.log"
+    with running_server("llama-server", lambda port: [
+            str(llama_server_binary), "-m", str(model_path), "--host", "127.0.0.1",
+            "--port", str(port), "-c", "4096", "-np", "4", "-t", "2", "--metrics"],
+            "/health", log_path) as endpoint:
+        engine = engine_for(endpoint)
+        engine.load()
+        # The same prompt with other names, evaluated once by a prefill: what one costs.
+        before = metric(endpoint, "prompt_tokens_total")
+        other = PREFIX.replace("list_python_files", "list_source_files")
+        engine.prefill(GenerationRequest(other, SUFFIX, 12, lambda text: None), CancelToken())
+        one_prompt = metric(endpoint, "prompt_tokens_total") - before
+        before = metric(endpoint, "prompt_tokens_total")
+        request = GenerationRequest(PREFIX, SUFFIX, 12, lambda text: None)
+        results = engine.alternatives(request, 2, CancelToken())
+        evaluated = metric(endpoint, "prompt_tokens_total") - before
+        print(f"one prompt: {one_prompt:.0f} tokens; three completions: {evaluated:.0f}")
+        assert len(results) == 3
+        assert all(result.finish in ("eos", "length") for result in results), results
+        assert any(result.text.strip() for result in results)
+        assert one_prompt > 50 and evaluated <= one_prompt * 1.2
+        engine.close()

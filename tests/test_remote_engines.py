@@ -45,6 +45,7 @@ class Behaviour:
     models: tuple[str, ...] = (MODEL,)
     # What llama-server's /props names: a file whose name tells no FIM format gets /infill.
     model_path: str = "/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    total_slots: int = 1  # llama-server's /props
 
 
 class FakeServer:
@@ -87,7 +88,8 @@ class FakeServer:
                     return
                 listing: dict[str, Any] = {
                     "/health": {"status": "ok"},
-                    "/props": {"model_path": fake.behaviour.model_path, "total_slots": 1},
+                    "/props": {"model_path": fake.behaviour.model_path,
+                               "total_slots": fake.behaviour.total_slots},
                     "/v1/models": {"data": [{"id": name} for name in fake.behaviour.models]},
                     "/api/tags": {"models": [{"name": f"{name}:latest"}
                                              for name in fake.behaviour.models]}}
@@ -156,7 +158,14 @@ class FakeServer:
         """The kind's wire format: pieces, then the final event(s) with counts."""
         generating = body.get("n_predict", 1) != 0
         pieces = self.behaviour.pieces if generating else ()
-        if self.kind == "llama-server":
+        if self.kind == "llama-server" and body.get("n_cmpl", 1) > 1:
+            # Completion i says each piece i+1 times; their events interleave.
+            for piece in pieces:
+                for index in range(body["n_cmpl"]):
+                    yield _sse({"index": index, "content": piece * (index + 1), "stop": False})
+            for index in range(body["n_cmpl"]):
+                yield _sse({"index": index, "content": "", "stop": True, "stop_type": "eos"})
+        elif self.kind == "llama-server":
             for piece in pieces:
                 yield _sse({"content": piece, "stop": False})
             yield _sse({"content": "", "stop": True, "stop_type": "eos",
@@ -551,3 +560,25 @@ def test_formats_without_a_repository_layout_leave_other_files_out() -> None:
     assert format_named("codellama").render_repo("shop", REPO.files, REPO.path) == ""
     assert format_named("starcoder").render_repo("shop", REPO.files, "a.py").startswith(
         "<repo_name>shop\n<file_sep>shop/hashing.py\n")
+
+
+def test_llama_server_alternatives_are_sampled_completions_read_together(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", total_slots=4, pieces=("ab", "c", "\nd"))
+    engine = engine_for(server)
+    results = engine.alternatives(
+        request(stop=lambda text: text.index("\n") if "\n" in text else None), 2,
+        CancelToken())
+    path, _, body = server.posts[-1]
+    assert (body["n_cmpl"], body["temperature"]) == (3, 0.8)  # one more than asked
+    assert [(r.text, r.finish) for r in results] == [
+        ("abc", "stop"), ("ababcc", "stop"), ("abababccc", "stop")]  # each cut by the rule
+
+
+def test_a_one_slot_llama_server_is_not_asked_for_alternatives(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", total_slots=1)
+    assert engine_for(server).alternatives(request(), 2, CancelToken()) == []
+    assert server.posts == []  # its other completions would wait for a slot forever
+    openai = serve("openai")
+    assert engine_for(openai).alternatives(request(), 2, CancelToken()) == []

@@ -149,9 +149,51 @@ class RemoteEngine:
 
     def alternatives(self, request: GenerationRequest, count: int,
                      cancel: CancelToken) -> list[GenerationResult]:
-        """None: the servers' wires give one completion per request here (llama-server's
-        `n_cmpl` is not used yet)."""
-        return []
+        """Sampled completions from llama-server (`n_cmpl`: one more than `count`, as one
+        may repeat the greedy suggestion), read together until each ends or a stop rule
+        cuts it, the deadline passes or `cancel` is set; none from the other kinds or from
+        a server with one slot."""
+        self.load()
+        call = self._wire.alternatives(request, count + 1)
+        if call is None:
+            return []
+        self._abandon()
+        reading = self._send(*call, request)
+        texts: dict[int, str] = {}
+        finished: dict[int, str] = {}
+        try:
+            while len(finished) < call[1]["n_cmpl"] and not cancel.cancelled:
+                if cancel.expired():
+                    break
+                wait = POLL_S if cancel.deadline is None else min(
+                    POLL_S, max(0.0, cancel.deadline - time.monotonic()))
+                item = reading.stream.next(wait)
+                if item is None:
+                    continue
+                if isinstance(item, EngineError):
+                    raise item
+                if isinstance(item, End):
+                    break
+                self._take_alternative(self._wire.read(item), request, texts, finished)
+        finally:
+            reading.stream.close()
+        unfinished = "cancelled" if cancel.cancelled else "deadline"
+        return [GenerationResult(text, finished.get(index, unfinished), Timings())
+                for index, text in sorted(texts.items())]
+
+    @staticmethod
+    def _take_alternative(chunk: Chunk, request: GenerationRequest, texts: dict[int, str],
+                          finished: dict[int, str]) -> None:
+        """Add one event to its completion's text, unless that completion has ended."""
+        if chunk.index in finished:
+            return
+        text = texts.get(chunk.index, "") + chunk.text
+        cut = request.stop(text) if chunk.text else None
+        if cut is not None:
+            text, finished[chunk.index] = text[:cut], "stop"
+        elif chunk.final:
+            finished[chunk.index] = chunk.finish or "eos"
+        texts[chunk.index] = text
 
     def resume(self, cancel: CancelToken) -> GenerationResult | None:
         """Read on in the reply the last deadline cut, if nothing ran since; the text is

@@ -28,6 +28,8 @@ from flashls.settings import Settings
 # Ollama unloads an idle model after 5 minutes; reloading costs seconds at the next
 # keystroke, so completions ask it to keep the model this long after each request.
 OLLAMA_KEEP_ALIVE = "30m"
+# Sampling temperature of llama-server's alternatives (greedy ones would all be the same).
+ALTERNATIVE_TEMPERATURE = 0.8
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Chunk:
 
     text: str = ""
     final: bool = False  # the reply's last event: nothing but the body's end follows
+    index: int = 0  # which completion of a request for several (llama-server's `n_cmpl`)
     finish: str | None = None  # "eos" or "length"
     prompt_tokens: int | None = None
     evaluated_tokens: int | None = None
@@ -70,6 +73,11 @@ class WireFormat(Protocol):
 
     def prefill(self, request: GenerationRequest) -> tuple[str, dict[str, Any]] | None:
         """The path and body that evaluate `request`'s prompt only, if the server can."""
+
+    def alternatives(self, request: GenerationRequest,
+                     count: int) -> tuple[str, dict[str, Any]] | None:
+        """The path and body of up to `count` sampled completions in one streamed reply
+        (events tell theirs by `Chunk.index`), if the server can."""
 
     def events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
         """The reply's events as JSON objects, until its end marker."""
@@ -152,6 +160,7 @@ class LlamaServerWire:
         self._model = settings.remote_model  # only a router-mode server reads it
         self._fim_setting = settings.fim_format
         self.fim: FimFormat | None = None  # known after the probe: `/completion` is used
+        self.slots = 1  # the server's `total_slots`, known after the probe
 
     def _body(self, request: GenerationRequest, n_predict: int) -> tuple[str, dict[str, Any]]:
         common: dict[str, Any] = {"n_predict": n_predict, "cache_prompt": True,
@@ -174,6 +183,17 @@ class LlamaServerWire:
         """The same prompt with nothing to generate: the slot keeps it cached."""
         return self._body(request, 0)
 
+    def alternatives(self, request: GenerationRequest,
+                     count: int) -> tuple[str, dict[str, Any]] | None:
+        """Sampled completions in one request (`n_cmpl`: the prompt is evaluated once,
+        each completion takes a slot), as many as the server has slots; None with one
+        slot, where the other completions would wait for a slot that never frees."""
+        count = min(count, self.slots)
+        if count < 2:
+            return None
+        path, body = self._body(request, request.max_tokens)
+        return path, {**body, "n_cmpl": count, "temperature": ALTERNATIVE_TEMPERATURE}
+
     def events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
         """Server-sent events; the last one has `stop: true`."""
         return _sse_events(response)
@@ -182,7 +202,9 @@ class LlamaServerWire:
         """`content` per token; `stop_type` (older servers: `stopped_limit`) and `timings`
         at the end."""
         _error_in(event)
-        chunk = Chunk(text=str(event.get("content") or ""), final=bool(event.get("stop")))
+        index = event.get("index")
+        chunk = Chunk(text=str(event.get("content") or ""), final=bool(event.get("stop")),
+                      index=index if isinstance(index, int) else 0)
         if chunk.final:
             limited = event.get("stop_type") == "limit" or bool(event.get("stopped_limit"))
             chunk.finish = "length" if limited else "eos"
@@ -200,6 +222,8 @@ class LlamaServerWire:
             self.fim = format_named(self._fim_setting)
         else:
             path = reply.get("model_path") if isinstance(reply, dict) else None
+            slots = reply.get("total_slots") if isinstance(reply, dict) else None
+            self.slots = slots if isinstance(slots, int) and slots > 0 else 1
             name = PurePath(str(path or "")).name.lower()
             self.fim = next((fmt for fmt in FORMATS.values() if fmt.name in name), None)
         if self.fim is not None and self.fim.order == "spm":
@@ -248,6 +272,10 @@ class OpenAIWire:
     def prefill(self, request: GenerationRequest) -> None:
         """No prompt-only request here: vLLM caches prefixes itself, and a one-token
         generation to warm it would cost a generation."""
+        return None
+
+    def alternatives(self, request: GenerationRequest, count: int) -> None:
+        """Not asked for (the OpenAI API's `n` is not used yet)."""
         return None
 
     def events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -313,6 +341,10 @@ class OllamaWire:
 
     def prefill(self, request: GenerationRequest) -> None:
         """Ollama has no prompt-only request; it keeps the last prompt's cache itself."""
+        return None
+
+    def alternatives(self, request: GenerationRequest, count: int) -> None:
+        """Ollama's API gives one completion a request."""
         return None
 
     def events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
