@@ -570,7 +570,7 @@ def test_llama_server_alternatives_are_sampled_completions_read_together(
         request(stop=lambda text: text.index("\n") if "\n" in text else None), 2,
         CancelToken())
     path, _, body = server.posts[-1]
-    assert (body["n_cmpl"], body["temperature"]) == (3, 0.8)  # one more than asked
+    assert (path, body["n_cmpl"], body["temperature"]) == ("/completion", 3, 0.8)  # one more
     assert [(r.text, r.finish) for r in results] == [
         ("abc", "stop"), ("ababcc", "stop"), ("abababccc", "stop")]  # each cut by the rule
 
