@@ -165,16 +165,11 @@ class RemoteEngine:
             while len(finished) < call[1]["n_cmpl"] and not cancel.cancelled:
                 if cancel.expired():
                     break
-                wait = POLL_S if cancel.deadline is None else min(
-                    POLL_S, max(0.0, cancel.deadline - time.monotonic()))
-                item = reading.stream.next(wait)
-                if item is None:
-                    continue
-                if isinstance(item, EngineError):
-                    raise item
-                if isinstance(item, End):
+                chunk = self._poll(reading, cancel, until_deadline=True)
+                if isinstance(chunk, End):
                     break
-                self._take_alternative(self._wire.read(item), request, texts, finished)
+                if chunk is not None:
+                    self._take_alternative(chunk, request, texts, finished)
         finally:
             reading.stream.close()
         unfinished = "cancelled" if cancel.cancelled else "deadline"
@@ -243,6 +238,20 @@ class RemoteEngine:
             prompt_tokens=reading.prompt_tokens, evaluated_tokens=reading.evaluated_tokens,
             generated_tokens=reading.tokens - tokens_before))
 
+    def _poll(self, reading: _Reading, cancel: CancelToken,
+              until_deadline: bool) -> Chunk | End | None:
+        """The reply's next event, End when it ended, None when nothing came within one
+        poll (cut at the deadline when `until_deadline`); raises EngineError when the
+        reply failed."""
+        wait = POLL_S if cancel.deadline is None or not until_deadline else min(
+            POLL_S, max(0.0, cancel.deadline - time.monotonic()))
+        item = reading.stream.next(wait)
+        if item is None or isinstance(item, End):
+            return item
+        if isinstance(item, EngineError):
+            raise item
+        return self._wire.read(item)
+
     def _follow(self, reading: _Reading, cancel: CancelToken,
                 may_suspend: bool) -> tuple[str, str]:
         """The text and finish reason once reading stops (see `_read`); raises EngineError
@@ -255,16 +264,11 @@ class RemoteEngine:
             if may_suspend and cancel.expired():
                 self._suspended = reading
                 return reading.text, "deadline"
-            wait = POLL_S if cancel.deadline is None or not may_suspend else min(
-                POLL_S, cancel.deadline - time.monotonic())
-            item = reading.stream.next(wait)
-            if item is None:
+            chunk = self._poll(reading, cancel, until_deadline=may_suspend)
+            if chunk is None:
                 continue
-            if isinstance(item, EngineError):
-                raise item
-            if isinstance(item, End):
+            if isinstance(chunk, End):
                 return reading.text, reading.finish or "eos"
-            chunk = self._wire.read(item)
             reading.take(chunk)
             if chunk.text:
                 if request.on_token is not None:
