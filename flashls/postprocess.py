@@ -15,6 +15,7 @@ REPEATED_LINES = 3  # a run of this many copies of the same 1-3 lines is degener
 REPEATED_UNITS = 6  # ... of the same 2-16 characters within a line
 MIN_REPEATED_CHARS = 16
 CLOSERS = frozenset(")]}\"'`")
+_CLOSER_CHARS = "".join(sorted(CLOSERS))
 _OPENER_OF = {")": "(", "]": "[", "}": "{"}
 
 
@@ -130,10 +131,26 @@ def _without_doubled_closers(text: str, line_prefix: str, rest: str) -> str:
             overlap = size
             break
     if not overlap:
-        return text
+        return _cut_at_suffix_closers(text, line_prefix, rest)
     kept = text[:len(text) - overlap]
     if _over_closed(line_prefix + text + rest) and not _over_closed(line_prefix + kept + rest):
         return kept
+    return text
+
+
+def _cut_at_suffix_closers(text: str, line_prefix: str, rest: str) -> str:
+    """`text` up to where it writes the closers that `rest` begins with, when it goes on
+    past them and so over-closes the line: `foo(|)` + `payload):` gives `payload`, as an
+    inserted suggestion cannot replace the editor's auto-closed `)`. The latest such
+    place that leaves the line not over-closed wins (`len(x)):` gives `len(x)`)."""
+    closers = rest[:len(rest) - len(rest.lstrip(_CLOSER_CHARS))]
+    if not closers or not _over_closed(line_prefix + text + rest):
+        return text
+    for cut in range(len(text) - len(closers), 0, -1):
+        kept = text[:cut].rstrip()
+        if (text.startswith(closers, cut) and kept.strip()
+                and not _over_closed(line_prefix + kept + rest)):
+            return kept
     return text
 
 

@@ -63,6 +63,18 @@ def test_closers_the_text_after_the_cursor_already_has_are_not_doubled() -> None
     assert clean("don't", context_at("say('|')\n")) == "don't"
 
 
+def test_a_suggestion_writing_past_an_auto_closed_bracket_stops_before_it() -> None:
+    # The model writes the call's `)` and goes on; an inserted suggestion cannot replace
+    # the editor's `)`, so it ends where that `)` takes over.
+    assert clean("payload):", context_at("send(|)\n")) == "payload"
+    assert clean("x):", context_at("if check(|):\n")) == "x"
+    assert clean("len(x)):", context_at("print(|)\n")) == "len(x)"
+    assert clean('name"]:', context_at('value = row["|"]\n')) == "name"
+    # Balanced with the rest of the line: left alone.
+    assert clean("a, b", context_at("send(|)\n")) == "a, b"
+    assert clean("x) + f(y", context_at("send(|)\n")) == "x) + f(y"
+
+
 def test_a_line_repeating_the_same_few_characters_is_cut_after_the_first() -> None:
     rule = stop_rule(context_at("values = |\n"), max_lines=8)
     assert rule("[a, b, c]") is None
