@@ -107,7 +107,7 @@ def _whole_words(text: str) -> str:
     return text[:cut] if text[:cut].strip() else text
 
 
-def _over_closed(line: str) -> bool:
+def over_closed(line: str) -> bool:
     """Whether a line closes more brackets than it opens, or has an odd quote count (a
     rough count: brackets and quotes inside strings count too)."""
     depth = {opener: 0 for opener in _OPENER_OF.values()}
@@ -133,7 +133,7 @@ def _without_doubled_closers(text: str, line_prefix: str, rest: str) -> str:
     if not overlap:
         return _cut_at_suffix_closers(text, line_prefix, rest)
     kept = text[:len(text) - overlap]
-    if _over_closed(line_prefix + text + rest) and not _over_closed(line_prefix + kept + rest):
+    if over_closed(line_prefix + text + rest) and not over_closed(line_prefix + kept + rest):
         return kept
     return text
 
@@ -144,12 +144,12 @@ def _cut_at_suffix_closers(text: str, line_prefix: str, rest: str) -> str:
     inserted suggestion cannot replace the editor's auto-closed `)`. The latest such
     place that leaves the line not over-closed wins (`len(x)):` gives `len(x)`)."""
     closers = rest[:len(rest) - len(rest.lstrip(_CLOSER_CHARS))]
-    if not closers or not _over_closed(line_prefix + text + rest):
+    if not closers or not over_closed(line_prefix + text + rest):
         return text
     for cut in range(len(text) - len(closers), 0, -1):
         kept = text[:cut].rstrip()
         if (text.startswith(closers, cut) and kept.strip()
-                and not _over_closed(line_prefix + kept + rest)):
+                and not over_closed(line_prefix + kept + rest)):
             return kept
     return text
 

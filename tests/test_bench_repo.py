@@ -7,6 +7,7 @@ the real model.
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from flashls.bench.repo_metrics import (
 )
 from flashls.bench.repo_sites import (
     Site,
+    auto_closed,
     default_projects,
     find_sites,
     line_before_cursor,
@@ -164,6 +166,20 @@ def test_the_masked_document_is_the_file_without_the_rest_of_the_line(toy: Path)
         assert masked[site.line + 1:] == original[site.line + 1:]
         assert masked[site.line].rstrip("\n") + site.target == original[site.line].rstrip("\n")
         assert line_before_cursor(site) == masked[site.line].rstrip("\n")
+
+
+def test_an_auto_closed_site_has_the_cursor_in_the_call_and_its_paren_after(
+        toy: Path) -> None:
+    sites = {(site.name, site.target): site for site in find_sites(str(toy))}
+    value = auto_closed(sites["quote", "quote(text) + missing_name"])
+    assert value is not None
+    assert (value.target, value.suffix, value.rest) == ("text", ")", "text) + missing_name")
+    assert line_before_cursor(value) == "    value = quote("
+    masked = split_lines(masked_document(value))[value.line]
+    assert masked == "    value = quote()\n"
+    assert value.character == sites["quote", "quote(text) + missing_name"].character + 6
+    assert auto_closed(sites["Box", "Box()"]) is None  # no arguments to write
+    assert auto_closed(sites["LIMIT", "LIMIT + CAP"]) is None  # no call
 
 
 def test_crlf_files_keep_their_line_endings(tmp_path: Path) -> None:
@@ -332,6 +348,31 @@ def test_every_candidate_is_scored(toy: Path, tmp_path: Path,
     assert summary["exact_match"] <= summary["exact_match_any"]
     for site in payload["sites"]:
         assert site["answers"]["current"]["others"] == ["fake_alternative(1)"]
+
+
+def test_a_variant_can_run_another_servers_command(toy: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`--variant-command` (an older checkout's server, say) adds a variant run by it."""
+    command = f"env FLASHLS_FAKE_TOKEN_MS=1 {sys.executable} -m flashls serve"
+    payload = _run(tmp_path, capsys, toy, "--server-arg=--engine", "--server-arg=fake",
+                   "--variant-command", f"other={command}")
+    assert list(payload["summary"]) == ["current", "other"]
+    [server] = payload["variants"]["other"]["servers"]
+    assert server["command"][:2] == ["env", "FLASHLS_FAKE_TOKEN_MS=1"]
+    assert payload["summary"]["other"]["outcomes"] == {"answered": 2}
+
+
+def test_auto_closed_sites_count_over_closed_lines(toy: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    payload = _run(tmp_path, capsys, toy, "--server-arg=--engine", "--server-arg=fake",
+                   "--auto-close", "--sites", "6")
+    summary = payload["summary"]["current"]
+    assert payload["config"]["auto_close"] and summary["sites"] >= 1
+    for site in payload["sites"]:
+        assert site["suffix"] == ")" and site["rest"].startswith(site["target"] + ")")
+        # The fake engine's `fake_completion(1)` balances the line inside the call.
+        assert site["answers"]["current"]["over_closed"] is False
+    assert summary["over_closed"] == 0.0
 
 
 @pytest.mark.model

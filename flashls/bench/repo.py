@@ -40,6 +40,7 @@ from flashls.bench.repo_sites import (
     DEFAULT_OPEN_FILES,
     DEFAULT_PER_FILE_MAX,
     Site,
+    auto_closed,
     default_projects,
     line_before_cursor,
     masked_document,
@@ -47,6 +48,7 @@ from flashls.bench.repo_sites import (
     sample_sites,
 )
 from flashls.bench.trace import Position, read_source
+from flashls.postprocess import over_closed
 
 # name -> extra `flashls serve` flags; "current" is today's prompt, the current file only.
 DEFAULT_VARIANTS = (
@@ -79,6 +81,9 @@ class RepoConfig:
     server_args: tuple[str, ...] = ()
     model: str = ""
     out_dir: str = "bench/results"
+    auto_close: bool = False  # only sites inside a call, its `)` auto-closed (`auto_closed`)
+    # name -> the command that starts that variant's server instead of `flashls serve`
+    variant_commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
     request_timeout_s: float = 300.0
     startup_timeout_s: float = 300.0
 
@@ -100,6 +105,9 @@ class Answer:
     score: Score | None = None
     others: list[str] = field(default_factory=list)  # the other items' texts (clipped)
     exact_any: bool | None = None  # whether any item's first line is the target line
+    # At an auto-closed site: whether the line with the first item inserted closes more
+    # brackets than it opens (or has an odd quote count).
+    over_closed: bool | None = None
 
 
 @dataclass
@@ -116,12 +124,14 @@ class ServerRun:
 # The server
 
 
-def server_command(config: RepoConfig, variant_args: Sequence[str]) -> list[str]:
-    """`flashls serve` with the fixed flags, `--model`, the `--server-arg`s and the
-    variant's own flags, later ones winning."""
+def server_command(config: RepoConfig, variant_args: Sequence[str],
+                   variant: str = "") -> list[str]:
+    """`flashls serve` (or the variant's own `--variant-command`) with the fixed flags,
+    `--model`, the `--server-arg`s and the variant's own flags, later ones winning."""
     model = [f"--model={config.model}"] if config.model else []
-    return [sys.executable, "-m", "flashls", "serve", *FIXED_SERVER_ARGS, *model,
-            *config.server_args, *variant_args]
+    base = dict(config.variant_commands).get(variant) or (
+        sys.executable, "-m", "flashls", "serve")
+    return [*base, *FIXED_SERVER_ARGS, *model, *config.server_args, *variant_args]
 
 
 async def initialize_workspace(client: LspClient, root: str, name: str,
@@ -160,6 +170,8 @@ async def ask_site(client: LspClient, board: StatusBoard, site: Site,
     answer.score = score(answer.text, site.target)
     answer.exact_any = answer.score.exact_match or any(
         score(other, site.target).exact_match for other in answer.others)
+    if site.suffix and answer.outcome == "answered":
+        answer.over_closed = over_closed(line_before_cursor(site) + answer.line + site.suffix)
     return answer
 
 
@@ -184,7 +196,7 @@ async def run_project(config: RepoConfig, variant: str, variant_args: Sequence[s
                       sites: Sequence[Site], opened: Mapping[Site, list[str]],
                       done: Callable[[Site, Answer], None]) -> ServerRun:
     """One server with the sites' project as workspace: warm it up, ask at every site."""
-    command = server_command(config, variant_args)
+    command = server_command(config, variant_args, variant)
     started = time.perf_counter()
     client = await LspClient.start(command)
     try:
@@ -218,6 +230,8 @@ def pick_sites(config: RepoConfig) -> list[Site]:
         raise BenchError(f"not a directory: {', '.join(missing)}")
     sites = sample_sites(roots, config.sites, config.seed, config.per_file_max,
                          config.limit_per_project)
+    if config.auto_close:
+        sites = [closed for closed in map(auto_closed, sites) if closed is not None]
     if not sites:
         raise BenchError("no line in these projects uses a name defined in another of "
                          "their files")
@@ -287,6 +301,8 @@ class Run:
                                       if scored else None)
         summary["candidates"] = (sum(1 + len(a.others) for a in scored) / len(scored)
                                  if scored else None)
+        closed = [a.over_closed for _, a in answers if a.over_closed is not None]
+        summary["over_closed"] = sum(closed) / len(closed) if closed else None
         return {"sites": len(answers), "outcomes": outcomes, **summary,
                 "sites_per_project": per_project,
                 "defining_file_open": sum(opened) / len(opened) if opened else None}
@@ -348,13 +364,15 @@ def _number(value: float | None) -> str:
 def format_table(payload: Mapping[str, Any]) -> str:
     """One row a variant: sites, the scores, latency and prompt tokens."""
     rows = [("variant", "sites", "exact", "first line", "edit sim", "ident EM", "ident F1",
-             "exact any", "items", "p50 ms", "p90 ms", "prompt p50", "prompt p90")]
+             "exact any", "items", "over-closed", "p50 ms", "p90 ms", "prompt p50",
+             "prompt p90")]
     for name, summary in payload["summary"].items():
         rows.append((name, str(summary["sites"]),
                      *(_percent(summary[key]) for key in SCORE_NAMES),
                      _percent(summary.get("exact_match_any")),
                      "-" if summary.get("candidates") is None
                      else f"{summary['candidates']:.1f}",
+                     _percent(summary.get("over_closed")),
                      _number(summary["latency_ms"]["p50"]),
                      _number(summary["latency_ms"]["p90"]),
                      _number(summary["prompt_tokens"]["p50"]),
@@ -435,10 +453,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "space-separated (ARGS may be empty), repeatable (default: "
                              + "; ".join(f"{name}={' '.join(args)}"
                                          for name, args in DEFAULT_VARIANTS) + ")")
+    parser.add_argument("--variant-command", action="append", default=[],
+                        metavar="NAME=CMD",
+                        help="start variant NAME's server with CMD instead of this "
+                             "Python's `flashls serve` (split like a shell would), e.g. an "
+                             "older checkout's: 'old=env PYTHONPATH=/tmp/old python -P -m "
+                             "flashls serve'; the variant is added if --variant has no NAME")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for every variant's `flashls serve`, repeatable "
                              f"(after {' '.join(FIXED_SERVER_ARGS)}, which they may "
                              "override)")
+    parser.add_argument("--auto-close", action="store_true",
+                        help="of the sampled sites, those whose target calls something with "
+                             "arguments, with the cursor after the call's `(` and an "
+                             "editor's auto-closed `)` after it; the arguments are the "
+                             "target, and `over-closed` counts lines the answer over-closes")
     parser.add_argument("--model", default=defaults.model,
                         help="GGUF path or model name (default: the server's default model)")
     parser.add_argument("--timeout-s", type=float, default=defaults.request_timeout_s,
@@ -463,6 +492,11 @@ def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
     if arguments.timeout_s <= 0:
         raise BenchError("--timeout-s must be positive")
     variants = tuple(parse_variant(text) for text in arguments.variant) or DEFAULT_VARIANTS
+    commands = tuple(parse_variant(text) for text in arguments.variant_command)
+    if any(not command for _, command in commands):
+        raise BenchError("--variant-command needs a command after NAME=")
+    variants += tuple((name, ()) for name, _ in commands
+                      if name not in dict(variants))
     names = [name for name, _ in variants]
     if len(set(names)) < len(names):
         raise BenchError(f"variant names must differ: {', '.join(names)}")
@@ -471,7 +505,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
         sites=arguments.sites, seed=arguments.seed, open_files=arguments.open_files,
         per_file_max=arguments.per_file_max, limit_per_project=arguments.limit_per_project,
         variants=variants, server_args=tuple(arguments.server_arg), model=arguments.model,
-        out_dir=arguments.out, request_timeout_s=arguments.timeout_s)
+        out_dir=arguments.out, request_timeout_s=arguments.timeout_s,
+        auto_close=arguments.auto_close, variant_commands=commands)
 
 
 def handler(arguments: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ editor would have open beside them. Plain data from `ast`; nothing here talks to
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import io
 import os
@@ -71,6 +72,10 @@ class Site:
     name: str
     defined_in: str  # the path of the file defining `name`
     defining_module: str
+    # An auto-closed site (`auto_closed`): the original text from the cursor to the line's
+    # end, and what the masked line keeps after the cursor (the editor's closing bracket).
+    rest: str = ""
+    suffix: str = ""
 
 
 @dataclass(frozen=True)
@@ -365,9 +370,11 @@ def masked_lines(site: Site) -> list[str]:
     lines = split_lines(text)
     original = lines[site.line]
     content = original.rstrip("\r\n")
-    if not content.endswith(site.target):
+    rest = site.rest or site.target
+    if not content.endswith(rest):
         raise ValueError(f"{site.path}:{site.line + 1} changed since its sites were found")
-    lines[site.line] = content[:len(content) - len(site.target)] + original[len(content):]
+    lines[site.line] = (content[:len(content) - len(rest)] + site.suffix
+                        + original[len(content):])
     return lines
 
 
@@ -378,7 +385,34 @@ def masked_document(site: Site) -> str:
 
 def line_before_cursor(site: Site) -> str:
     """The site's line up to the cursor."""
-    return masked_lines(site)[site.line].rstrip("\r\n")
+    line = masked_lines(site)[site.line].rstrip("\r\n")
+    return line[:len(line) - len(site.suffix)]
+
+
+def auto_closed(site: Site) -> Site | None:
+    """The site as an editor that auto-closes brackets leaves it inside the first call of
+    its target: the cursor after `name(`, the `)` after it, the call's arguments the
+    target (`quote(addr, cs):` -> `addr, cs`, with `)` after the cursor). None when the
+    target calls nothing with arguments on this line."""
+    start = site.target.find("(")
+    end = _matching_close(site.target, start) if start >= 0 else None
+    if end is None or not site.target[start + 1:end].strip():
+        return None
+    head = site.target[:start + 1]
+    return dataclasses.replace(site, character=site.character + utf16_length(head),
+                               target=site.target[start + 1:end], rest=site.target[len(head):],
+                               suffix=")")
+
+
+def _matching_close(text: str, opening: int) -> int | None:
+    """The index of the `)` closing the `(` at `opening`, if the text has it (brackets in
+    strings count too: a rough scan, as the benchmark's lines are real code)."""
+    depth = 0
+    for index in range(opening, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return index
+    return None
 
 
 # Sampling
