@@ -215,11 +215,17 @@ class CompletionService:
             self._indexer.file_changed(_path(uri), deleted)
 
     def _start_indexer(self) -> None:
+        usages = "usages" in self.crossfile.sources
+        if self._indexer is not None and usages and not self._indexer.keeps_usages:
+            self._indexer.stop()  # read again, keeping usage lines this time
+            self._indexer = None
+            self.crossfile.reset_index()
         if (self._indexer is not None or not self.crossfile.sources & INDEXED_SOURCES
                 or not self.crossfile.roots or not self.settings.index_max_files):
             return
         self._indexer = WorkspaceIndexer(self.crossfile.index, self.settings.index_max_files,
-                                         INDEX_MAX_BYTES, is_open=self.crossfile.is_open)
+                                         INDEX_MAX_BYTES, is_open=self.crossfile.is_open,
+                                         usages=usages)
         self._indexer.start([_path(root) for root in self.crossfile.roots])
 
     def close(self) -> None:

@@ -273,9 +273,12 @@ async def test_usages_from_workspace_files_reach_the_engine(tmp_path: Path) -> N
     (tmp_path / "shapes.py").write_text("def area(shape):\n    return 1\n")
     (tmp_path / "report.py").write_text("from shapes import area\ntotal = area(square) + 1\n")
     engine = RecordingEngine()
-    completions = CompletionService(Settings(context_sources="usages"), engine)
-    completions.open_workspace([tmp_path.as_uri()])  # the usages source reads the workspace
+    completions = CompletionService(Settings(context_sources="definitions"), engine)
+    completions.open_workspace([tmp_path.as_uri()])
     assert await _until(lambda: len(completions.crossfile.index.files()) == 2)
+    assert completions.crossfile.index.counts().usages == 0  # kept only for `usages`
+    completions.update_settings(Settings(context_sources="usages"))  # read again, with them
+    assert await _until(lambda: completions.crossfile.index.counts().usages == 2)
     text = "from shapes import area\n\nsize = \n"
     uri = (tmp_path / "user.py").as_uri()
     completions.document_changed(uri, "python", text)

@@ -304,6 +304,13 @@ class CrossFileContext:
         self._open: dict[str, _OpenDocument] = {}
         self._last_entered = ""
 
+    def reset_index(self) -> None:
+        """Start a new, empty index (the workspace is read again): every open document is
+        indexed again when asked for, and nothing chosen from the old one is kept."""
+        self.index = DefinitionIndex()
+        for document in self._open.values():
+            document.indexed, document.selection, document.usages = False, None, None
+
     def is_open(self, key: str) -> bool:
         """Whether the editor has the document open (its text is newer than the disk's)."""
         return key in self._open
@@ -349,7 +356,8 @@ class CrossFileContext:
     def _flush(self, key: str) -> None:
         document = self._open.get(key)
         if document is not None and not document.indexed:
-            self.index.replace(key, *parse_source(key, document.language_id, document.text))
+            self.index.replace(key, *parse_source(key, document.language_id, document.text,
+                                                  usages="usages" in self.sources))
             document.indexed = True
 
     def path_of(self, key: str) -> str:

@@ -184,19 +184,21 @@ def parse_definitions(key: str, language_id: str, text: str) -> list[Definition]
     return parse_source(key, language_id, text)[0]
 
 
-def parse_source(key: str, language_id: str,
-                 text: str) -> tuple[list[Definition], list[Usage]]:
-    """Parse `text` once: its top-level definitions and its lines that use names it
-    imports or defines (`usages.py`); nothing without a grammar."""
+def parse_source(key: str, language_id: str, text: str,
+                 usages: bool = True) -> tuple[list[Definition], list[Usage]]:
+    """Parse `text` once: its top-level definitions and (with `usages`) its lines that use
+    names it imports or defines (`usages.py`); nothing without a grammar."""
     language = grammar(language_id)
     if language is None:
         return [], []
     source = text.encode("utf-8", errors="surrogatepass")
     tree = tree_sitter.Parser(language).parse(source)
     definitions = extract_definitions(key, language_id, tree, source)
-    usages = extract_usages(key, find_imports(tree, language_id), text.split("\n"),
-                            [definition.name for definition in definitions])
-    return definitions, usages
+    if not usages:
+        return definitions, []
+    return definitions, extract_usages(key, find_imports(tree, language_id),
+                                       text.split("\n"),
+                                       [definition.name for definition in definitions])
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,10 @@ class WorkspaceIndexer:
     """
 
     def __init__(self, index: DefinitionIndex, max_files: int, max_bytes: int,
-                 is_open: Callable[[str], bool] = lambda key: False) -> None:
+                 is_open: Callable[[str], bool] = lambda key: False,
+                 usages: bool = True) -> None:
         self._index = index
+        self.keeps_usages = usages  # usage lines are kept too (the `usages` source is on)
         self._max_files = max_files
         self._max_bytes = max_bytes
         self._is_open = is_open
@@ -238,7 +240,8 @@ class WorkspaceIndexer:
             return
         self.stats.files += 1
         self.stats.bytes += size
-        definitions, usages = parse_source(key, language_of_path(path.name), text)
+        definitions, usages = parse_source(key, language_of_path(path.name), text,
+                                           usages=self.keeps_usages)
         if replace:
             self._index.replace(key, definitions, usages)
         else:
