@@ -16,7 +16,7 @@ from flashls.context.crossfile import (
     find_imports,
     select_definitions,
 )
-from flashls.context.definitions import DefinitionIndex, parse_definitions
+from flashls.context.definitions import Definition, DefinitionIndex, parse_source
 from flashls.context.syntax import SyntaxTrees
 from flashls.context.workspace import WorkspaceIndexer, source_files
 from tests.test_context import SWALLOWED
@@ -52,6 +52,11 @@ SHAPES = textwrap.dedent('''\
         # not part of the header
         return shape
 ''')
+
+
+def parse_definitions(key: str, language_id: str, text: str) -> list[Definition]:
+    """A file's top-level definitions (no usage lines)."""
+    return parse_source(key, language_id, text, usages=False)[0]
 
 
 def _tree(text: str, uri: str = "file:///p/user.py"):  # type: ignore[no-untyped-def]

@@ -265,7 +265,7 @@ class _UsageChoice:
     generation: int
     budget_tokens: int
     block: int  # the first line of the block
-    names: frozenset[str]  # the names whose usages may help (`_workspace_names`)
+    bound: frozenset[str]  # the names the document's imports bind (`Imports.bound`)
     shown: frozenset[str]  # lines the definitions part shows already
     query: frozenset[str]
     chosen: tuple[Usage, ...]
@@ -328,7 +328,7 @@ class CrossFileContext:
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
-        if self.sources & {"definitions", "usages"}:
+        if self.sources & INDEXED_SOURCES:
             self._flush(key)
         self._open.pop(key, None)
         self.recent.forget(key)
@@ -387,8 +387,8 @@ class CrossFileContext:
             self._flush(other)
         budget = self.budget_tokens
         sections: list[FileSection] = []
-        if self.sources & {"definitions", "usages"} and tree is not None:
-            share = budget // 2 if {"definitions", "usages"} <= self.sources else budget
+        if self.sources & INDEXED_SOURCES and tree is not None:
+            share = budget // 2 if self.sources >= INDEXED_SOURCES else budget
             selection = self._selection(key, language_id, tree, text, cursor,
                                         share if "definitions" in self.sources else 0)
             budget -= sum(estimate_tokens(d.text) + 1 for d in selection.chosen)
@@ -433,23 +433,25 @@ class CrossFileContext:
                 budget: int, shown: frozenset[str]) -> tuple[Usage, ...]:
         """Usages for the cursor's block, reusing the document's last choice while the
         block, the imports, the budget and the index stay the same (a changed index is
-        ranked against the block's first words again, not its current text)."""
+        ranked against the block's first words again, not its current text). Nothing is
+        looked up in the index while the choice holds: this runs at every keystroke."""
         document = self._open.get(key)
         line = 0 if cursor is None else text.count("\n", 0, cursor)
         block = line // ANCHOR_LINES * ANCHOR_LINES
-        names = self._workspace_names(imports)
         generation = self.index.generation
         cached = None if document is None else document.usages
-        if cached is None or (cached.block, cached.names, cached.shown,
-                              cached.budget_tokens) != (block, names, shown, budget):
+        bound = imports.bound()
+        if cached is None or (cached.block, cached.bound, cached.shown,
+                              cached.budget_tokens) != (block, bound, shown, budget):
             query = query_words(text.split("\n"), line, ANCHOR_LINES)
         elif cached.generation == generation:
             return cached.chosen
         else:
             query = cached.query
-        chosen = tuple(select_usages(self.index.usages(names), key, query, budget, shown))
+        candidates = self.index.usages(self._workspace_names(imports))
+        chosen = tuple(select_usages(candidates, key, query, budget, shown))
         if document is not None:
-            document.usages = _UsageChoice(generation, budget, block, names,
+            document.usages = _UsageChoice(generation, budget, block, bound,
                                            shown, query, chosen)
         return chosen
 

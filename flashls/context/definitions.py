@@ -2,7 +2,8 @@
 
 A definition's text is what a reader of another file needs: its header (signature), the
 first lines of its docstring and, for a class, the headers of its methods. Bodies are
-left out. The index also keeps each file's lines that use names it imports (`usages.py`).
+left out. The index can also keep each file's lines that use names it imports or defines
+(`usages.py`).
 It is filled from open documents and from the workspace's files (see `workspace.py`) and
 may be written by one thread while another reads it.
 """
@@ -179,11 +180,6 @@ def extract_definitions(key: str, language_id: str, tree: tree_sitter.Tree,
     return found
 
 
-def parse_definitions(key: str, language_id: str, text: str) -> list[Definition]:
-    """Parse `text` and return its top-level definitions; none without a grammar."""
-    return parse_source(key, language_id, text)[0]
-
-
 def parse_source(key: str, language_id: str, text: str,
                  usages: bool = True) -> tuple[list[Definition], list[Usage]]:
     """Parse `text` once: its top-level definitions and (with `usages`) its lines that use
@@ -285,7 +281,8 @@ class DefinitionIndex:
             return list(self._by_name.get(name, ()))
 
     def usages(self, names: Iterable[str]) -> list[Usage]:
-        """Every indexed line that uses one of `names` (imported there), each once."""
+        """Every indexed line that uses one of `names` (imported or defined there), each
+        once."""
         with self._lock:
             found = [usage for name in names for usage in self._usages_by_name.get(name, ())]
         return list(dict.fromkeys(found))

@@ -109,9 +109,10 @@ class Engine(Protocol):
 
     def alternatives(self, request: GenerationRequest, count: int,
                      cancel: CancelToken) -> list[GenerationResult]:
-        """Up to `count` other suggestions for `request`'s full window: greedy
-        continuations of the next likeliest first tokens after the one `generate` takes
-        (none where the engine cannot tell, as with remote servers)."""
+        """Up to `count` other suggestions for `request`'s full window (the local
+        engine: greedy continuations of the next likeliest first tokens after the one
+        `generate` takes; llama-server: sampled completions; none where the engine cannot
+        give them)."""
 
     def close(self) -> None:
         """Free the model; the engine is not used again."""
