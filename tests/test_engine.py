@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flashls.engine.base import CancelToken, GenerationRequest, RepoContext
+from flashls.engine.base import CancelToken, GenerationRequest, NameConstraint, RepoContext
 from flashls.engine.llama import LlamaEngine
 from flashls.settings import Settings
 
@@ -289,3 +289,21 @@ def test_other_files_go_first_and_stay_cached_while_typing(engine: LlamaEngine) 
     dropped = engine.generate(GenerationRequest(prefix, "\n", 4, never_stop, repo=huge),
                               CancelToken())
     assert dropped.timings.prompt_tokens == plain.timings.prompt_tokens
+
+
+def test_a_name_constraint_keeps_the_name_after_module_dot_to_the_module_s(
+        engine: LlamaEngine) -> None:
+    # Names the model would not guess: without the rule it writes what a rectangle's
+    # module usually has (`area`, `width * ...`), never these.
+    names = NameConstraint("", ("zq_area_v2", "zq_perimeter_v2"))
+    prefix = "import shapes\n\n\ndef report(width, height):\n    area = shapes."
+    request = GenerationRequest(prefix, "\n    return area\n", 12, never_stop, names=names)
+    result = engine.generate(request, CancelToken())
+    assert result.text.startswith(names.names), result.text
+    others = engine.alternatives(request, 2, CancelToken())
+    assert others and all(other.text.startswith(names.names) for other in others)
+    # Half-typed: the typed part counts, and what follows the name is free.
+    typed = engine.generate(GenerationRequest(
+        prefix + "zq_p", "\n    return area\n", 12, never_stop,
+        names=NameConstraint("zq_p", ("zq_perimeter_v2",))), CancelToken())
+    assert typed.text.startswith("erimeter_v2"), typed.text

@@ -48,6 +48,16 @@ class RepoContext:
 
 
 @dataclass(frozen=True)
+class NameConstraint:
+    """The suggestion must start by finishing the identifier at the cursor as one of
+    `names` (sorted; each starts with `typed`, the identifier's part before the cursor):
+    after `module.`, the names the module has (`context/members.py`)."""
+
+    typed: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One fill-in-the-middle generation."""
 
@@ -63,6 +73,8 @@ class GenerationRequest:
     # Context from other files; left out where the model has no repository layout or the
     # context window cannot hold it. The short window never carries it.
     repo: RepoContext | None = None
+    # What the identifier at the cursor may become; engines that cannot follow it ignore it.
+    names: NameConstraint | None = None
 
 
 @dataclass

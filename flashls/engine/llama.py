@@ -26,6 +26,7 @@ from flashls.engine.base import (
     Timings,
 )
 from flashls.engine.kv import Cancelled, KvLayout, Memory
+from flashls.engine.names import NameRule
 from flashls.fim import FimFormat, UnknownFormat, detect_format, format_named
 from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
 from flashls.settings import PROMPT_MARKER_TOKENS, Settings
@@ -43,6 +44,9 @@ SUFFIX_REFRESH_TOKENS = 1
 # Prompt tokens a second assumed until the engine has measured its own (a slow 2-core
 # AVX2 machine evaluates about 100), and how much of a deadline is left for generating.
 INITIAL_PROMPT_RATE = 100.0
+# With a request's `names`: how many of the likeliest tokens are checked besides those
+# the rule lists (it does not list the many that may follow a whole name).
+RULE_NEAR_TOP = 64
 GENERATION_RESERVE_S = 0.3
 MAX_CHUNK_LOOKAHEAD_S = 0.35
 DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
@@ -68,6 +72,12 @@ class _Decoding:
     unevaluated: tuple[list[int], list[int]] | None = None
     short_window: bool = False  # the request's short window, not its full one
     first: int | None = None  # the first token to take instead of the likeliest
+    # The request's `names` as a check of tokens, while it applies (None after).
+    rule: NameRule | None = None
+
+    def __post_init__(self) -> None:
+        if self.request.names is not None:
+            self.rule = NameRule(self.request.names)
 
 
 class _AbortHook:
@@ -304,7 +314,13 @@ class LlamaEngine:
         pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
 
-    def _first_token(self, healed: bytes) -> tuple[int, bytes]:
+    def _first_token(self, decoding: _Decoding) -> tuple[int, bytes]:
+        healed = decoding.healed
+        if decoding.rule is not None:
+            ranked = self._ranked_first_tokens(healed, 1, decoding.rule)
+            if ranked:
+                return ranked[0], self._pieces[ranked[0]][len(healed):]
+            decoding.rule = None  # no token fits (the names cannot be tokenized)
         logits = self._logits()
         if not healed:
             token = int(np.argmax(logits))
@@ -312,6 +328,33 @@ class LlamaEngine:
         candidates = self._healing_candidates(healed) or [int(np.argmax(logits))]
         token = max(candidates, key=lambda candidate: float(logits[candidate]))
         return token, self._pieces[token][len(healed):]
+
+    def _fits(self, rule: NameRule, word: bytes, token: int, healed: bytes = b"") -> bool:
+        """Whether `token` (its text after the `healed` bytes) may follow `word`."""
+        if token in self._stop_ids or self._is_end(token):
+            return rule.allows_end(word)
+        return rule.allows(word, self._pieces[token][len(healed):])
+
+    def _allowed(self, rule: NameRule, word: bytes, logits: np.ndarray[Any, np.dtype[np.float32]],
+                 pool: np.ndarray[Any, np.dtype[np.int64]] | None, healed: bytes,
+                 count: int) -> list[int]:
+        """The `count` likeliest tokens that `rule` allows after `word`, best first, among
+        `pool` (all tokens when None; their texts start with `healed`)."""
+        found = rule.tokens(word, healed, self._sorted_pieces, self._sorted_ids)
+        found.update(token for token in self._likeliest(logits, pool, RULE_NEAR_TOP)
+                     if self._fits(rule, word, token, healed))
+        return sorted(found, key=lambda token: -float(logits[token]))[:count]
+
+    def _likeliest(self, logits: np.ndarray[Any, np.dtype[np.float32]],
+                   pool: np.ndarray[Any, np.dtype[np.int64]] | None,
+                   count: int) -> list[int]:
+        """The `count` likeliest tokens of `pool` (all tokens when None), best first."""
+        scores = logits if pool is None else logits[pool]
+        count = min(count, len(scores))
+        top = np.argpartition(-scores, count - 1)[:count] if count < len(scores) \
+            else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [int(token) for token in (top if pool is None else pool[top])]
 
     def _healing_candidates(self, healed: bytes) -> list[int]:
         """Tokens whose text starts with `healed` (the taken-back last prompt token)."""
@@ -467,14 +510,25 @@ class LlamaEngine:
         if decoding.steps == 0 and decoding.first is not None:
             return decoding.first, self._pieces[decoding.first][len(decoding.healed):]
         if decoding.steps == 0:
-            return self._first_token(decoding.healed)
+            return self._first_token(decoding)
         assert self._kv is not None and decoding.pending is not None
         try:
             self._kv.append_generated(decoding.pending)
         except RuntimeError as error:
             self._forget_cache()
             raise EngineError(f"llama.cpp failed while generating: {error}") from error
-        token = int(np.argmax(self._logits()))
+        logits = self._logits()
+        token = int(np.argmax(logits))
+        rule = decoding.rule
+        word = None if rule is None else rule.word(bytes(decoding.output))
+        if rule is None or word is None:
+            decoding.rule = None
+        elif not self._fits(rule, word, token):
+            fitting = self._allowed(rule, word, logits, None, b"", 1)
+            if fitting:
+                token = fitting[0]
+            else:
+                decoding.rule = None  # no token fits (the names cannot be tokenized)
         return token, self._pieces[token]
 
     def _decode_tokens(self, decoding: _Decoding, cancel: CancelToken) -> tuple[str, str]:
@@ -527,7 +581,8 @@ class LlamaEngine:
             return results  # a cold place: the full prompt would outlast the deadline
         try:
             self._evaluate_prompt(head, tail, stop)
-            ranked = [token for token in self._ranked_first_tokens(healed, count + 8)[1:]
+            rule = None if request.names is None else NameRule(request.names)
+            ranked = [token for token in self._ranked_first_tokens(healed, count + 8, rule)[1:]
                       if token not in self._stop_ids and not self._is_end(token)][:count]
             for token in ranked:
                 if results:  # drop the cells the previous one generated
@@ -558,13 +613,19 @@ class LlamaEngine:
         return [(self._pieces[token][len(healed):].decode("utf-8", errors="replace"),
                  float(logits[token])) for token in self._ranked_first_tokens(healed, count)]
 
-    def _ranked_first_tokens(self, healed: bytes, count: int) -> list[int]:
+    def _ranked_first_tokens(self, healed: bytes, count: int,
+                             rule: NameRule | None = None) -> list[int]:
         """The `count` likeliest first tokens at the cached prompt's end, best first,
-        among those token healing allows (all of them when it allows none)."""
+        among those token healing allows (all of them when it allows none) and, with a
+        `rule`, those it allows (maybe none)."""
         logits = self._logits()
         candidates = self._healing_candidates(healed) if healed else []
-        pool = np.array(candidates or range(len(logits)), dtype=np.int64)
-        return [int(token) for token in pool[np.argsort(-logits[pool], kind="stable")[:count]]]
+        pool = np.array(candidates, dtype=np.int64) if candidates else None
+        if rule is None:
+            return self._likeliest(logits, pool, count)
+        word = rule.word(b"")
+        assert word is not None
+        return self._allowed(rule, word, logits, pool, healed if candidates else b"", count)
 
     def close(self) -> None:
         """Free the model and its context now (an engine reload), not at garbage collection."""
