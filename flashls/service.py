@@ -282,9 +282,13 @@ class CompletionService:
             sections = crossfile.sections(request.uri, request.language_id,
                                           self.trees.tree(request.uri), request.text,
                                           cursor)
+            names = crossfile.member_constraint(
+                request.uri, request.language_id, self.trees.tree(request.uri), request.text,
+                cursor) if self.settings.constrain_names else None
             context = dataclasses.replace(
                 context, extra=tuple((s.path, s.text) for s in sections),
-                path=crossfile.path_of(request.uri), repo_name=crossfile.repo_name())
+                path=crossfile.path_of(request.uri), repo_name=crossfile.repo_name(),
+                names=names)
         return context, cursor
 
     def _context(self, request: CompletionRequest, cursor: int, prefix_budget: int,
@@ -327,7 +331,7 @@ class CompletionService:
                                  stop=stop_rule(context, self.settings.max_lines),
                                  on_token=on_token,
                                  short=None if short is None else (short.prefix, short.suffix),
-                                 repo=repo)
+                                 repo=repo, names=context.names)
 
     @staticmethod
     def _completion(text: str, queued: QueuedResult, started: float,

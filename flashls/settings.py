@@ -117,6 +117,11 @@ class Settings:
     context_budget_tokens: int = _setting(
         384, "Most tokens of context from other files; it is left out of a prompt that "
         "`n_ctx` cannot hold with it.", minimum=0, maximum=65536)
+    constrain_names: bool = _setting(
+        True, "After `module.` where the module is a Python file of the workspace, keep the "
+        "name a suggestion writes to those the module has (its definitions, imports and "
+        "submodules), as the workspace index knows them; needs `definitions` or `usages` "
+        "in `context_sources`, and the local engine.")
     index_max_files: int = _setting(
         20000, "Most workspace files read for definitions (in the background, honouring "
         ".gitignore); 0 reads none, leaving the open files.", minimum=0, maximum=10_000_000)

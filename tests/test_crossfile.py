@@ -56,7 +56,7 @@ SHAPES = textwrap.dedent('''\
 
 def parse_definitions(key: str, language_id: str, text: str) -> list[Definition]:
     """A file's top-level definitions (no usage lines)."""
-    return parse_source(key, language_id, text, usages=False)[0]
+    return list(parse_source(key, language_id, text, usages=False).definitions)
 
 
 def _tree(text: str, uri: str = "file:///p/user.py"):  # type: ignore[no-untyped-def]

@@ -289,6 +289,28 @@ async def test_usages_from_workspace_files_reach_the_engine(tmp_path: Path) -> N
     completions.close()
 
 
+async def test_the_names_of_a_workspace_module_reach_the_engine_after_module_dot(
+        tmp_path: Path) -> None:
+    (tmp_path / "shapes.py").write_text("def zq_area(s): pass\nUNIT = 'cm'\n")
+    engine = RecordingEngine()
+    completions = CompletionService(Settings(context_sources="usages"), engine)
+    completions.open_workspace([tmp_path.as_uri()])
+    assert await _until(lambda: len(completions.crossfile.index.files()) == 1)
+    text = "import shapes\n\nsize = shapes.zq\n"
+    uri = (tmp_path / "user.py").as_uri()
+    completions.document_changed(uri, "python", text)
+    await completions.complete(CompletionRequest(uri, "python", text, 2, len("size = shapes.zq")))
+    names = engine.requests[-1].names
+    assert names is not None and (names.typed, names.names) == ("zq", ("zq_area",))
+    await completions.complete(CompletionRequest(uri, "python", text, 2, len("size = ")))
+    assert engine.requests[-1].names is None  # not after `module.`
+    completions.update_settings(Settings(context_sources="usages", constrain_names=False))
+    await completions.complete(CompletionRequest(uri, "python", text + "#", 2,
+                                                 len("size = shapes.zq")))
+    assert engine.requests[-1].names is None
+    completions.close()
+
+
 async def test_yanked_text_reaches_the_engine_with_the_recent_source() -> None:
     engine = RecordingEngine()
     completions = CompletionService(Settings(context_sources="recent"), engine)

@@ -36,7 +36,7 @@ def _usage(key: str, line: int, text: str, context: str) -> Usage:
 
 
 def test_a_file_s_usages_are_its_lines_using_imported_names_with_the_words_above() -> None:
-    _, usages = parse_source("file:///p/sender.py", "python", SENDER)
+    usages = parse_source("file:///p/sender.py", "python", SENDER).usages
     assert [(u.line, u.text, u.names) for u in usages] == [
         (3, "def send(header, charset):", ("send",)),  # a defined name: its header shows it
         (5, "value = quote(header, charset)", ("quote",)),

@@ -42,8 +42,17 @@ from flashls.context.definitions import (
     stem_and_folder,
 )
 from flashls.context.imports import Imports, find_imports
+from flashls.context.members import (
+    chain_before,
+    constraint_for,
+    import_bindings,
+    in_code,
+    members_of,
+    module_files,
+)
 from flashls.context.usages import Usage, query_words, select_usages
 from flashls.context.window import ANCHOR_LINES, estimate_tokens
+from flashls.engine.base import NameConstraint
 
 SOURCES = ("definitions", "usages", "recent", "ring")
 INDEXED_SOURCES = frozenset({"definitions", "usages"})  # what the workspace index feeds
@@ -282,6 +291,9 @@ class _OpenDocument:
     indexed: bool = False
     selection: _Selection | None = None
     usages: _UsageChoice | None = None
+    # The modules its imports bind (`members.import_bindings`), found from the `Imports`
+    # of `selection` (the same object while the selection holds).
+    bindings: tuple[Imports, dict[str, str]] | None = None
 
 
 class CrossFileContext:
@@ -303,6 +315,8 @@ class CrossFileContext:
         self.ring = Ring()
         self._open: dict[str, _OpenDocument] = {}
         self._last_entered = ""
+        # (index generation, {(importing file, module as written): its attributes}).
+        self._members: tuple[int, dict[tuple[str, str], frozenset[str] | None]] = (-1, {})
 
     def reset_index(self) -> None:
         """Start a new, empty index (the workspace is read again): every open document is
@@ -324,7 +338,7 @@ class CrossFileContext:
         previous = self._open.get(key)
         self._open[key] = (_OpenDocument(text, language_id) if previous is None else
                            _OpenDocument(text, language_id, selection=previous.selection,
-                                         usages=previous.usages))
+                                         usages=previous.usages, bindings=previous.bindings))
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
@@ -388,9 +402,8 @@ class CrossFileContext:
         budget = self.budget_tokens
         sections: list[FileSection] = []
         if self.sources & INDEXED_SOURCES and tree is not None:
-            share = budget // 2 if self.sources >= INDEXED_SOURCES else budget
             selection = self._selection(key, language_id, tree, text, cursor,
-                                        share if "definitions" in self.sources else 0)
+                                        self._definitions_budget())
             budget -= sum(estimate_tokens(d.text) + 1 for d in selection.chosen)
             sections += self._definition_sections(list(selection.chosen))
             if "usages" in self.sources:
@@ -406,6 +419,60 @@ class CrossFileContext:
         if "ring" in self.sources:
             sections += self._ring_sections(key, budget)
         return tuple(sections)
+
+    def _definitions_budget(self) -> int:
+        """The definitions part's share of the budget (half when usages are on too)."""
+        if "definitions" not in self.sources:
+            return 0
+        return self.budget_tokens // 2 if self.sources >= INDEXED_SOURCES else self.budget_tokens
+
+    def member_constraint(self, key: str, language_id: str, tree: tree_sitter.Tree | None,
+                          text: str, cursor: int) -> NameConstraint | None:
+        """The names the identifier at the `cursor` (a string offset) may become when the
+        text before it is `module.` (or `module.na`) and the module is a workspace file
+        whose names are known (`members.py`); None anywhere else, and without an indexed
+        source. Cheap while the cursor is after no imported module's name: this runs at
+        every keystroke."""
+        if not self.sources & INDEXED_SOURCES or tree is None or language_id != "python":
+            return None
+        found = chain_before(text[text.rfind("\n", 0, cursor) + 1:cursor])
+        if found is None:
+            return None
+        chain, typed = found
+        selection = self._selection(key, language_id, tree, text, cursor,
+                                    self._definitions_budget())
+        if chain[0] not in selection.imports.modules:
+            return None
+        if not in_code(tree, len(text[:cursor].encode("utf-8", errors="surrogatepass"))):
+            return None
+        document = self._open.get(key)
+        if document is not None and document.bindings is not None \
+                and document.bindings[0] is selection.imports:
+            bindings = document.bindings[1]
+        else:
+            bindings = import_bindings(tree, language_id)
+            if document is not None:
+                document.bindings = (selection.imports, bindings)
+        dotted = bindings.get(chain[0])
+        if dotted is None:
+            return None
+        for part in chain[1:]:
+            dotted = dotted + part if dotted.endswith(".") else f"{dotted}.{part}"
+        return constraint_for(self._module_members(key, dotted), typed)
+
+    def _module_members(self, importer: str, dotted: str) -> frozenset[str] | None:
+        """The attributes of the module `importer` imports as `dotted`, cached until the
+        index changes."""
+        index = self.index
+        generation, cache = self._members
+        if generation != index.generation:
+            cache = {}
+            self._members = (index.generation, cache)
+        if (importer, dotted) not in cache:
+            files = module_files(dotted, importer, index.module_files)
+            cache[(importer, dotted)] = members_of(files, index.exports, index.module_files,
+                                                   index.files)
+        return cache[(importer, dotted)]
 
     def _selection(self, key: str, language_id: str, tree: tree_sitter.Tree, text: str,
                    cursor: int | None, budget: int) -> _Selection:

@@ -21,6 +21,7 @@ import tree_sitter
 
 from flashls.context.imports import find_imports
 from flashls.context.languages import SPECS, grammar, top_level_nodes
+from flashls.context.members import Exports, extract_exports
 from flashls.context.usages import Usage, extract_usages
 
 MAX_HEADER_LINES = 4
@@ -180,29 +181,30 @@ def extract_definitions(key: str, language_id: str, tree: tree_sitter.Tree,
     return found
 
 
-def parse_source(key: str, language_id: str, text: str,
-                 usages: bool = True) -> tuple[list[Definition], list[Usage]]:
-    """Parse `text` once: its top-level definitions and (with `usages`) its lines that use
-    names it imports or defines (`usages.py`); nothing without a grammar."""
-    language = grammar(language_id)
-    if language is None:
-        return [], []
-    source = text.encode("utf-8", errors="surrogatepass")
-    tree = tree_sitter.Parser(language).parse(source)
-    definitions = extract_definitions(key, language_id, tree, source)
-    if not usages:
-        return definitions, []
-    return definitions, extract_usages(key, find_imports(tree, language_id),
-                                       text.split("\n"),
-                                       [definition.name for definition in definitions])
-
-
-@dataclass(frozen=True)
-class IndexedFile:
+class IndexedFile(NamedTuple):
     """What the index holds of one file."""
 
     definitions: tuple[Definition, ...]
     usages: tuple[Usage, ...] = ()
+    exports: Exports | None = None  # a Python module's top-level names (`members.py`)
+
+
+def parse_source(key: str, language_id: str, text: str, usages: bool = True) -> IndexedFile:
+    """Parse `text` once: its top-level definitions, its top-level names as a module,
+    and (with `usages`) its lines that use names it imports or defines (`usages.py`);
+    nothing without a grammar."""
+    language = grammar(language_id)
+    if language is None:
+        return IndexedFile(())
+    source = text.encode("utf-8", errors="surrogatepass")
+    tree = tree_sitter.Parser(language).parse(source)
+    definitions = extract_definitions(key, language_id, tree, source)
+    exports = extract_exports(tree, language_id)
+    if not usages:
+        return IndexedFile(tuple(definitions), (), exports)
+    return IndexedFile(tuple(definitions), tuple(extract_usages(
+        key, find_imports(tree, language_id), text.split("\n"),
+        [definition.name for definition in definitions])), exports)
 
 
 class IndexCounts(NamedTuple):
@@ -231,21 +233,21 @@ class DefinitionIndex:
         self._by_module: dict[str, list[str]] = {}  # module_name(key) -> keys
         self.generation = 0
 
-    def replace(self, key: str, definitions: list[Definition],
-                usages: list[Usage] | None = None) -> None:
-        """Make `definitions` (and `usages`) the file's only ones."""
+    def replace(self, key: str, definitions: Iterable[Definition],
+                usages: Iterable[Usage] = (), exports: Exports | None = None) -> None:
+        """Make `definitions` (and `usages`, `exports`) the file's only ones."""
         with self._lock:
             self._drop(key)
-            self._add(key, IndexedFile(tuple(definitions), tuple(usages or ())))
+            self._add(key, IndexedFile(tuple(definitions), tuple(usages), exports))
 
-    def add_if_absent(self, key: str, definitions: list[Definition],
-                      usages: list[Usage] | None = None) -> bool:
+    def add_if_absent(self, key: str, definitions: Iterable[Definition],
+                      usages: Iterable[Usage] = (), exports: Exports | None = None) -> bool:
         """Index a file unless it is indexed already (an open document's text is newer
         than the disk's); whether it was added."""
         with self._lock:
             if key in self._by_file:
                 return False
-            self._add(key, IndexedFile(tuple(definitions), tuple(usages or ())))
+            self._add(key, IndexedFile(tuple(definitions), tuple(usages), exports))
             return True
 
     def remove(self, key: str) -> None:
@@ -292,6 +294,13 @@ class DefinitionIndex:
         with self._lock:
             record = self._by_file.get(key)
             return () if record is None else record.definitions
+
+    def exports(self, key: str) -> Exports | None:
+        """A Python file's top-level names as a module; None when not indexed or not
+        Python."""
+        with self._lock:
+            record = self._by_file.get(key)
+            return None if record is None else record.exports
 
     def module_files(self, module: str) -> list[str]:
         """The indexed files that an import of `module` names (`module.py`, or

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import tree_sitter
 
 from flashls.context.languages import SPECS, top_level_nodes
+from flashls.engine.base import NameConstraint
 
 ANCHOR_LINES = 16
 _IDENTIFIER_TAIL = re.compile(r"[A-Za-z0-9_]+$")
@@ -39,6 +40,8 @@ class CompletionContext:
     extra: tuple[tuple[str, str], ...] = ()
     path: str = ""
     repo_name: str = ""
+    # What the identifier at the cursor may become (after a workspace module's `module.`).
+    names: NameConstraint | None = None
 
 
 def _unit_width(char: str, encoding: str) -> int:

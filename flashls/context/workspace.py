@@ -240,9 +240,9 @@ class WorkspaceIndexer:
             return
         self.stats.files += 1
         self.stats.bytes += size
-        definitions, usages = parse_source(key, language_of_path(path.name), text,
-                                           usages=self.keeps_usages)
+        record = parse_source(key, language_of_path(path.name), text,
+                              usages=self.keeps_usages)
         if replace:
-            self._index.replace(key, definitions, usages)
+            self._index.replace(key, *record)
         else:
-            self._index.add_if_absent(key, definitions, usages)
+            self._index.add_if_absent(key, *record)

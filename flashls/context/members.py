@@ -1,0 +1,229 @@
+"""What `module.` can go on with when the module is a file of the workspace: the names the
+module binds at its top level (definitions, assignments, imports, star imports followed),
+its submodules and the attributes every module has.
+
+The engine keeps the identifier a suggestion writes after `module.` to these names
+(`engine/names.py`): a small model asked for `tasks.` often invents `tasks.get` where the
+project has `tasks.all_tasks`. Python only; the rule is left off wherever the set of
+names cannot be known: a module-level `__getattr__`, a star import from outside the
+workspace, a module the workspace does not hold, a cursor in a string or comment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlparse
+
+import tree_sitter
+
+from flashls.context.languages import import_query, top_level_nodes
+from flashls.engine.base import NameConstraint
+
+# The attributes every module has, whatever it defines.
+MODULE_ATTRIBUTES = frozenset({
+    "__name__", "__file__", "__doc__", "__dict__", "__spec__", "__loader__", "__package__",
+    "__path__", "__all__", "__builtins__", "__cached__", "__annotations__"})
+MAX_STAR_DEPTH = 4  # star imports followed through at most this many modules
+# `a.b.` or `a.b.na` right before the cursor, starting a name (not `x().a.`, not `1.5`).
+_CHAIN = re.compile(r"(?<![\w.)\]'\"])((?:[A-Za-z_]\w*\.)+)([A-Za-z_]\w*)?$")
+_COMPOUND = frozenset({"if_statement", "try_statement", "with_statement", "elif_clause",
+                       "else_clause", "except_clause", "finally_clause", "block"})
+_NOT_CODE = frozenset({"string", "string_content", "comment", "concatenated_string"})
+
+
+@dataclass(frozen=True, slots=True)
+class Exports:
+    """The names a Python module binds at its top level."""
+
+    names: frozenset[str]
+    stars: tuple[str, ...] = ()  # `from X import *` sources as written: ".base_events"
+    open_ended: bool = False  # a module-level `__getattr__`: any name may be an attribute
+
+
+def _text(node: tree_sitter.Node | None) -> str:
+    return "" if node is None else (node.text or b"").decode("utf-8", errors="replace")
+
+
+def _statements(nodes: Iterator[tree_sitter.Node]) -> Iterator[tree_sitter.Node]:
+    """Top-level statements, those inside top-level `if`/`try`/`with` blocks included
+    (`try: from _c import f` / `except ImportError: def f(): ...`)."""
+    for node in nodes:
+        if node.type in _COMPOUND:
+            yield from _statements(iter(node.named_children))
+        else:
+            yield node
+
+
+def _targets(node: tree_sitter.Node) -> Iterator[str]:
+    if node.type == "identifier":
+        yield _text(node)
+    elif node.type in ("pattern_list", "tuple_pattern", "list_pattern"):
+        for child in node.named_children:
+            yield from _targets(child)
+
+
+def extract_exports(tree: tree_sitter.Tree, language_id: str) -> Exports | None:
+    """A Python module's top-level names; None for other languages."""
+    if language_id != "python":
+        return None
+    names: set[str] = set()
+    stars: list[str] = []
+    for node in _statements(top_level_nodes(tree.root_node, named=True)):
+        if node.type == "decorated_definition":
+            node = node.child_by_field_name("definition") or node
+        if node.type in ("function_definition", "class_definition"):
+            names.add(_text(node.child_by_field_name("name")))
+        elif node.type == "expression_statement":
+            for child in node.named_children:
+                if child.type in ("assignment", "augmented_assignment"):
+                    left = child.child_by_field_name("left")
+                    if left is not None:
+                        names.update(_targets(left))
+        elif node.type in ("import_statement", "import_from_statement"):
+            # What a module imports is its attribute too, and a package re-exports its
+            # API so; a private name it imports (`_simple_enum`) is its own business.
+            names.update(name for name in _bindings(node) if not name.startswith("_"))
+            if node.type == "import_from_statement" and any(
+                    child.type == "wildcard_import" for child in node.children):
+                stars.append(_text(node.child_by_field_name("module_name")))
+    return Exports(frozenset(names), tuple(stars), "__getattr__" in names)
+
+
+def _bindings(node: tree_sitter.Node) -> dict[str, str]:
+    """Local name -> the module it may name, as written (relative ones with their dots),
+    for one import statement: `import a.b` binds `a` to `a`; `import a.b as x` binds `x`
+    to `a.b`; `from .p import m` binds `m` to `.p.m` (a module, or a name in `.p`)."""
+    found: dict[str, str] = {}
+    if node.type == "import_statement":
+        for child in node.children_by_field_name("name"):
+            if child.type == "aliased_import":
+                found[_text(child.child_by_field_name("alias"))] = \
+                    _text(child.child_by_field_name("name"))
+            else:
+                top = _text(child).split(".", 1)[0]
+                found[top] = top
+    elif node.type == "import_from_statement":
+        source = _text(node.child_by_field_name("module_name"))
+        for child in node.children_by_field_name("name"):
+            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
+            alias = child.child_by_field_name("alias") if child.type == "aliased_import" else None
+            name = _text(target)
+            joined = source + name if source.endswith(".") else f"{source}.{name}"
+            found[_text(alias) or name.rsplit(".", 1)[-1]] = joined
+    return found
+
+
+def import_bindings(tree: tree_sitter.Tree, language_id: str) -> dict[str, str]:
+    """Every name a Python document's imports bind (anywhere in it), with the module it
+    may name (see `_bindings`); later imports of a name win."""
+    query = import_query(language_id) if language_id == "python" else None
+    if query is None:
+        return {}
+    found: dict[str, str] = {}
+    nodes = tree_sitter.QueryCursor(query).captures(tree.root_node).get("import", [])
+    for node in sorted(nodes, key=lambda node: node.start_byte):
+        found.update(_bindings(node))
+    return found
+
+
+def chain_before(line_before: str) -> tuple[list[str], str] | None:
+    """`(["a", "b"], "na")` for a line ending in `a.b.na` (the cursor after it)."""
+    match = _CHAIN.search(line_before)
+    if match is None:
+        return None
+    return match.group(1).rstrip(".").split("."), match.group(2) or ""
+
+
+def in_code(tree: tree_sitter.Tree, byte_offset: int) -> bool:
+    """Whether the cursor at `byte_offset` is outside strings and comments."""
+    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(
+        max(0, byte_offset - 1), max(0, byte_offset - 1))
+    while node is not None:
+        if node.type in _NOT_CODE:
+            return False
+        node = node.parent
+    return True
+
+
+def _path(key: str) -> PurePosixPath:
+    return PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
+
+
+def module_files(dotted: str, importer: str,
+                 files_named: Callable[[str], list[str]]) -> list[str]:
+    """The indexed files `dotted` names when the file `importer` imports it: relative
+    (`..p.m`) from the importer's folder, absolute (`p.m`) by the end of the path.
+    `files_named(stem)` lists the indexed files an import of `stem` names (`stem.py`,
+    `stem/__init__.py`)."""
+    level = len(dotted) - len(dotted.lstrip("."))
+    parts = [part for part in dotted[level:].split(".") if part]
+    if level:
+        folder = _path(importer).parent
+        for _ in range(level - 1):
+            folder = folder.parent
+        target = folder.joinpath(*parts)
+        wanted = {target.with_name(target.name + ".py"), target / "__init__.py"} \
+            if parts else {folder / "__init__.py"}
+        stem = parts[-1] if parts else folder.name
+        return [key for key in files_named(stem) if _path(key) in wanted]
+    if not parts:
+        return []
+    tail = "/" + "/".join(parts)
+    return [key for key in files_named(parts[-1])
+            if str(_path(key)).endswith((tail + ".py", tail + "/__init__.py"))]
+
+
+def submodules(package_init: str, files: list[str]) -> set[str]:
+    """The modules and packages right inside the package whose `__init__.py` is
+    `package_init`, among `files`."""
+    folder = _path(package_init).parent
+    found: set[str] = set()
+    for key in files:
+        path = _path(key)
+        if path.parent == folder and path.suffix == ".py" and path.stem != "__init__":
+            found.add(path.stem)
+        elif path.name == "__init__.py" and path.parent.parent == folder:
+            found.add(path.parent.name)
+    return found
+
+
+def constraint_for(names: frozenset[str] | None, typed: str) -> NameConstraint | None:
+    """The rule for the cursor: None when the names are unknown or none goes on from what
+    is typed (the user knows a name the index does not: leave them be). Dunder names
+    (`__name__`, `__dict__`) only once `__` is typed: a model unsure of the name takes
+    them, and they are seldom what comes after `module.`."""
+    if not names:
+        return None
+    fitting = sorted(name for name in names if name.startswith(typed) and (
+        typed.startswith("__") or not (name.startswith("__") and name.endswith("__"))))
+    if not fitting or fitting == [typed]:
+        return None
+    return NameConstraint(typed, tuple(fitting))
+
+
+def members_of(files: list[str], exports_of: Callable[[str], Exports | None],
+               files_named: Callable[[str], list[str]], all_files: Callable[[], list[str]],
+               depth: int = 0) -> frozenset[str] | None:
+    """Every attribute of the module held in `files` (several where an absolute import
+    is ambiguous: their union); None when it cannot be known."""
+    if not files:
+        return None
+    names = set(MODULE_ATTRIBUTES)
+    for key in files:
+        exports = exports_of(key)
+        if exports is None or exports.open_ended:
+            return None
+        names |= exports.names
+        if _path(key).name == "__init__.py":
+            names |= submodules(key, all_files())
+        for star in exports.stars:
+            inner = None if depth >= MAX_STAR_DEPTH else members_of(
+                module_files(star, key, files_named), exports_of, files_named, all_files,
+                depth + 1)
+            if inner is None:
+                return None
+            names |= inner
+    return frozenset(names)
