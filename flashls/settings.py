@@ -121,7 +121,7 @@ class Settings:
         True, "After `module.` where the module is a Python file of the workspace, keep the "
         "name a suggestion writes to those the module has (its definitions, imports and "
         "submodules), as the workspace index knows them; needs `definitions` or `usages` "
-        "in `context_sources`, and the local engine.")
+        "in `context_sources`; followed by the local engine and `llama-server` (as a grammar).")
     index_max_files: int = _setting(
         20000, "Most workspace files read for definitions (in the background, honouring "
         ".gitignore); 0 reads none, leaving the open files.", minimum=0, maximum=10_000_000)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flashls.engine.base import CancelToken, GenerationRequest
+from flashls.engine.base import CancelToken, GenerationRequest, NameConstraint
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
 from tests.http_servers import running_server
@@ -158,3 +158,14 @@ def test_a_server_with_slots_samples_alternatives_from_one_prompt_evaluation(
         assert any(result.text.strip() for result in results)
         assert one_prompt > 50 and evaluated <= one_prompt * 1.2
         engine.close()
+
+
+def test_the_server_keeps_the_name_after_module_dot_to_the_grammar_s(llama_server: str) -> None:
+    # The same names as the local engine's test: ones the model would never guess.
+    names = NameConstraint("", ("zq_area_v2", "zq_perimeter_v2"))
+    engine = engine_for(llama_server)
+    prefix = "import shapes\n\n\ndef report(width, height):\n    area = shapes."
+    result = engine.generate(GenerationRequest(prefix, "\n    return area\n", 12,
+                                               lambda text: None, names=names), CancelToken())
+    engine.close()
+    assert result.text.startswith(names.names), result.text

@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from flashls.engine.base import CancelToken, EngineError, GenerationRequest, RepoContext
+from flashls.engine.base import (
+    CancelToken,
+    EngineError,
+    GenerationRequest,
+    NameConstraint,
+    RepoContext,
+)
+from flashls.engine.names import names_grammar
 from flashls.engine.remote import RemoteEngine
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService
@@ -582,3 +589,18 @@ def test_a_one_slot_llama_server_is_not_asked_for_alternatives(
     assert server.posts == []  # its other completions would wait for a slot forever
     openai = serve("openai")
     assert engine_for(openai).alternatives(request(), 2, CancelToken()) == []
+
+
+def test_llama_server_is_sent_the_names_as_a_grammar(serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server")
+    engine = engine_for(server)
+    engine.generate(dataclasses.replace(request(), names=NameConstraint(
+        "all", ("all", "all_tasks"))), CancelToken())
+    engine.generate(request(), CancelToken())
+    engine.close()
+    (_, _, constrained), (_, _, plain) = server.posts
+    assert constrained["grammar"] == ('root ::= ("_tasks")? tail\n'
+                                      'tail ::= ([^a-zA-Z0-9_] .*)?\n')
+    assert "grammar" not in plain
+    assert names_grammar(NameConstraint("", ("a\\b", 'c"d'))).startswith(
+        'root ::= ("a\\\\b" | "c\\"d") tail')

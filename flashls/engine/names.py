@@ -91,3 +91,15 @@ class NameRule:
                     found.add(ids[at])
                 at += 1
         return found
+
+
+def names_grammar(constraint: NameConstraint) -> str:
+    """A GBNF grammar (llama.cpp's `grammar`) for what `NameRule` allows: the rest of
+    one of the names after the typed part, then, if anything, other text that starts
+    with a byte no identifier has."""
+    rests = sorted({name[len(constraint.typed):] for name in constraint.names})
+    quoted = " | ".join(
+        '"' + rest.replace("\\", "\\\\").replace('"', '\\"') + '"' for rest in rests if rest)
+    optional = "?" if "" in rests else ""
+    return (f"root ::= ({quoted}){optional} tail\n"
+            "tail ::= ([^a-zA-Z0-9_] .*)?\n")

@@ -22,6 +22,7 @@ import httpx
 from httpx_sse import EventSource
 
 from flashls.engine.base import EngineError, GenerationRequest
+from flashls.engine.names import names_grammar
 from flashls.fim import FORMATS, FimFormat, format_named
 from flashls.settings import Settings
 
@@ -167,6 +168,8 @@ class LlamaServerWire:
                                   "stream": True, "temperature": 0.0}
         if self._model:
             common["model"] = self._model
+        if request.names is not None:
+            common["grammar"] = names_grammar(request.names)
         if self.fim is not None:
             return "/completion", {"prompt": raw_prompt(self.fim, request),
                                    "stop": list(self.fim.stop_markers), **common}
