@@ -19,6 +19,9 @@ moves in a file: the model's cache keeps it. The usages part comes after it and 
 only when the cursor enters another block of `ANCHOR_LINES` lines (when the prompt's
 window often moves too), the imports change, or the index does.
 
+With an indexed source on, the index also tells what may follow `module.` at the cursor
+(`member_constraint`, from `members.py`): the engine keeps the suggestion's name to it.
+
 Nothing here reads the disk or speaks LSP: the service feeds open documents, the
 workspace indexer (`workspace.py`) feeds files on disk.
 """
