@@ -307,3 +307,7 @@ def test_a_name_constraint_keeps_the_name_after_module_dot_to_the_module_s(
         prefix + "zq_p", "\n    return area\n", 12, never_stop,
         names=NameConstraint("zq_p", ("zq_perimeter_v2",))), CancelToken())
     assert typed.text.startswith("erimeter_v2"), typed.text
+    # A whole name the model would go on writing (`zq` -> `zq_area...`) is ended there.
+    short = engine.generate(GenerationRequest(prefix, "\n    return area\n", 12, never_stop,
+                                              names=NameConstraint("", ("zq",))), CancelToken())
+    assert short.text.startswith("zq") and not re.match(r"\w", short.text[2:]), short.text

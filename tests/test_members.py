@@ -4,7 +4,9 @@ suggestion to it (`engine/names.py`): no model here, see test_engine for the mod
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 import tree_sitter
 
@@ -21,7 +23,9 @@ from flashls.context.members import (
     module_files,
 )
 from flashls.engine.base import NameConstraint
+from flashls.engine.llama import LlamaEngine
 from flashls.engine.names import NameRule, word_length
+from flashls.settings import Settings
 
 ROOT = "file:///ws/pkg"
 
@@ -136,9 +140,10 @@ def test_the_constraint_keeps_the_names_that_go_on_from_what_is_typed() -> None:
     assert constraint_for(names, "gather") is None  # a name the index does not know
     assert constraint_for(names, "run") is None  # already whole
     assert constraint_for(None, "") is None
-    dunders = names | {"__name__", "__version__"}
+    dunders = names | {"__name__", "__version__", "__marker"}
     assert constraint_for(dunders, "") == NameConstraint("", ("Task", "all_tasks", "run"))
-    assert constraint_for(dunders, "__") == NameConstraint("__", ("__name__", "__version__"))
+    assert constraint_for(dunders, "__") == NameConstraint("__", (
+        "__marker", "__name__", "__version__"))
 
 
 def test_the_cross_file_context_gives_the_constraint_after_an_imported_module() -> None:
@@ -200,3 +205,22 @@ def test_the_rule_counts_the_typed_part_of_the_name() -> None:
     rule = NameRule(NameConstraint("all", ("all_tasks",)))
     assert rule.word(b"") == b"all" and rule.allows(b"all", b"_tasks")
     assert rule_tokens(rule, b"all") == {b"_", b"_tasks"}
+
+
+def test_the_engine_ends_a_whole_name_however_unlikely_the_end_is(model_path: Path) -> None:
+    # A made-up vocabulary on an engine that is not loaded: after the whole name `zq`,
+    # the 70 likeliest tokens go on with identifier bytes (`zq_area`), which the rule
+    # forbids; the likeliest that ends the name (`(`) is taken, however far down.
+    engine = LlamaEngine(Settings(model=str(model_path)))
+    pieces = [b"_x%d" % index for index in range(70)] + [b"(", b" =", b"zq"]
+    engine._pieces = pieces
+    ordered = sorted((piece, token) for token, piece in enumerate(pieces))
+    engine._sorted_pieces = [piece for piece, _ in ordered]
+    engine._sorted_ids = [token for _, token in ordered]
+    engine._ends_word = np.array([word_length(piece[:1]) == 0 for piece in pieces])
+    engine._is_end = lambda token: False  # type: ignore[method-assign]
+    logits = np.array([10.0 - index / 100 for index in range(70)] + [1.0, 0.5, 0.0],
+                      dtype=np.float32)
+    rule = NameRule(NameConstraint("", ("zq", "zr")))
+    assert engine._allowed(rule, b"zq", logits, None, b"", 2) == [70]
+    assert engine._allowed(rule, b"", logits, None, b"", 1) == [72]  # towards a name

@@ -26,7 +26,7 @@ from flashls.engine.base import (
     Timings,
 )
 from flashls.engine.kv import Cancelled, KvLayout, Memory
-from flashls.engine.names import NameRule
+from flashls.engine.names import NameRule, word_length
 from flashls.fim import FimFormat, UnknownFormat, detect_format, format_named
 from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
 from flashls.settings import PROMPT_MARKER_TOKENS, Settings
@@ -45,7 +45,7 @@ SUFFIX_REFRESH_TOKENS = 1
 # AVX2 machine evaluates about 100), and how much of a deadline is left for generating.
 INITIAL_PROMPT_RATE = 100.0
 # With a request's `names`: how many of the likeliest tokens are checked besides those
-# the rule lists (it does not list the many that may follow a whole name).
+# the rule lists (end tokens, and what may follow a whole name besides the likeliest).
 RULE_NEAR_TOP = 64
 GENERATION_RESERVE_S = 0.3
 MAX_CHUNK_LOOKAHEAD_S = 0.35
@@ -124,6 +124,7 @@ class LlamaEngine:
         self._pieces: list[bytes] = []
         self._sorted_pieces: list[bytes] = []
         self._sorted_ids: list[int] = []
+        self._ends_word: np.ndarray[Any, np.dtype[np.bool_]] = np.zeros(0, dtype=bool)
         self.model_path = resolve_model_path(settings.model)
         # Measured prompt evaluation speed (tokens/s), a moving average over prompts.
         self.prompt_rate = INITIAL_PROMPT_RATE
@@ -255,6 +256,9 @@ class LlamaEngine:
                          if token not in self._stop_ids and not self._is_end(token))
         self._sorted_pieces = [piece for piece, _ in ordered]
         self._sorted_ids = [token for _, token in ordered]
+        # Tokens whose text starts with a byte no identifier has (`(`, ` `, `\n`, `):`).
+        self._ends_word = np.array([bool(piece) and word_length(piece[:1]) == 0
+                                    for piece in self._pieces])
 
     def _is_end(self, token: int) -> bool:
         import llama_cpp
@@ -343,7 +347,24 @@ class LlamaEngine:
         found = rule.tokens(word, healed, self._sorted_pieces, self._sorted_ids)
         found.update(token for token in self._likeliest(logits, pool, RULE_NEAR_TOP)
                      if self._fits(rule, word, token, healed))
+        if rule.allows_end(word):  # a whole name: the likeliest token that ends it too
+            ender = self._likeliest_ender(logits, pool, healed)
+            if ender is not None:
+                found.add(ender)
         return sorted(found, key=lambda token: -float(logits[token]))[:count]
+
+    def _likeliest_ender(self, logits: np.ndarray[Any, np.dtype[np.float32]],
+                         pool: np.ndarray[Any, np.dtype[np.int64]] | None,
+                         healed: bytes) -> int | None:
+        """The likeliest token (of `pool`, all when None) whose text after `healed`
+        starts with a byte no identifier has; None when there is none."""
+        if pool is None:
+            token = int(np.argmax(np.where(self._ends_word, logits, -np.inf)))
+            return token if self._ends_word[token] else None
+        enders = [int(token) for token in pool
+                  if word_length(self._pieces[token][len(healed):len(healed) + 1]) == 0
+                  and len(self._pieces[token]) > len(healed)]
+        return max(enders, key=lambda token: float(logits[token]), default=None)
 
     def _likeliest(self, logits: np.ndarray[Any, np.dtype[np.float32]],
                    pool: np.ndarray[Any, np.dtype[np.int64]] | None,
@@ -632,6 +653,7 @@ class LlamaEngine:
         llm, self._llm = self._llm, None
         self._kv, self._suspended = None, None
         self._pieces, self._sorted_pieces, self._sorted_ids = [], [], []
+        self._ends_word = np.zeros(0, dtype=bool)
         if llm is not None:
             llm.close()  # the model's exit stack frees the two-sequence context first
 
