@@ -192,13 +192,13 @@ def submodules(package_init: str, files: list[str]) -> set[str]:
 
 def constraint_for(names: frozenset[str] | None, typed: str) -> NameConstraint | None:
     """The rule for the cursor: None when the names are unknown or none goes on from what
-    is typed (the user knows a name the index does not: leave them be). Dunder names
-    (`__name__`, `__dict__`) only once `__` is typed: a model unsure of the name takes
-    them, and they are seldom what comes after `module.`."""
+    is typed (the user knows a name the index does not: leave them be). Names starting
+    with `__` (`__name__`, `__dict__`, a marker such as `__unittest`) only once `__` is
+    typed: a model unsure of the name takes them, and they seldom follow `module.`."""
     if not names:
         return None
     fitting = sorted(name for name in names if name.startswith(typed) and (
-        typed.startswith("__") or not (name.startswith("__") and name.endswith("__"))))
+        typed.startswith("__") or not name.startswith("__")))
     if not fitting or fitting == [typed]:
         return None
     return NameConstraint(typed, tuple(fitting))
