@@ -12,13 +12,13 @@ import tree_sitter
 
 from flashls.context.crossfile import CrossFileContext
 from flashls.context.definitions import DefinitionIndex, parse_source
+from flashls.context.imports import find_imports
 from flashls.context.languages import grammar
 from flashls.context.members import (
     MODULE_ATTRIBUTES,
     chain_before,
     constraint_for,
     extract_exports,
-    import_bindings,
     members_of,
     module_files,
 )
@@ -72,7 +72,7 @@ def test_a_module_s_names_are_its_definitions_assignments_and_imports() -> None:
 
 
 def test_import_bindings_name_the_module_each_local_name_may_be() -> None:
-    bindings = import_bindings(parse("""\
+    bindings = dict(find_imports(parse("""\
         import a.b.c
         import a.b as ab
         from . import events
@@ -80,7 +80,7 @@ def test_import_bindings_name_the_module_each_local_name_may_be() -> None:
         from .pkg import mod as m, name
         def f():
             from email import utils
-        """), "python")
+        """), "python").bindings)
     assert bindings == {"a": "a", "ab": "a.b", "events": ".events", "up": "..up",
                         "m": ".pkg.mod", "name": ".pkg.name", "utils": "email.utils"}
 

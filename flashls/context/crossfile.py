@@ -48,7 +48,6 @@ from flashls.context.imports import Imports, find_imports
 from flashls.context.members import (
     chain_before,
     constraint_for,
-    import_bindings,
     in_code,
     members_of,
     module_files,
@@ -294,9 +293,6 @@ class _OpenDocument:
     indexed: bool = False
     selection: _Selection | None = None
     usages: _UsageChoice | None = None
-    # The modules its imports bind (`members.import_bindings`), found from the `Imports`
-    # of `selection` (the same object while the selection holds).
-    bindings: tuple[Imports, dict[str, str]] | None = None
 
 
 class CrossFileContext:
@@ -341,7 +337,7 @@ class CrossFileContext:
         previous = self._open.get(key)
         self._open[key] = (_OpenDocument(text, language_id) if previous is None else
                            _OpenDocument(text, language_id, selection=previous.selection,
-                                         usages=previous.usages, bindings=previous.bindings))
+                                         usages=previous.usages))
 
     def document_closed(self, key: str) -> None:
         """Its places and chunks go; its definitions stay (the file is still there)."""
@@ -442,22 +438,11 @@ class CrossFileContext:
         if found is None:
             return None
         chain, typed = found
-        selection = self._selection(key, language_id, tree, text, cursor,
-                                    self._definitions_budget())
-        if chain[0] not in selection.imports.modules:
-            return None
-        if not in_code(tree, len(text[:cursor].encode("utf-8", errors="surrogatepass"))):
-            return None
-        document = self._open.get(key)
-        if document is not None and document.bindings is not None \
-                and document.bindings[0] is selection.imports:
-            bindings = document.bindings[1]
-        else:
-            bindings = import_bindings(tree, language_id)
-            if document is not None:
-                document.bindings = (selection.imports, bindings)
-        dotted = bindings.get(chain[0])
-        if dotted is None:
+        imports = self._selection(key, language_id, tree, text, cursor,
+                                  self._definitions_budget()).imports
+        dotted = imports.module_of(chain[0])
+        if dotted is None or not in_code(
+                tree, len(text[:cursor].encode("utf-8", errors="surrogatepass"))):
             return None
         for part in chain[1:]:
             dotted = dotted + part if dotted.endswith(".") else f"{dotted}.{part}"

@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
-from flashls.context.languages import import_query, top_level_nodes
+from flashls.context.imports import node_text, python_bindings
+from flashls.context.languages import top_level_nodes
 from flashls.engine.base import NameConstraint
 
 # The attributes every module has, whatever it defines.
@@ -43,10 +44,6 @@ class Exports:
     open_ended: bool = False  # a module-level `__getattr__`: any name may be an attribute
 
 
-def _text(node: tree_sitter.Node | None) -> str:
-    return "" if node is None else (node.text or b"").decode("utf-8", errors="replace")
-
-
 def _statements(nodes: Iterator[tree_sitter.Node]) -> Iterator[tree_sitter.Node]:
     """Top-level statements, those inside top-level `if`/`try`/`with` blocks included
     (`try: from _c import f` / `except ImportError: def f(): ...`)."""
@@ -59,7 +56,7 @@ def _statements(nodes: Iterator[tree_sitter.Node]) -> Iterator[tree_sitter.Node]
 
 def _targets(node: tree_sitter.Node) -> Iterator[str]:
     if node.type == "identifier":
-        yield _text(node)
+        yield node_text(node)
     elif node.type in ("pattern_list", "tuple_pattern", "list_pattern"):
         for child in node.named_children:
             yield from _targets(child)
@@ -75,7 +72,7 @@ def extract_exports(tree: tree_sitter.Tree, language_id: str) -> Exports | None:
         if node.type == "decorated_definition":
             node = node.child_by_field_name("definition") or node
         if node.type in ("function_definition", "class_definition"):
-            names.add(_text(node.child_by_field_name("name")))
+            names.add(node_text(node.child_by_field_name("name")))
         elif node.type == "expression_statement":
             for child in node.named_children:
                 if child.type in ("assignment", "augmented_assignment"):
@@ -85,48 +82,11 @@ def extract_exports(tree: tree_sitter.Tree, language_id: str) -> Exports | None:
         elif node.type in ("import_statement", "import_from_statement"):
             # What a module imports is its attribute too, and a package re-exports its
             # API so; a private name it imports (`_simple_enum`) is its own business.
-            names.update(name for name in _bindings(node) if not name.startswith("_"))
+            names.update(name for name, _ in python_bindings(node) if not name.startswith("_"))
             if node.type == "import_from_statement" and any(
                     child.type == "wildcard_import" for child in node.children):
-                stars.append(_text(node.child_by_field_name("module_name")))
+                stars.append(node_text(node.child_by_field_name("module_name")))
     return Exports(frozenset(names), tuple(stars), "__getattr__" in names)
-
-
-def _bindings(node: tree_sitter.Node) -> dict[str, str]:
-    """Local name -> the module it may name, as written (relative ones with their dots),
-    for one import statement: `import a.b` binds `a` to `a`; `import a.b as x` binds `x`
-    to `a.b`; `from .p import m` binds `m` to `.p.m` (a module, or a name in `.p`)."""
-    found: dict[str, str] = {}
-    if node.type == "import_statement":
-        for child in node.children_by_field_name("name"):
-            if child.type == "aliased_import":
-                found[_text(child.child_by_field_name("alias"))] = \
-                    _text(child.child_by_field_name("name"))
-            else:
-                top = _text(child).split(".", 1)[0]
-                found[top] = top
-    elif node.type == "import_from_statement":
-        source = _text(node.child_by_field_name("module_name"))
-        for child in node.children_by_field_name("name"):
-            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
-            alias = child.child_by_field_name("alias") if child.type == "aliased_import" else None
-            name = _text(target)
-            joined = source + name if source.endswith(".") else f"{source}.{name}"
-            found[_text(alias) or name.rsplit(".", 1)[-1]] = joined
-    return found
-
-
-def import_bindings(tree: tree_sitter.Tree, language_id: str) -> dict[str, str]:
-    """Every name a Python document's imports bind (anywhere in it), with the module it
-    may name (see `_bindings`); later imports of a name win."""
-    query = import_query(language_id) if language_id == "python" else None
-    if query is None:
-        return {}
-    found: dict[str, str] = {}
-    nodes = tree_sitter.QueryCursor(query).captures(tree.root_node).get("import", [])
-    for node in sorted(nodes, key=lambda node: node.start_byte):
-        found.update(_bindings(node))
-    return found
 
 
 def chain_before(line_before: str) -> tuple[list[str], str] | None:
