@@ -224,3 +224,21 @@ def test_the_engine_ends_a_whole_name_however_unlikely_the_end_is(model_path: Pa
     rule = NameRule(NameConstraint("", ("zq", "zr")))
     assert engine._allowed(rule, b"zq", logits, None, b"", 2) == [70]
     assert engine._allowed(rule, b"", logits, None, b"", 1) == [72]  # towards a name
+
+
+def test_a_new_index_forgets_the_module_names_found_in_the_old_one() -> None:
+    context = CrossFileContext(["usages"], 384, indexed({"tasks.py": "def old(): pass\n"}))
+    key = f"{ROOT}/user.py"
+    text = "from . import tasks\n\nx = tasks.\n"
+    context.document_changed(key, "python", text)
+    tree = parse(text)
+    cursor = text.index("tasks.\n") + len("tasks.")
+    found = context.member_constraint(key, "python", tree, text, cursor)
+    assert found is not None and "old" in found.names
+    generation = context.index.generation
+    context.reset_index()  # the workspace is read again, into a new index
+    while context.index.generation < generation:  # the same generation, other files
+        context.index.replace(f"{ROOT}/tasks.py", *parse_source(
+            f"{ROOT}/tasks.py", "python", "def new(): pass\n"))
+    found = context.member_constraint(key, "python", tree, text, cursor)
+    assert found is not None and "new" in found.names and "old" not in found.names

@@ -321,6 +321,7 @@ class CrossFileContext:
         """Start a new, empty index (the workspace is read again): every open document is
         indexed again when asked for, and nothing chosen from the old one is kept."""
         self.index = DefinitionIndex()
+        self._members = (-1, {})  # its generations count from 0 again
         for document in self._open.values():
             document.indexed, document.selection, document.usages = False, None, None
 
