@@ -13,14 +13,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
 from flashls.context.imports import find_imports
-from flashls.context.languages import SPECS, grammar, top_level_nodes
+from flashls.context.languages import SPECS, grammar, key_path, top_level_nodes
 from flashls.context.members import Exports, extract_exports
 from flashls.context.usages import Usage, extract_usages
 
@@ -39,7 +37,7 @@ _BINDINGS = frozenset({"expression_statement", "lexical_declaration", "variable_
 
 def stem_and_folder(key: str) -> tuple[str, str]:
     """A file's name without its extension, and the name of its folder."""
-    path = PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
+    path = key_path(key)
     return path.stem, path.parent.name
 
 

@@ -11,7 +11,8 @@ import importlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
+from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
@@ -104,6 +105,11 @@ def import_query(language_id: str) -> tree_sitter.Query | None:
         return None
     return tree_sitter.Query(language, "[" + " ".join(f"({kind})" for kind in
                                                       sorted(spec.imports)) + "] @import")
+
+
+def key_path(key: str) -> PurePosixPath:
+    """A document's key (a file URI, or a plain path) as a path."""
+    return PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
 
 
 def language_of_path(path: str) -> str:

@@ -14,13 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from urllib.parse import unquote, urlparse
 
 import tree_sitter
 
 from flashls.context.imports import node_text, python_bindings
-from flashls.context.languages import top_level_nodes
+from flashls.context.languages import key_path, top_level_nodes
 from flashls.engine.base import NameConstraint
 
 # The attributes every module has, whatever it defines.
@@ -108,10 +106,6 @@ def in_code(tree: tree_sitter.Tree, byte_offset: int) -> bool:
     return True
 
 
-def _path(key: str) -> PurePosixPath:
-    return PurePosixPath(unquote(urlparse(key).path) if "://" in key else key)
-
-
 def module_files(dotted: str, importer: str,
                  files_named: Callable[[str], list[str]]) -> list[str]:
     """The indexed files `dotted` names when the file `importer` imports it: relative
@@ -121,28 +115,28 @@ def module_files(dotted: str, importer: str,
     level = len(dotted) - len(dotted.lstrip("."))
     parts = [part for part in dotted[level:].split(".") if part]
     if level:
-        folder = _path(importer).parent
+        folder = key_path(importer).parent
         for _ in range(level - 1):
             folder = folder.parent
         target = folder.joinpath(*parts)
         wanted = {target.with_name(target.name + ".py"), target / "__init__.py"} \
             if parts else {folder / "__init__.py"}
         stem = parts[-1] if parts else folder.name
-        return [key for key in files_named(stem) if _path(key) in wanted]
+        return [key for key in files_named(stem) if key_path(key) in wanted]
     if not parts:
         return []
     tail = "/" + "/".join(parts)
     return [key for key in files_named(parts[-1])
-            if str(_path(key)).endswith((tail + ".py", tail + "/__init__.py"))]
+            if str(key_path(key)).endswith((tail + ".py", tail + "/__init__.py"))]
 
 
 def submodules(package_init: str, files: list[str]) -> set[str]:
     """The modules and packages right inside the package whose `__init__.py` is
     `package_init`, among `files`."""
-    folder = _path(package_init).parent
+    folder = key_path(package_init).parent
     found: set[str] = set()
     for key in files:
-        path = _path(key)
+        path = key_path(key)
         if path.parent == folder and path.suffix == ".py" and path.stem != "__init__":
             found.add(path.stem)
         elif path.name == "__init__.py" and path.parent.parent == folder:
@@ -177,7 +171,7 @@ def members_of(files: list[str], exports_of: Callable[[str], Exports | None],
         if exports is None or exports.open_ended:
             return None
         names |= exports.names
-        if _path(key).name == "__init__.py":
+        if key_path(key).name == "__init__.py":
             names |= submodules(key, all_files())
         for star in exports.stars:
             inner = None if depth >= MAX_STAR_DEPTH else members_of(
