@@ -279,11 +279,11 @@ class CompletionService:
         crossfile = self.crossfile
         if crossfile.enabled:
             crossfile.visited(request.uri, request.line)
-            sections = crossfile.sections(request.uri, request.language_id,
-                                          self.trees.tree(request.uri), request.text,
-                                          cursor)
+            tree = self.trees.tree(request.uri)
+            sections = crossfile.sections(request.uri, request.language_id, tree,
+                                          request.text, cursor)
             names = crossfile.member_constraint(
-                request.uri, request.language_id, self.trees.tree(request.uri), request.text,
+                request.uri, request.language_id, tree, request.text,
                 cursor) if self.settings.constrain_names else None
             context = dataclasses.replace(
                 context, extra=tuple((s.path, s.text) for s in sections),

@@ -320,18 +320,11 @@ class LlamaEngine:
 
     def _first_token(self, decoding: _Decoding) -> tuple[int, bytes]:
         healed = decoding.healed
-        if decoding.rule is not None:
-            ranked = self._ranked_first_tokens(healed, 1, decoding.rule)
-            if ranked:
-                return ranked[0], self._pieces[ranked[0]][len(healed):]
-            decoding.rule = None  # no token fits (the names cannot be tokenized)
-        logits = self._logits()
-        if not healed:
-            token = int(np.argmax(logits))
-            return token, self._pieces[token]
-        candidates = self._healing_candidates(healed) or [int(np.argmax(logits))]
-        token = max(candidates, key=lambda candidate: float(logits[candidate]))
-        return token, self._pieces[token][len(healed):]
+        ranked = self._ranked_first_tokens(healed, 1, decoding.rule)
+        if not ranked:  # no token fits the rule (its names cannot be tokenized)
+            decoding.rule = None
+            ranked = self._ranked_first_tokens(healed, 1)
+        return ranked[0], self._pieces[ranked[0]][len(healed):]
 
     def _fits(self, rule: NameRule, word: bytes, token: int, healed: bytes = b"") -> bool:
         """Whether `token` (its text after the `healed` bytes) may follow `word`."""
@@ -371,6 +364,9 @@ class LlamaEngine:
                    count: int) -> list[int]:
         """The `count` likeliest tokens of `pool` (all tokens when None), best first."""
         scores = logits if pool is None else logits[pool]
+        if count == 1:  # the first of the likeliest, as argmax picks it (and faster)
+            best = int(np.argmax(scores))
+            return [best if pool is None else int(pool[best])]
         count = min(count, len(scores))
         top = np.argpartition(-scores, count - 1)[:count] if count < len(scores) \
             else np.arange(len(scores))
