@@ -15,6 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+# llama_cpp before numpy, in the order llama-cpp-python itself imports them. A CUDA build whose
+# libggml-cuda.so carries its own copy of libstdc++ (seen with CUDA 13.0 on an H200
+# machine: no libstdc++.so.6 among its NEEDED libraries) crashed in llama.cpp's model
+# loader when numpy had loaded the system libstdc++ first.
+import llama_cpp
 import numpy as np
 
 from flashls.engine.base import (
@@ -88,8 +93,6 @@ class _AbortHook:
     The callback only reads a flag (no lock), on the model thread, between graph nodes."""
 
     def __init__(self) -> None:
-        import llama_cpp
-
         self.token: CancelToken | None = None
         self.callback = llama_cpp.ggml_abort_callback(self._aborted)  # kept alive here
 
@@ -142,8 +145,6 @@ class LlamaEngine:
             check_model_file(self.model_path)
         except ModelUnavailable as error:
             raise EngineError(str(error)) from error
-        import llama_cpp
-
         started = time.monotonic()
         threads = self._settings.n_threads or default_thread_count()
         try:
@@ -190,7 +191,6 @@ class LlamaEngine:
         """Swap in a context with two sequences over one unified KV buffer (see engine.kv)."""
         import ctypes
 
-        import llama_cpp
         from llama_cpp import _internals
 
         params = llm.context_params
@@ -244,8 +244,6 @@ class LlamaEngine:
         """Every token's text, and the texts sorted so token healing can bisect them."""
         import ctypes
 
-        import llama_cpp
-
         buffer = ctypes.create_string_buffer(256)
         vocab = self._llm._model.vocab
         self._pieces = []
@@ -261,8 +259,6 @@ class LlamaEngine:
                                     for piece in self._pieces])
 
     def _is_end(self, token: int) -> bool:
-        import llama_cpp
-
         return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
 
     def _tokenize(self, text: str) -> list[int]:
@@ -313,8 +309,6 @@ class LlamaEngine:
         return ids
 
     def _logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
-        import llama_cpp
-
         pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
 
