@@ -121,7 +121,8 @@ class Settings:
         True, "After `module.` where the module is a Python file of the workspace, keep the "
         "name a suggestion writes to those the module has (its definitions, imports and "
         "submodules), as the workspace index knows them; needs `definitions` or `usages` "
-        "in `context_sources`; followed by the local engine and `llama-server` (as a grammar).")
+        "in `context_sources`; followed by the local engine, `llama-server` (as a grammar) "
+        "and, through `openai`, by llama_cpp.server and llama-server (not vLLM or Ollama).")
     index_max_files: int = _setting(
         20000, "Most workspace files read for definitions (in the background, honouring "
         ".gitignore); 0 reads none, leaving the open files.", minimum=0, maximum=10_000_000)

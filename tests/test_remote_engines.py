@@ -50,6 +50,7 @@ class Behaviour:
     error_body: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # the API key the server requires
     models: tuple[str, ...] = (MODEL,)
+    owner: str = "vllm"  # `owned_by` in /v1/models
     # What llama-server's /props names: a file whose name tells no FIM format gets /infill.
     model_path: str = "/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     total_slots: int = 1  # llama-server's /props
@@ -97,7 +98,8 @@ class FakeServer:
                     "/health": {"status": "ok"},
                     "/props": {"model_path": fake.behaviour.model_path,
                                "total_slots": fake.behaviour.total_slots},
-                    "/v1/models": {"data": [{"id": name} for name in fake.behaviour.models]},
+                    "/v1/models": {"data": [{"id": name, "owned_by": fake.behaviour.owner}
+                                            for name in fake.behaviour.models]},
                     "/api/tags": {"models": [{"name": f"{name}:latest"}
                                              for name in fake.behaviour.models]}}
                 fake.send_json(self, 200 if self.path in listing else 404,
@@ -289,6 +291,21 @@ def test_openai_is_sent_a_fim_prompt_built_here(
     assert body["prompt"].startswith("<fim_prefix>") and body["prompt"].endswith("<fim_middle>    ")
     assert (body["stream"], body["max_tokens"], body["model"]) == (True, 9, MODEL)
     assert "suffix" not in body and "<|endoftext|>" in body["stop"]
+
+
+@pytest.mark.parametrize(("owner", "grammar"), [("me", True), ("llamacpp", True),
+                                               ("vllm", False), ("openai", False)])
+def test_openai_servers_that_take_a_grammar_get_the_name_constraint_as_one(
+        owner: str, grammar: bool, serve: Callable[..., FakeServer]) -> None:
+    server = serve("openai", owner=owner)
+    engine = engine_for(server)
+    names = NameConstraint("", ("zq_area", "zq_perimeter"))
+    engine.generate(dataclasses.replace(request(), names=names), CancelToken())
+    engine.generate(request(), CancelToken())  # no constraint here: no grammar
+    engine.close()
+    [(_, _, constrained), (_, _, free)] = server.posts
+    assert constrained.get("grammar") == (names_grammar(names) if grammar else None)
+    assert "grammar" not in free
 
 
 def test_ollama_is_sent_a_raw_prompt_in_the_default_format(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flashls.engine.base import CancelToken, GenerationRequest
+from flashls.engine.base import CancelToken, GenerationRequest, NameConstraint
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
 from tests.http_servers import running_server
@@ -62,4 +62,17 @@ def test_a_cancelled_real_request_returns_at_once(openai_server: str) -> None:
     # The server is free again: the next request is answered.
     again = engine.generate(GenerationRequest(PREFIX, SUFFIX, 8, first_line), CancelToken())
     assert again.text.strip()
+    engine.close()
+
+
+def test_llama_cpp_server_follows_the_name_constraint_as_a_grammar(openai_server: str) -> None:
+    # Names the model would not guess after `shapes.`; its `/v1/models` says "owned_by":
+    # "me", so the engine sends the grammar, and what comes back starts with one of them.
+    engine = RemoteEngine(Settings(engine="openai", endpoint=openai_server,
+                                   remote_model="flashls-test", fim_format="qwen"))
+    names = NameConstraint("", ("zq_area_v2", "zq_perimeter_v2"))
+    prefix = "import shapes\n\n\ndef report(width, height):\n    area = shapes."
+    result = engine.generate(GenerationRequest(prefix, "\n    return area\n", 12, first_line,
+                                               names=names), CancelToken())
+    assert result.text.startswith(names.names), result
     engine.close()

@@ -250,6 +250,13 @@ def _openai_path(endpoint: str, resource: str) -> str:
     return f"/{resource}" if base.endswith("/v1") else f"/v1/{resource}"
 
 
+# What `/v1/models` says owns the models (`owned_by`) on OpenAI-compatible servers that
+# take llama.cpp's GBNF `grammar` with a completion: llama-cpp-python's server ("me") and
+# llama-server ("llamacpp"). Others get none: vLLM ("vllm") names its grammars otherwise,
+# and the OpenAI API refuses fields it does not know.
+GRAMMAR_OWNERS = frozenset({"me", "llamacpp"})
+
+
 class OpenAIWire:
     """An OpenAI-compatible completions server (vLLM, llama_cpp.server, llama-server's
     `/v1/completions`): the FIM prompt is built here and sent as `prompt`."""
@@ -260,6 +267,7 @@ class OpenAIWire:
         self._model = settings.remote_model
         self._fim = fim
         self._endpoint = settings.endpoint
+        self._grammar = False  # whether the server takes a `grammar` (known from the probe)
 
     def generate(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         """Greedy; stopped at the format's end markers (the server also stops at the
@@ -270,6 +278,8 @@ class OpenAIWire:
             "stream_options": {"include_usage": True}, "stop": list(self._fim.stop_markers)}
         if self._model:
             body["model"] = self._model
+        if request.names is not None and self._grammar:
+            body["grammar"] = names_grammar(request.names)
         return _openai_path(self._endpoint, "completions"), body
 
     def prefill(self, request: GenerationRequest) -> None:
@@ -312,9 +322,13 @@ class OpenAIWire:
         return _openai_path(self._endpoint, "models")
 
     def check_probe(self, reply: Any) -> str | None:
-        """`remote_model`, when set, must be among the served models."""
+        """`remote_model`, when set, must be among the served models; their owner tells
+        whether the server takes a `grammar`."""
         data = reply.get("data") if isinstance(reply, dict) else None
-        served = [str(model.get("id")) for model in data or [] if isinstance(model, dict)]
+        models = [model for model in data or [] if isinstance(model, dict)]
+        owners = {str(model.get("owned_by")) for model in models}
+        self._grammar = bool(owners) and owners <= GRAMMAR_OWNERS
+        served = [str(model.get("id")) for model in models]
         if self._model and served and self._model not in served:
             return (f"serves no model {self._model!r} (it serves {', '.join(served[:5])}); "
                     f"check `remote_model`")
