@@ -472,8 +472,11 @@ class LlamaEngine:
 
     def _measure(self, tokens: int, milliseconds: float) -> None:
         """Fold a prompt evaluation's speed into `prompt_rate` (only runs long enough to
-        say something: tiny ones are dominated by per-call overhead)."""
-        if tokens >= self._chunk and milliseconds > 0:
+        say something: tiny ones are dominated by per-call overhead). The bound stays
+        PROMPT_CHUNK with larger GPU chunks: there prompts of 64 to 511 tokens are common
+        and say enough, and without them the rate would stay at INITIAL_PROMPT_RATE (a
+        CPU's) until the first prompt of 512 tokens."""
+        if tokens >= PROMPT_CHUNK and milliseconds > 0:
             rate = tokens / (milliseconds / 1000)
             self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate
 
