@@ -39,6 +39,12 @@ def count_lines(path):
         return sum(1 for _ in handle)
 '''
 
+# After `shapes.`, names the model would not guess: without a name constraint it writes
+# what a rectangle's module usually has (`area`, `width * ...`), never these.
+SHAPES_PREFIX = "import shapes\n\n\ndef report(width, height):\n    area = shapes."
+SHAPES_SUFFIX = "\n    return area\n"
+SHAPES_NAMES = NameConstraint("", ("zq_area_v2", "zq_perimeter_v2"))
+
 
 def never_stop(text: str) -> int | None:
     return None
@@ -293,21 +299,18 @@ def test_other_files_go_first_and_stay_cached_while_typing(engine: LlamaEngine) 
 
 def test_a_name_constraint_keeps_the_name_after_module_dot_to_the_module_s(
         engine: LlamaEngine) -> None:
-    # Names the model would not guess: without the rule it writes what a rectangle's
-    # module usually has (`area`, `width * ...`), never these.
-    names = NameConstraint("", ("zq_area_v2", "zq_perimeter_v2"))
-    prefix = "import shapes\n\n\ndef report(width, height):\n    area = shapes."
-    request = GenerationRequest(prefix, "\n    return area\n", 12, never_stop, names=names)
+    names, prefix = SHAPES_NAMES, SHAPES_PREFIX
+    request = GenerationRequest(prefix, SHAPES_SUFFIX, 12, never_stop, names=names)
     result = engine.generate(request, CancelToken())
     assert result.text.startswith(names.names), result.text
     others = engine.alternatives(request, 2, CancelToken())
     assert others and all(other.text.startswith(names.names) for other in others)
     # Half-typed: the typed part counts, and what follows the name is free.
     typed = engine.generate(GenerationRequest(
-        prefix + "zq_p", "\n    return area\n", 12, never_stop,
+        prefix + "zq_p", SHAPES_SUFFIX, 12, never_stop,
         names=NameConstraint("zq_p", ("zq_perimeter_v2",))), CancelToken())
     assert typed.text.startswith("erimeter_v2"), typed.text
     # A whole name the model would go on writing (`zq` -> `zq_area...`) is ended there.
-    short = engine.generate(GenerationRequest(prefix, "\n    return area\n", 12, never_stop,
+    short = engine.generate(GenerationRequest(prefix, SHAPES_SUFFIX, 12, never_stop,
                                               names=NameConstraint("", ("zq",))), CancelToken())
     assert short.text.startswith("zq") and not re.match(r"\w", short.text[2:]), short.text

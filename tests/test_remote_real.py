@@ -12,11 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from flashls.engine.base import CancelToken, GenerationRequest, NameConstraint
+from flashls.engine.base import CancelToken, GenerationRequest
 from flashls.engine.remote import RemoteEngine
 from flashls.settings import Settings
 from tests.http_servers import running_server
-from tests.test_engine import PREFIX, SUFFIX, assert_parses_in_place, first_line
+from tests.test_engine import (
+    PREFIX,
+    SHAPES_NAMES,
+    SHAPES_PREFIX,
+    SHAPES_SUFFIX,
+    SUFFIX,
+    assert_parses_in_place,
+    first_line,
+)
 
 pytestmark = pytest.mark.model
 
@@ -66,13 +74,11 @@ def test_a_cancelled_real_request_returns_at_once(openai_server: str) -> None:
 
 
 def test_llama_cpp_server_follows_the_name_constraint_as_a_grammar(openai_server: str) -> None:
-    # Names the model would not guess after `shapes.`; its `/v1/models` says "owned_by":
-    # "me", so the engine sends the grammar, and what comes back starts with one of them.
+    # Its `/v1/models` says "owned_by": "me", so the engine sends the names as a grammar,
+    # and what comes back starts with one of them (names the model would not guess).
     engine = RemoteEngine(Settings(engine="openai", endpoint=openai_server,
                                    remote_model="flashls-test", fim_format="qwen"))
-    names = NameConstraint("", ("zq_area_v2", "zq_perimeter_v2"))
-    prefix = "import shapes\n\n\ndef report(width, height):\n    area = shapes."
-    result = engine.generate(GenerationRequest(prefix, "\n    return area\n", 12, first_line,
-                                               names=names), CancelToken())
-    assert result.text.startswith(names.names), result
+    result = engine.generate(GenerationRequest(SHAPES_PREFIX, SHAPES_SUFFIX, 12, first_line,
+                                               names=SHAPES_NAMES), CancelToken())
+    assert result.text.startswith(SHAPES_NAMES.names), result
     engine.close()
