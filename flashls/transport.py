@@ -725,12 +725,14 @@ class _OneClientAtATime:
 async def serve_tcp(server: JsonRPCServer, host: str, port: int, *,
                     auth_token: str | None = None,
                     handshake_timeout_s: float | None = HANDSHAKE_TIMEOUT_S,
-                    announce: Callable[[str], None] = _announce) -> None:
-    """Serve one client at a time on host:port until an initialized client leaves or exits."""
+                    announce: Callable[[str], None] | None = None) -> None:
+    """Serve one client at a time on host:port until an initialized client leaves or exits.
+
+    Each listening address goes to `announce`, by default a line on stderr."""
     handler = _OneClientAtATime(server.protocol, auth_token, handshake_timeout_s)
     listener = await asyncio.start_server(handler, host, port, limit=CHUNK_BYTES)
     for sock in listener.sockets:
-        announce(_format_address(sock.getsockname()))
+        (announce or _announce)(_format_address(sock.getsockname()))
     async with listener:
         await handler.finished.wait()
 

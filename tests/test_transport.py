@@ -8,8 +8,8 @@ import io
 import json
 import logging
 import os
+import queue
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -546,17 +546,21 @@ async def test_tcp_client_silent_past_the_handshake_timeout_is_dropped() -> None
 
 
 def test_run_tcp_announces_its_port_and_returns_the_exit_code(
-        capfd: pytest.CaptureFixture[str]) -> None:
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(transport.run_tcp(
         make_server(), "127.0.0.1", 0, auth_token=None)), daemon=True)
+    # Reading capfd while the thread writes can lose the line (pytest reads, then
+    # truncates its capture file), so the port comes from a queue and the printed line
+    # is checked once the thread has written it.
+    announced: queue.Queue[str] = queue.Queue()
+    announce = transport._announce
+    monkeypatch.setattr(transport, "_announce",
+                        lambda address: (announce(address), announced.put(address)))
     thread.start()
-    port, deadline = 0, time.monotonic() + TIMEOUT_S
-    while not port and time.monotonic() < deadline:
-        for line in capfd.readouterr().err.splitlines():
-            if line.startswith("flashls: listening on "):
-                port = int(line.rpartition(":")[2])
-        time.sleep(0.01)
+    address = announced.get(timeout=10 * TIMEOUT_S)
+    assert f"flashls: listening on {address}\n" in capfd.readouterr().err
+    port = int(address.rpartition(":")[2])
 
     async def session() -> None:
         client = await Client.connect(port)
