@@ -3,7 +3,7 @@
 Guards against what small models do wrong at a cursor: a block that ends where the code
 after the cursor goes on (dedent, or the next line repeated), degenerate repetition (the
 same lines, or the same few characters, again and again), and closing brackets or quotes
-that the text after the cursor already has.
+that the text after the cursor already has, on its line or below it.
 """
 
 from __future__ import annotations
@@ -154,6 +154,28 @@ def _cut_at_suffix_closers(text: str, line_prefix: str, rest: str) -> str:
     return text
 
 
+def _cut_closing_below(text: str, closable: int) -> str:
+    """`text` up to the closer that would close one of the brackets the code below the
+    cursor closes (more than `closable` of those open at the cursor), blanks before it
+    dropped (`TestCase)):` with one closable gives `TestCase)`). Brackets inside quotes
+    on one line do not count (a rough count: a quote inside a string ends it)."""
+    depth = 0
+    quote = ""
+    for at, char in enumerate(text):
+        if quote:
+            if char == quote or char == "\n":
+                quote = ""
+        elif char in "\"'`":
+            quote = char
+        elif char in _OPENER_OF.values():
+            depth += 1
+        elif char in _OPENER_OF:
+            depth -= 1
+            if depth < -closable:
+                return text[:at].rstrip()
+    return text
+
+
 def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> str:
     """The suggestion as shown: no trailing blanks, no echo of text after the cursor, and
     no half word when generation was `cut_short` by its deadline."""
@@ -162,6 +184,8 @@ def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> 
     if not context.multiline:
         text = text.split("\n", 1)[0]
     text = text.rstrip()
+    if context.closable is not None:
+        text = _cut_closing_below(text, context.closable)
     if not context.multiline:
         rest = context.line_suffix.strip()
         if rest and text.endswith(rest) and not set(rest) <= CLOSERS:

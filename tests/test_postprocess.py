@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flashls.context import build_context
+from flashls.context import SyntaxTrees, build_context
 from flashls.postprocess import clean, stop_rule
 
 
@@ -98,3 +98,41 @@ def test_a_block_repeating_the_same_lines_is_cut_after_the_first_copy() -> None:
     # Two copies may be meant, and blank lines are not a loop.
     assert rule("y = 1\n    y += 1\n    y += 1\n    return y\n    ") is None
     assert rule("y = 1\n\n\n    return y\n    ") is None
+
+
+def parsed_context_at(text: str, multiline: str = "never"):  # type: ignore[no-untyped-def]
+    cursor = text.index("|")
+    text = text.replace("|", "", 1)
+    tree = SyntaxTrees().update("file:///t.py", "python", text)
+    return build_context(text, cursor, language_id="python", tree=tree, prefix_budget=500,
+                         suffix_budget=500, multiline=multiline)
+
+
+CONDITION = ("if (\n"
+             "    isinstance(obj, type)\n"
+             "    and issubclass(obj, case.|\n"
+             "    and obj not in (case.TestCase, case.FunctionTestCase)\n"
+             "):\n"
+             "    pass\n")
+
+
+def test_brackets_the_lines_below_close_are_not_closed_again() -> None:
+    context = parsed_context_at(CONDITION)
+    assert context.closable == 1  # of `if (` and `issubclass(`, the `(` of `if` closes below
+    assert clean("TestCase)):", context) == "TestCase)"
+    assert clean("TestCase)", context) == "TestCase)"
+    call = parsed_context_at("result = compute(\n    first,\n    second|\n)\n")
+    assert call.closable == 0
+    assert clean(")", call) == ""  # the `)` is on the next line already
+    assert clean(", third)", call) == ", third"
+    assert clean(', ")", third)', call) == ', ")", third'  # a quoted bracket closes nothing
+
+
+def test_brackets_are_counted_from_the_parse_tree_not_from_strings_or_comments() -> None:
+    quoted = parsed_context_at('x = f("((", g(|\n    # a comment: (((\n    1)\n')
+    assert quoted.closable == 1  # `f(` and `g(` are open; the code below closes `g(`
+    assert parsed_context_at("x = f(|\ny = 2\n").closable is None  # nothing closes below
+    assert parsed_context_at('s = """(|\n)"""\n').closable is None  # the cursor in a string
+    assert parsed_context_at("x = [f(|\n]\n").closable is None  # `]` cannot close `(`
+    assert parsed_context_at("x = f(|)\n").closable is None  # the rest of the line decides
+    assert context_at("x = f(|\n)\n").closable is None  # no parse tree, no limit

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
+from flashls.context.brackets import closable_brackets
 from flashls.context.languages import SPECS, top_level_nodes
 from flashls.engine.base import NameConstraint
 
@@ -42,6 +43,9 @@ class CompletionContext:
     repo_name: str = ""
     # What the identifier at the cursor may become (after a workspace module's `module.`).
     names: NameConstraint | None = None
+    # How many of the brackets open at the cursor the suggestion may close, where the
+    # code below closes the others (`brackets.py`); None: no limit.
+    closable: int | None = None
 
 
 def _unit_width(char: str, encoding: str) -> int:
@@ -218,6 +222,11 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
     wants = {"always": True, "never": False}.get(
         multiline, _wants_multiline(text, line_start, line_prefix, line_suffix))
     indent = line_prefix[:len(line_prefix) - len(line_prefix.lstrip())]
+    closable = None
+    if tree is not None and not line_suffix.strip():
+        source = tree.root_node.text or b""
+        closable = closable_brackets(tree, source, len(
+            text[:cursor].encode("utf-8", errors="surrogatepass")))
     return CompletionContext(prefix=outer + text[start:cursor], suffix=suffix,
                              line_prefix=line_prefix, line_suffix=line_suffix,
-                             multiline=wants, indent=indent)
+                             multiline=wants, indent=indent, closable=closable)
