@@ -9,6 +9,8 @@ from an error (`is_missing`) do not count either.
 
 from __future__ import annotations
 
+import functools
+
 import tree_sitter
 
 SCAN_LINES = 40  # brackets are matched within this many lines above and below the cursor
@@ -16,21 +18,26 @@ _CLOSER_OF = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = frozenset(_CLOSER_OF.values())
 
 
-def _bracket_tokens(node: tree_sitter.Node, start: int, end: int) -> list[tuple[int, str]]:
-    """(byte, bracket) of the leaf tokens that are brackets within [start, end), in order."""
-    found: list[tuple[int, str]] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if current.end_byte <= start or current.start_byte >= end:
-            continue
-        if current.child_count == 0:
-            if (current.type in _CLOSER_OF or current.type in _CLOSERS) and not current.is_missing \
-                    and current.end_byte > current.start_byte and current.start_byte >= start:
-                found.append((current.start_byte, current.type))
-            continue
-        stack.extend(reversed(current.children))
-    return found
+@functools.cache
+def _bracket_query(language: tree_sitter.Language) -> tree_sitter.Query | None:
+    """A query capturing the language's bracket tokens; None when it has none."""
+    kinds = [kind for kind in (*_CLOSER_OF, *_CLOSERS) if language.id_for_node_kind(kind, False)]
+    if not kinds:
+        return None
+    return tree_sitter.Query(language, "[" + " ".join(f'"{kind}"' for kind in kinds) + "] @b")
+
+
+def _bracket_tokens(tree: tree_sitter.Tree, start: int, end: int) -> list[tuple[int, str]]:
+    """(byte, bracket) of the bracket tokens within [start, end), in order (a query, not
+    a walk in Python: this runs at every keystroke)."""
+    query = _bracket_query(tree.language)
+    if query is None:
+        return []
+    cursor = tree_sitter.QueryCursor(query)
+    cursor.set_byte_range(start, end)
+    return sorted((node.start_byte, node.type) for node in cursor.captures(tree.root_node).get(
+        "b", []) if not node.is_missing and node.end_byte > node.start_byte
+        and start <= node.start_byte < end)
 
 
 def _in_text(tree: tree_sitter.Tree, byte: int) -> bool:
@@ -67,7 +74,7 @@ def closable_brackets(tree: tree_sitter.Tree, source: bytes, cursor_byte: int) -
     open_at_cursor: list[str] = []
     after: list[str] = []
     closed_below = 0
-    for offset, bracket in _bracket_tokens(tree.root_node, start, end):
+    for offset, bracket in _bracket_tokens(tree, start, end):
         if offset < cursor_byte:
             if bracket in _CLOSER_OF:
                 open_at_cursor.append(bracket)
