@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flashls.context import SyntaxTrees, build_context
+from flashls.context.brackets import closable_brackets
 from flashls.postprocess import clean, stop_rule
 
 
@@ -136,3 +137,12 @@ def test_brackets_are_counted_from_the_parse_tree_not_from_strings_or_comments()
     assert parsed_context_at("x = [f(|\n]\n").closable is None  # `]` cannot close `(`
     assert parsed_context_at("x = f(|)\n").closable is None  # the rest of the line decides
     assert context_at("x = f(|\n)\n").closable is None  # no parse tree, no limit
+
+
+def test_brackets_are_counted_in_other_languages_too() -> None:
+    text = "const x = [\n  f(a, '}'),\n  g(\n  ),\n];\n"
+    cursor = text.index("g(") + 2
+    tree = SyntaxTrees().update("file:///t.js", "javascript", text)
+    assert tree is not None
+    # `[` and `g(` are open and both close below; the quoted `}` is no token
+    assert closable_brackets(tree, text.encode(), cursor) == 0
