@@ -63,14 +63,6 @@ def test_the_selection_ranks_other_files_usages_by_their_words_and_fits_the_budg
     assert select_usages(usages, "own", query, budget_tokens=0) == []
 
 
-def test_a_line_made_of_the_block_s_words_outranks_one_that_only_sits_near_them() -> None:
-    context = "retry send timeout"
-    usages = [_usage("a", 1, "log(header)", context),  # near alike code, unlike it
-              _usage("b", 1, "send(header, timeout)", context)]
-    query = frozenset({"retry", "send", "timeout"})
-    assert [u.key for u in select_usages(usages, "own", query, budget_tokens=1000)] == ["b", "a"]
-
-
 def test_the_query_is_the_cursor_s_block_of_lines() -> None:
     lines = [f"word{row}" for row in range(40)]
     assert query_words(lines, 17, 16) == query_words(lines, 31, 16)

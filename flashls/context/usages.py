@@ -16,10 +16,6 @@ from flashls.context.imports import WORD, Imports
 from flashls.context.window import estimate_tokens
 
 CONTEXT_LINES = 3  # a usage is ranked by its line and this many lines above it
-# How much the usage line's own words weigh against its context's. Chosen offline on the
-# benchmark's seeds 3-5 (900 sites, no model): the usages part held the target text at
-# 309 sites with 0.5 against 262 with context alone (300 with 0.25, 305 with 1.0).
-LINE_WEIGHT = 0.5
 MAX_USAGE_CHARS = 160  # a longer line is not a usage worth its tokens
 MAX_PER_NAME = 6  # of one file's usages of one name, the first ones
 MAX_PER_FILE = 96
@@ -76,15 +72,10 @@ def query_words(lines: Sequence[str], line: int, block_lines: int) -> frozenset[
 
 
 def _similarity(query: frozenset[str], usage: Usage) -> float:
-    """Jaccard similarity of the query's words and the usage's context, plus
-    LINE_WEIGHT times the share of the usage line's own words that the query holds (a
-    line made of the block's words is likelier the line to write than one that only
-    sits near similar code)."""
+    """Jaccard similarity of the query's words and the usage's."""
     words = set(usage.context)
     union = len(query | words)
-    context = len(query & words) / union if union else 0.0
-    own = set(WORD.findall(usage.text))
-    return context + LINE_WEIGHT * (len(query & own) / len(own) if own else 0.0)
+    return len(query & words) / union if union else 0.0
 
 
 def select_usages(candidates: Iterable[Usage], key: str, query: frozenset[str],
