@@ -146,3 +146,4 @@ def test_brackets_are_counted_in_other_languages_too() -> None:
     assert tree is not None
     # `[` and `g(` are open and both close below; the quoted `}` is no token
     assert closable_brackets(tree, text.encode(), cursor) == 0
+    assert closable_brackets(tree, text.encode(), len(text) + 9) is None  # a stale tree

@@ -57,8 +57,8 @@ def closable_brackets(tree: tree_sitter.Tree, source: bytes, cursor_byte: int) -
     cursor closes none of them, or when the count is not consistent within SCAN_LINES
     (a closer of another kind, or more closers than openers), or with the cursor in a
     string or comment: then nothing is cut."""
-    if _in_text(tree, cursor_byte):
-        return None
+    if cursor_byte > len(source) or _in_text(tree, cursor_byte):
+        return None  # (past the end: a tree of an older text)
     start = cursor_byte
     for _ in range(SCAN_LINES):
         start = source.rfind(b"\n", 0, start - 1) + 1 if start > 0 else 0
