@@ -1,4 +1,5 @@
-"""Context extraction: positions, budgets, anchoring, syntax-aware headers, incremental parsing."""
+"""Context extraction: positions, budgets, anchoring, syntax-aware headers, incremental parsing,
+brackets open at the cursor."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import textwrap
 import tree_sitter
 
 from flashls.context import SyntaxTrees, build_context, language_of_path, position_to_offset
+from flashls.context.brackets import closable_brackets
 from flashls.context.window import ANCHOR_LINES, estimate_tokens
 
 
@@ -143,3 +145,31 @@ def test_languages_and_unknown_ones() -> None:
     context = build_context(text, 4, language_id="plaintext", tree=None, prefix_budget=50,
                             suffix_budget=50, multiline="auto")
     assert context.prefix == "some"
+
+
+def _parsed_closable(text: str) -> int | None:
+    """What `build_context` says of the brackets at `|` in Python `text`."""
+    cursor = text.index("|")
+    text = text.replace("|", "", 1)
+    tree = SyntaxTrees().update("file:///t.py", "python", text)
+    return build_context(text, cursor, language_id="python", tree=tree, prefix_budget=500,
+                         suffix_budget=500, multiline="never").closable
+
+
+def test_brackets_are_counted_from_the_parse_tree_not_from_strings_or_comments() -> None:
+    # `f(` and `g(` are open; the code below closes `g(`
+    assert _parsed_closable('x = f("((", g(|\n    # a comment: (((\n    1)\n') == 1
+    assert _parsed_closable("x = f(|\ny = 2\n") is None  # nothing closes below
+    assert _parsed_closable('s = """(|\n)"""\n') is None  # the cursor in a string
+    assert _parsed_closable("x = [f(|\n]\n") is None  # `]` cannot close `(`
+    assert _parsed_closable("x = f(|)\n") is None  # the rest of the line decides
+
+
+def test_brackets_are_counted_in_other_languages_too() -> None:
+    text = "const x = [\n  f(a, '}'),\n  g(\n  ),\n];\n"
+    cursor = text.index("g(") + 2
+    tree = SyntaxTrees().update("file:///t.js", "javascript", text)
+    assert tree is not None
+    # `[` and `g(` are open and both close below; the quoted `}` is no token
+    assert closable_brackets(tree, text.encode(), cursor) == 0
+    assert closable_brackets(tree, text.encode(), len(text) + 9) is None  # a stale tree

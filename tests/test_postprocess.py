@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flashls.context import SyntaxTrees, build_context
-from flashls.context.brackets import closable_brackets
 from flashls.postprocess import clean, stop_rule
 
 
@@ -127,23 +126,4 @@ def test_brackets_the_lines_below_close_are_not_closed_again() -> None:
     assert clean(")", call) == ""  # the `)` is on the next line already
     assert clean(", third)", call) == ", third"
     assert clean(', ")", third)', call) == ', ")", third'  # a quoted bracket closes nothing
-
-
-def test_brackets_are_counted_from_the_parse_tree_not_from_strings_or_comments() -> None:
-    quoted = parsed_context_at('x = f("((", g(|\n    # a comment: (((\n    1)\n')
-    assert quoted.closable == 1  # `f(` and `g(` are open; the code below closes `g(`
-    assert parsed_context_at("x = f(|\ny = 2\n").closable is None  # nothing closes below
-    assert parsed_context_at('s = """(|\n)"""\n').closable is None  # the cursor in a string
-    assert parsed_context_at("x = [f(|\n]\n").closable is None  # `]` cannot close `(`
-    assert parsed_context_at("x = f(|)\n").closable is None  # the rest of the line decides
     assert context_at("x = f(|\n)\n").closable is None  # no parse tree, no limit
-
-
-def test_brackets_are_counted_in_other_languages_too() -> None:
-    text = "const x = [\n  f(a, '}'),\n  g(\n  ),\n];\n"
-    cursor = text.index("g(") + 2
-    tree = SyntaxTrees().update("file:///t.js", "javascript", text)
-    assert tree is not None
-    # `[` and `g(` are open and both close below; the quoted `}` is no token
-    assert closable_brackets(tree, text.encode(), cursor) == 0
-    assert closable_brackets(tree, text.encode(), len(text) + 9) is None  # a stale tree

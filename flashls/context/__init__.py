@@ -1,6 +1,7 @@
 """Context extraction: what text around the cursor goes into the prompt.
 
-Parsing lives in `syntax`, grammars in `languages`, the budgeted window in `window`.
+Parsing lives in `syntax`, grammars in `languages`, the budgeted window in `window`, the
+brackets open at the cursor in `brackets`.
 """
 
 from flashls.context.languages import language_of_path
