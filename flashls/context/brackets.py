@@ -13,6 +13,8 @@ import functools
 
 import tree_sitter
 
+from flashls.context.syntax import in_string_or_comment
+
 SCAN_LINES = 40  # brackets are matched within this many lines above and below the cursor
 _CLOSER_OF = {"(": ")", "[": "]", "{": "}"}
 _CLOSERS = frozenset(_CLOSER_OF.values())
@@ -40,24 +42,13 @@ def _bracket_tokens(tree: tree_sitter.Tree, start: int, end: int) -> list[tuple[
         and start <= node.start_byte < end)
 
 
-def _in_text(tree: tree_sitter.Tree, byte: int) -> bool:
-    """Whether `byte` lies in a string or comment (by its node's kind, in any grammar)."""
-    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(
-        max(0, byte - 1), max(0, byte - 1))
-    while node is not None:
-        if "string" in node.type or "comment" in node.type:
-            return True
-        node = node.parent
-    return False
-
-
 def closable_brackets(tree: tree_sitter.Tree, source: bytes, cursor_byte: int) -> int | None:
     """How many of the brackets open at `cursor_byte` a suggestion may close: those open
     there less those the code after the cursor closes. None when the code after the
     cursor closes none of them, or when the count is not consistent within SCAN_LINES
     (a closer of another kind, or more closers than openers), or with the cursor in a
     string or comment: then nothing is cut."""
-    if cursor_byte > len(source) or _in_text(tree, cursor_byte):
+    if cursor_byte > len(source) or in_string_or_comment(tree, cursor_byte):
         return None  # (past the end: a tree of an older text)
     start = cursor_byte
     for _ in range(SCAN_LINES):

@@ -48,10 +48,10 @@ from flashls.context.imports import Imports, find_imports
 from flashls.context.members import (
     chain_before,
     constraint_for,
-    in_code,
     members_of,
     module_files,
 )
+from flashls.context.syntax import in_string_or_comment
 from flashls.context.usages import Usage, query_words, select_usages
 from flashls.context.window import ANCHOR_LINES, estimate_tokens
 from flashls.engine.base import NameConstraint
@@ -442,7 +442,7 @@ class CrossFileContext:
         imports = self._selection(key, language_id, tree, text, cursor,
                                   self._definitions_budget()).imports
         dotted = imports.module_of(chain[0])
-        if dotted is None or not in_code(
+        if dotted is None or in_string_or_comment(
                 tree, len(text[:cursor].encode("utf-8", errors="surrogatepass"))):
             return None
         for part in chain[1:]:

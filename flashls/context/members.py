@@ -30,7 +30,6 @@ MAX_STAR_DEPTH = 4  # star imports followed through at most this many modules
 _CHAIN = re.compile(r"(?<![\w.)\]'\"])((?:[A-Za-z_]\w*\.)+)([A-Za-z_]\w*)?$")
 _COMPOUND = frozenset({"if_statement", "try_statement", "with_statement", "elif_clause",
                        "else_clause", "except_clause", "finally_clause", "block"})
-_NOT_CODE = frozenset({"string", "string_content", "comment", "concatenated_string"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +92,6 @@ def chain_before(line_before: str) -> tuple[list[str], str] | None:
     if match is None:
         return None
     return match.group(1).rstrip(".").split("."), match.group(2) or ""
-
-
-def in_code(tree: tree_sitter.Tree, byte_offset: int) -> bool:
-    """Whether the cursor at `byte_offset` is outside strings and comments."""
-    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(
-        max(0, byte_offset - 1), max(0, byte_offset - 1))
-    while node is not None:
-        if node.type in _NOT_CODE:
-            return False
-        node = node.parent
-    return True
 
 
 def module_files(dotted: str, importer: str,

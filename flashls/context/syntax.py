@@ -16,6 +16,19 @@ from flashls.context.languages import grammar
 log = logging.getLogger(__name__)
 
 
+def in_string_or_comment(tree: tree_sitter.Tree, byte: int) -> bool:
+    """Whether a cursor at `byte` lies in a string or comment: a node whose kind names one
+    (`string`, `string_content`, `template_string`, `line_comment`) holds the byte before
+    it, in any grammar."""
+    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(
+        max(0, byte - 1), max(0, byte - 1))
+    while node is not None:
+        if "string" in node.type or "comment" in node.type:
+            return True
+        node = node.parent
+    return False
+
+
 @dataclass
 class ParsedDocument:
     """A document's last parsed bytes and tree."""

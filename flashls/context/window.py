@@ -212,8 +212,10 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
     window_budget = prefix_budget - estimate_tokens(line_prefix)
     start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0))
     outer = ""
-    if tree is not None and start > 0:
+    cursor_byte = 0  # the cursor's offset in the tree's source, when there is a tree
+    if tree is not None:
         cursor_byte = len(text[:cursor].encode("utf-8", errors="surrogatepass"))
+    if tree is not None and start > 0:
         outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
                                outer_budget)
     if not outer:
@@ -224,9 +226,7 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
     indent = line_prefix[:len(line_prefix) - len(line_prefix.lstrip())]
     closable = None
     if tree is not None and not line_suffix.strip():
-        source = tree.root_node.text or b""
-        closable = closable_brackets(tree, source, len(
-            text[:cursor].encode("utf-8", errors="surrogatepass")))
+        closable = closable_brackets(tree, tree.root_node.text or b"", cursor_byte)
     return CompletionContext(prefix=outer + text[start:cursor], suffix=suffix,
                              line_prefix=line_prefix, line_suffix=line_suffix,
                              multiline=wants, indent=indent, closable=closable)
