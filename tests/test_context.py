@@ -11,6 +11,7 @@ import tree_sitter
 
 from flashls.context import SyntaxTrees, build_context, language_of_path, position_to_offset
 from flashls.context.brackets import closable_brackets
+from flashls.context.syntax import line_starts_in_string_or_comment
 from flashls.context.window import ANCHOR_LINES, estimate_tokens
 
 
@@ -173,3 +174,25 @@ def test_brackets_are_counted_in_other_languages_too() -> None:
     # `[` and `g(` are open and both close below; the quoted `}` is no token
     assert closable_brackets(tree, text.encode(), cursor) == 0
     assert closable_brackets(tree, text.encode(), len(text) + 9) is None  # a stale tree
+
+
+def test_a_line_starts_in_a_string_or_comment_by_its_first_non_blank_character() -> None:
+    text = textwrap.dedent('''\
+        def f(x):
+            """One line."""
+            y = """a string
+        that goes on
+        and ends""" + x
+            # a comment
+            return g("text", x)  # a trailing comment
+        ''')
+    lines = text.split("\n")
+    tree = SyntaxTrees().update("file:///t.py", "python", text)
+    assert tree is not None
+    assert [row for row, line in enumerate(lines)
+            if line_starts_in_string_or_comment(tree, row, line)] == [1, 3, 4, 5]
+    js = "const s = `a\n  b`;\n/* c\n d */ f();\n"
+    tree = SyntaxTrees().update("file:///t.js", "javascript", js)
+    assert tree is not None
+    assert [row for row, line in enumerate(js.split("\n"))
+            if line_starts_in_string_or_comment(tree, row, line)] == [1, 2, 3]

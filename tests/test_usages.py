@@ -28,6 +28,12 @@ SENDER = textwrap.dedent("""\
         value = quote(header, charset)
         path = os.path.join("a", "b")
         return value
+
+    def receive(header):
+        '''Undo send(): unquote the header.
+
+        Nor is a docstring: quote(header) and send() are prose here.'''
+        return unquote(header)
 """)
 
 
@@ -40,7 +46,9 @@ def test_a_file_s_usages_are_its_lines_using_imported_names_with_the_words_above
     assert [(u.line, u.text, u.names) for u in usages] == [
         (3, "def send(header, charset):", ("send",)),  # a defined name: its header shows it
         (5, "value = quote(header, charset)", ("quote",)),
-        (6, 'path = os.path.join("a", "b")', ("os",))]
+        (6, 'path = os.path.join("a", "b")', ("os",)),
+        (9, "def receive(header):", ("receive",)),
+        (13, "return unquote(header)", ("unquote",))]
     assert {"send", "header", "charset", "value"} <= set(usages[1].context)
     assert "path" not in usages[1].context  # only the line and the lines above it
 

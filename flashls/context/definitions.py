@@ -20,6 +20,7 @@ import tree_sitter
 from flashls.context.imports import find_imports
 from flashls.context.languages import SPECS, grammar, key_path, top_level_nodes
 from flashls.context.members import Exports, extract_exports
+from flashls.context.syntax import line_starts_in_string_or_comment
 from flashls.context.usages import Usage, extract_usages
 
 MAX_HEADER_LINES = 4
@@ -200,9 +201,11 @@ def parse_source(key: str, language_id: str, text: str, usages: bool = True) -> 
     exports = extract_exports(tree, language_id)
     if not usages:
         return IndexedFile(tuple(definitions), (), exports)
+    lines = text.split("\n")
     return IndexedFile(tuple(definitions), tuple(extract_usages(
-        key, find_imports(tree, language_id), text.split("\n"),
-        [definition.name for definition in definitions])), exports)
+        key, find_imports(tree, language_id), lines,
+        [definition.name for definition in definitions],
+        lambda row: line_starts_in_string_or_comment(tree, row, lines[row]))), exports)
 
 
 class IndexCounts(NamedTuple):

@@ -20,8 +20,21 @@ def in_string_or_comment(tree: tree_sitter.Tree, byte: int) -> bool:
     """Whether a cursor at `byte` lies in a string or comment: a node whose kind names one
     (`string`, `string_content`, `template_string`, `line_comment`) holds the byte before
     it, in any grammar."""
-    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(
-        max(0, byte - 1), max(0, byte - 1))
+    return _in_prose(tree.root_node.descendant_for_byte_range(max(0, byte - 1),
+                                                              max(0, byte - 1)))
+
+
+def line_starts_in_string_or_comment(tree: tree_sitter.Tree, row: int, line: str) -> bool:
+    """Whether the first non-blank character of `line`, the tree's `row`, lies in a string
+    or comment (a docstring's lines, a comment line). Leading blanks are ASCII, so their
+    count is the tree's byte column."""
+    column = len(line) - len(line.lstrip())
+    return column < len(line) and _in_prose(
+        tree.root_node.descendant_for_point_range((row, column), (row, column + 1)))
+
+
+def _in_prose(node: tree_sitter.Node | None) -> bool:
+    """Whether `node` or one above it is a string or comment (by its kind's name)."""
     while node is not None:
         if "string" in node.type or "comment" in node.type:
             return True

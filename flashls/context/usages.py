@@ -9,7 +9,7 @@ among them happens per request in `crossfile.py`. A call written elsewhere in th
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from flashls.context.imports import WORD, Imports
@@ -34,11 +34,14 @@ class Usage:
 
 
 def extract_usages(key: str, imports: Imports, lines: Sequence[str],
-                   defined: Iterable[str] = ()) -> list[Usage]:
+                   defined: Iterable[str] = (),
+                   prose: Callable[[int], bool] | None = None) -> list[Usage]:
     """The lines of a file that use names it imports or `defined` names (its top-level
     ones: how a module uses its own class is how others use it too, and a definition's
-    own header line shows how to call it), import statements and comments left out, at
-    most MAX_PER_NAME a name and MAX_PER_FILE in all, in file order."""
+    own header line shows how to call it), import statements, comments and the rows
+    `prose` says start in a string or comment (docstrings, whose words name the module's
+    names as often as its code does) left out, at most MAX_PER_NAME a name and
+    MAX_PER_FILE in all, in file order."""
     wanted = {name for name in (*imports.bound(), *defined) if len(name) >= MIN_NAME_CHARS}
     if not wanted:
         return []
@@ -51,7 +54,7 @@ def extract_usages(key: str, imports: Imports, lines: Sequence[str],
             continue
         used = tuple(dict.fromkeys(word for word in WORD.findall(text) if word in wanted
                                    and per_name.get(word, 0) < MAX_PER_NAME))
-        if not used:
+        if not used or (prose is not None and prose(row)):
             continue
         for name in used:
             per_name[name] = per_name.get(name, 0) + 1
