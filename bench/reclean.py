@@ -1,9 +1,10 @@
 """What would today's post-processing make of the answers a `flashls bench repo` run recorded?
 
 A measurement, not a feature: post-processing only cuts the text the model wrote, so
-applying the current `postprocess.clean` to a report's answers gives what the server would
-now show for them, without running the model again (the window settings are the defaults,
-as in `bench repo`, single-line as it asks):
+applying the current stop rule and `postprocess.clean` to a report's answers gives what the
+server would now show for them, without running the model again (greedy decoding writes the
+same text up to an earlier stop; the window settings are the defaults, as in `bench repo`,
+single-line as it asks):
 
     .venv/bin/python bench/reclean.py bench/reports/repo-<stamp>.json
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from flashls.bench.repo_metrics import score
 from flashls.bench.repo_sites import Site, masked_document
 from flashls.context import SyntaxTrees, build_context, position_to_offset
-from flashls.postprocess import clean
+from flashls.postprocess import clean, stop_rule
 from flashls.settings import Settings
 
 _SITE_FIELDS = {field.name for field in dataclasses.fields(Site)}
@@ -48,7 +49,8 @@ def main() -> None:
                     text, cursor, language_id="python", tree=tree,
                     prefix_budget=settings.prefix_budget_tokens,
                     suffix_budget=settings.suffix_budget_tokens, multiline="never")
-                now = clean(answer["text"], context)
+                cut = stop_rule(context, settings.max_lines)(answer["text"])
+                now = clean(answer["text"] if cut is None else answer["text"][:cut], context)
                 was_exact = score(answer["text"], site.target).exact_match
                 is_exact = score(now, site.target).exact_match
                 scored += 1

@@ -13,6 +13,7 @@ from flashls.engine.base import StopRule
 
 REPEATED_LINES = 3  # a run of this many copies of the same 1-3 lines is degenerate
 REPEATED_UNITS = 6  # ... of the same 2-16 characters within a line
+REPEATED_LONG_UNITS = 4  # ... of the same 17-48 characters (`_bootstrap_external.`)
 MIN_REPEATED_CHARS = 16
 CLOSERS = frozenset(")]}\"'`")
 _CLOSER_CHARS = "".join(sorted(CLOSERS))
@@ -77,18 +78,22 @@ def _repeated_lines(lines: list[str]) -> int | None:
 
 
 def repeated_tail(text: str) -> int | None:
-    """Where to cut a line that ends in REPEATED_UNITS copies of the same 2-16 characters
-    (at least MIN_REPEATED_CHARS, with a letter or digit in them: not `-----` or `0000`
-    rules and literals): after the first copy. None when it does not."""
-    for period in range(2, 17):
-        run = period * REPEATED_UNITS
+    """Where to cut a line that ends in REPEATED_UNITS copies of the same 2-16 characters,
+    or REPEATED_LONG_UNITS of the same 17-48, (at least MIN_REPEATED_CHARS, with a letter
+    or digit in them: not `-----` or `0000` rules and literals): after the first copy of
+    the whole run. None when it does not."""
+    for period in range(2, 49):
+        run = period * (REPEATED_UNITS if period <= 16 else REPEATED_LONG_UNITS)
         if len(text) < max(run, MIN_REPEATED_CHARS):
             continue
         unit = text[-period:]
         if not any(char.isalnum() for char in unit) or len(set(unit)) == 1:
             continue
-        if text.endswith(unit * REPEATED_UNITS):
-            return len(text) - run + period
+        if text.endswith(unit * (run // period)):
+            start = len(text) - run
+            while text.endswith(unit, 0, start):  # the run's earlier copies
+                start -= period
+            return start + period
     return None
 
 

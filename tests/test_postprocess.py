@@ -78,12 +78,17 @@ def test_a_suggestion_writing_past_an_auto_closed_bracket_stops_before_it() -> N
 def test_a_line_repeating_the_same_few_characters_is_cut_after_the_first() -> None:
     rule = stop_rule(context_at("values = |\n"), max_lines=8)
     assert rule("[a, b, c]") is None
-    looping = "foo(" + "bar, " * 6
-    cut = rule(looping)
-    assert cut is not None and looping[:cut] == "foo(bar, "
+    for copies in (6, 9):
+        looping = "foo(" + "bar, " * copies
+        cut = rule(looping)
+        assert cut is not None and looping[:cut] == "foo(bar, "
     # Rules, separators and long literals are not loops.
     assert rule("'" + "-" * 40) is None and rule("0x" + "0" * 32) is None
     assert rule("'ab" + "=" * 30) is None
+    chain = "_bootstrap_external." * 5  # a longer unit: fewer copies make a loop
+    cut = rule(chain)
+    assert cut is not None and chain[:cut] == "_bootstrap_external."
+    assert rule("f(first_argument, first_argument, first_argument)") is None  # three
 
 
 def test_a_block_repeating_the_same_lines_is_cut_after_the_first_copy() -> None:
