@@ -83,13 +83,14 @@ def repeated_tail(text: str) -> int | None:
     or digit in them: not `-----` or `0000` rules and literals): after the first copy of
     the whole run. None when it does not."""
     for period in range(2, 49):
-        run = period * (REPEATED_UNITS if period <= 16 else REPEATED_LONG_UNITS)
+        copies = REPEATED_UNITS if period <= 16 else REPEATED_LONG_UNITS
+        run = period * copies
         if len(text) < max(run, MIN_REPEATED_CHARS):
             continue
         unit = text[-period:]
         if not any(char.isalnum() for char in unit) or len(set(unit)) == 1:
             continue
-        if text.endswith(unit * (run // period)):
+        if text.endswith(unit * copies):
             start = len(text) - run
             while text.endswith(unit, 0, start):  # the run's earlier copies
                 start -= period
