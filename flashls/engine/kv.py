@@ -305,6 +305,12 @@ class KvLayout:
         self._memory.decode([token], self.end, 0)
         self.generated += 1
 
+    def drop_generated(self) -> None:
+        """Take the generated cells back out: the cache holds the prompt alone again (its
+        last token's logits are gone until the next decode)."""
+        self._memory.remove(0, len(self.head) + len(self.tail), -1)
+        self.generated = 0
+
     def forget(self) -> None:
         """Empty the cache and the snapshots (after a llama.cpp error)."""
         for sequence in HEAD_SEQUENCES:

@@ -57,6 +57,8 @@ INITIAL_PROMPT_RATE = 100.0
 # With a request's `names`: how many of the likeliest tokens are checked besides those
 # the rule lists (end tokens, and what may follow a whole name besides the likeliest).
 RULE_NEAR_TOP = 64
+# The most tokens `name_lookahead` writes of one candidate name (with the one ending it).
+MAX_NAME_TOKENS = 12
 GENERATION_RESERVE_S = 0.3
 MAX_CHUNK_LOOKAHEAD_S = 0.35
 DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
@@ -84,6 +86,8 @@ class _Decoding:
     first: int | None = None  # the first token to take instead of the likeliest
     # The request's `names` as a check of tokens, while it applies (None after).
     rule: NameRule | None = None
+    # Tokens chosen ahead (the rest of a name `name_lookahead` picked), taken in order.
+    forced: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.request.names is not None:
@@ -319,12 +323,60 @@ class LlamaEngine:
         return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
 
     def _first_token(self, decoding: _Decoding) -> tuple[int, bytes]:
-        healed = decoding.healed
-        ranked = self._ranked_first_tokens(healed, 1, decoding.rule)
+        healed, rule = decoding.healed, decoding.rule
+        width = max(self._settings.name_lookahead, 1) if rule is not None else 1
+        ranked = self._ranked_first_tokens(healed, width, rule)
         if not ranked:  # no token fits the rule (its names cannot be tokenized)
             decoding.rule = None
             ranked = self._ranked_first_tokens(healed, 1)
+        elif len(ranked) > 1:
+            assert rule is not None
+            first, *decoding.forced = self._likeliest_name(rule, healed, ranked)
+            return first, self._pieces[first][len(healed):]
         return ranked[0], self._pieces[ranked[0]][len(healed):]
+
+    def _likeliest_name(self, rule: NameRule, healed: bytes, ranked: list[int]) -> list[int]:
+        """Of the names that start with each of the `ranked` first tokens (likeliest
+        first; the cache holds the prompt alone), written on greedily as `_next_token`
+        does, up to and with the token that ends the name: the tokens of the likeliest.
+        A candidate stops being written once it falls below the best so far; the cache
+        holds the prompt alone again after. Raises Cancelled (the cache as before)."""
+        assert self._kv is not None
+        logits = self._logits()
+        scores = logits - (np.max(logits) + np.log(np.sum(np.exp(logits - np.max(logits)))))
+        best: list[int] = ranked[:1]
+        best_score = -np.inf
+        for token in ranked:
+            path, score = [token], float(scores[token])
+            output = bytearray(self._pieces[token][len(healed):])
+            try:
+                while (score > best_score and len(path) < MAX_NAME_TOKENS
+                       and rule.word(bytes(output)) is not None
+                       and path[-1] not in self._stop_ids and not self._is_end(path[-1])):
+                    self._kv.append_generated(path[-1])
+                    step = self._logits()
+                    following = int(np.argmax(step))
+                    word = rule.word(bytes(output))
+                    assert word is not None
+                    if not self._fits(rule, word, following):
+                        fitting = self._allowed(rule, word, step, None, b"", 1)
+                        if not fitting:
+                            break
+                        following = fitting[0]
+                    top = float(np.max(step))
+                    score += float(step[following]) - top - float(
+                        np.log(np.sum(np.exp(step - top))))
+                    path.append(following)
+                    output += self._pieces[following]
+            except RuntimeError as error:
+                self._forget_cache()
+                raise EngineError(f"llama.cpp failed while generating: {error}") from error
+            finally:
+                if self._kv is not None and self._kv.generated:
+                    self._kv.drop_generated()
+            if score > best_score:
+                best, best_score = path, score
+        return best
 
     def _fits(self, rule: NameRule, word: bytes, token: int, healed: bytes = b"") -> bool:
         """Whether `token` (its text after the `healed` bytes) may follow `word`."""
@@ -537,6 +589,9 @@ class LlamaEngine:
         except RuntimeError as error:
             self._forget_cache()
             raise EngineError(f"llama.cpp failed while generating: {error}") from error
+        if decoding.forced:
+            token = decoding.forced.pop(0)
+            return token, self._pieces[token]
         logits = self._logits()
         token = int(np.argmax(logits))
         rule = decoding.rule
