@@ -124,7 +124,7 @@ class Settings:
         "in `context_sources`; followed by the local engine, `llama-server` (as a grammar) "
         "and, through `openai`, by llama_cpp.server and llama-server (not vLLM or Ollama).")
     name_lookahead: int = _setting(
-        0, "Where `constrain_names` applies, the local engine writes out the name after "
+        4, "Where `constrain_names` applies, the local engine writes out the name after "
         "each of this many likeliest first tokens and keeps the likeliest whole name "
         "(with the token that ends it) instead of the likeliest first token; 0 or 1 keeps "
         "the first token's choice.", minimum=0, maximum=16)

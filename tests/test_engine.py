@@ -314,3 +314,33 @@ def test_a_name_constraint_keeps_the_name_after_module_dot_to_the_module_s(
     short = engine.generate(GenerationRequest(prefix, SHAPES_SUFFIX, 12, never_stop,
                                               names=NameConstraint("", ("zq",))), CancelToken())
     assert short.text.startswith("zq") and not re.match(r"\w", short.text[2:]), short.text
+
+
+# After `math.` the model is sure to write `sqrt`; the name a constraint allows that
+# starts with it goes on with text no model would write, and two others do not.
+MATH_PREFIX = "import math\n\n\ndef hypot(a, b):\n    return math."
+MATH_NAMES = NameConstraint("", ("hypot", "pow", "sqrt_zq_qq_v9"))
+
+
+def test_name_lookahead_keeps_the_likeliest_whole_name_not_the_first_token_s(
+        engine: LlamaEngine, model_path: Path) -> None:
+    unconstrained = GenerationRequest(MATH_PREFIX, "\n", 12, never_stop)
+    (best, best_logit), (_, second_logit) = engine.first_token_candidates(unconstrained)
+    assert best == "sqrt" and best_logit - second_logit > SURE_MARGIN
+    request = GenerationRequest(MATH_PREFIX, "\n", 12, never_stop, names=MATH_NAMES)
+    # Without lookahead, the constraint holds the model's first token to its only name.
+    assert engine.generate(request, CancelToken()).text.startswith("sqrt_zq_qq_v9")
+    looking = LlamaEngine(Settings(model=str(model_path), n_threads=2, name_lookahead=4))
+    try:
+        chosen = looking.generate(request, CancelToken())
+        assert chosen.text.startswith(("hypot", "pow")), chosen.text
+        # The candidates written ahead left the cache holding the prompt alone: the same
+        # request again evaluates only the markers and writes one of those names again.
+        again = looking.generate(request, CancelToken())
+        assert again.timings.evaluated_tokens <= 6
+        assert again.text.startswith(("hypot", "pow")), again.text
+        # The alternatives include the first token's name (the usual answer is not it).
+        others = looking.alternatives(request, 2, CancelToken())
+        assert any(other.text.startswith("sqrt_zq_qq_v9") for other in others), others
+    finally:
+        looking.close()

@@ -64,6 +64,13 @@ MAX_CHUNK_LOOKAHEAD_S = 0.35
 DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
 
 
+def _log_softmax(logits: np.ndarray[Any, np.dtype[np.float32]]
+                 ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Log-probabilities of the next token from its logits."""
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - float(np.log(np.sum(np.exp(shifted))))
+
+
 def default_thread_count() -> int:
     """Physical cores, roughly: hyper-threads slow llama.cpp's decoding down."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
@@ -322,7 +329,7 @@ class LlamaEngine:
         pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
 
-    def _first_token(self, decoding: _Decoding) -> tuple[int, bytes]:
+    def _first_token(self, decoding: _Decoding, cancel: CancelToken) -> tuple[int, bytes]:
         healed, rule = decoding.healed, decoding.rule
         width = max(self._settings.name_lookahead, 1) if rule is not None else 1
         ranked = self._ranked_first_tokens(healed, width, rule)
@@ -331,41 +338,43 @@ class LlamaEngine:
             ranked = self._ranked_first_tokens(healed, 1)
         elif len(ranked) > 1:
             assert rule is not None
-            first, *decoding.forced = self._likeliest_name(rule, healed, ranked)
+            first, *decoding.forced = self._likeliest_name(rule, healed, ranked, cancel)
             return first, self._pieces[first][len(healed):]
         return ranked[0], self._pieces[ranked[0]][len(healed):]
 
-    def _likeliest_name(self, rule: NameRule, healed: bytes, ranked: list[int]) -> list[int]:
+    def _likeliest_name(self, rule: NameRule, healed: bytes, ranked: list[int],
+                        cancel: CancelToken) -> list[int]:
         """Of the names that start with each of the `ranked` first tokens (likeliest
-        first; the cache holds the prompt alone), written on greedily as `_next_token`
-        does, up to and with the token that ends the name: the tokens of the likeliest.
-        A candidate stops being written once it falls below the best so far; the cache
-        holds the prompt alone again after. Raises Cancelled (the cache as before)."""
+        first; the cache holds the prompt alone), each written on greedily under `rule`
+        up to and with the token that ends it: the tokens of the likeliest. A candidate
+        is dropped once it falls below the best so far, and the search ends at the
+        deadline (with the first candidate, written so far, if it is the only one). The
+        cache holds the prompt alone again after. Raises Cancelled (the cache as before)."""
         assert self._kv is not None
-        logits = self._logits()
-        scores = logits - (np.max(logits) + np.log(np.sum(np.exp(logits - np.max(logits)))))
-        best: list[int] = ranked[:1]
+        best: list[int] = []
         best_score = -np.inf
+        scores = _log_softmax(self._logits())
         for token in ranked:
             path, score = [token], float(scores[token])
             output = bytearray(self._pieces[token][len(healed):])
+            cut = False
             try:
-                while (score > best_score and len(path) < MAX_NAME_TOKENS
-                       and rule.word(bytes(output)) is not None
-                       and path[-1] not in self._stop_ids and not self._is_end(path[-1])):
+                while score > best_score and len(path) < MAX_NAME_TOKENS:
+                    if cancel.expired():
+                        cut = True
+                        break
+                    word = rule.word(bytes(output))
+                    if word is None or path[-1] in self._stop_ids or self._is_end(path[-1]):
+                        break  # the name ended (with this token)
                     self._kv.append_generated(path[-1])
                     step = self._logits()
                     following = int(np.argmax(step))
-                    word = rule.word(bytes(output))
-                    assert word is not None
                     if not self._fits(rule, word, following):
                         fitting = self._allowed(rule, word, step, None, b"", 1)
                         if not fitting:
                             break
                         following = fitting[0]
-                    top = float(np.max(step))
-                    score += float(step[following]) - top - float(
-                        np.log(np.sum(np.exp(step - top))))
+                    score += float(_log_softmax(step)[following])
                     path.append(following)
                     output += self._pieces[following]
             except RuntimeError as error:
@@ -374,6 +383,8 @@ class LlamaEngine:
             finally:
                 if self._kv is not None and self._kv.generated:
                     self._kv.drop_generated()
+            if cut:  # a later candidate, cut short, would be overrated
+                return best or path
             if score > best_score:
                 best, best_score = path, score
         return best
@@ -578,11 +589,11 @@ class LlamaEngine:
         timings.generated_tokens = decoding.steps - already
         return GenerationResult(text, finish, timings)
 
-    def _next_token(self, decoding: _Decoding) -> tuple[int, bytes]:
+    def _next_token(self, decoding: _Decoding, cancel: CancelToken) -> tuple[int, bytes]:
         if decoding.steps == 0 and decoding.first is not None:
             return decoding.first, self._pieces[decoding.first][len(decoding.healed):]
         if decoding.steps == 0:
-            return self._first_token(decoding)
+            return self._first_token(decoding, cancel)
         assert self._kv is not None and decoding.pending is not None
         try:
             self._kv.append_generated(decoding.pending)
@@ -611,7 +622,7 @@ class LlamaEngine:
         text = decoding.output.decode("utf-8", errors="ignore")
         while decoding.steps < request.max_tokens:
             try:
-                token, piece = self._next_token(decoding)
+                token, piece = self._next_token(decoding, cancel)
             except Cancelled:  # aborted while decoding the last token: nothing to resume
                 return text, "cancelled"
             if token in self._stop_ids or self._is_end(token):
@@ -635,7 +646,8 @@ class LlamaEngine:
     def alternatives(self, request: GenerationRequest, count: int,
                      cancel: CancelToken) -> list[GenerationResult]:
         """Other suggestions for `request`'s full window: one greedy continuation for each
-        of the `count` likeliest first tokens after the best (end markers skipped). None
+        of the `count` likeliest first tokens after the best (end markers skipped; with
+        `name_lookahead` under a name rule, of the `count + 1` likeliest). None
         when the full prompt is not cached enough to be evaluated before the deadline."""
         self.load()
         with self._watching(cancel):
@@ -657,8 +669,11 @@ class LlamaEngine:
         try:
             self._evaluate_prompt(head, tail, stop)
             rule = None if request.names is None else NameRule(request.names)
-            ranked = [token for token in self._ranked_first_tokens(healed, count + 8, rule)[1:]
-                      if token not in self._stop_ids and not self._is_end(token)][:count]
+            # With `name_lookahead`, the usual answer may start with another token than
+            # the likeliest: keep that one too (the caller drops the usual answer's text).
+            skip = 0 if rule is not None and self._settings.name_lookahead > 1 else 1
+            ranked = [token for token in self._ranked_first_tokens(healed, count + 8, rule)[skip:]
+                      if token not in self._stop_ids and not self._is_end(token)][:count + 1 - skip]
             for token in ranked:
                 if results:  # drop the cells the previous one generated
                     self._evaluate_prompt(head, tail, stop)
