@@ -328,19 +328,20 @@ def test_name_lookahead_keeps_the_likeliest_whole_name_not_the_first_token_s(
     (best, best_logit), (_, second_logit) = engine.first_token_candidates(unconstrained)
     assert best == "sqrt" and best_logit - second_logit > SURE_MARGIN
     request = GenerationRequest(MATH_PREFIX, "\n", 12, never_stop, names=MATH_NAMES)
-    # Without lookahead, the constraint holds the model's first token to its only name.
-    assert engine.generate(request, CancelToken()).text.startswith("sqrt_zq_qq_v9")
-    looking = LlamaEngine(Settings(model=str(model_path), n_threads=2, name_lookahead=4))
+    # Token by token, the constraint holds the model's first token to its only name.
+    plain = LlamaEngine(Settings(model=str(model_path), n_threads=2, name_lookahead=0))
     try:
-        chosen = looking.generate(request, CancelToken())
-        assert chosen.text.startswith(("hypot", "pow")), chosen.text
-        # The candidates written ahead left the cache holding the prompt alone: the same
-        # request again evaluates only the markers and writes one of those names again.
-        again = looking.generate(request, CancelToken())
-        assert again.timings.evaluated_tokens <= 6
-        assert again.text.startswith(("hypot", "pow")), again.text
-        # The alternatives include the first token's name (the usual answer is not it).
-        others = looking.alternatives(request, 2, CancelToken())
-        assert any(other.text.startswith("sqrt_zq_qq_v9") for other in others), others
+        assert plain.generate(request, CancelToken()).text.startswith("sqrt_zq_qq_v9")
     finally:
-        looking.close()
+        plain.close()
+    assert Settings().name_lookahead > 1  # the default `engine` looks ahead
+    chosen = engine.generate(request, CancelToken())
+    assert chosen.text.startswith(("hypot", "pow")), chosen.text
+    # The candidates written ahead left the cache holding the prompt alone: the same
+    # request again evaluates only the markers and writes one of those names again.
+    again = engine.generate(request, CancelToken())
+    assert again.timings.evaluated_tokens <= 6
+    assert again.text.startswith(("hypot", "pow")), again.text
+    # The alternatives include the first token's name (the usual answer is not it).
+    others = engine.alternatives(request, 2, CancelToken())
+    assert any(other.text.startswith("sqrt_zq_qq_v9") for other in others), others

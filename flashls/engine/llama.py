@@ -368,12 +368,9 @@ class LlamaEngine:
                         break  # the name ended (with this token)
                     self._kv.append_generated(path[-1])
                     step = self._logits()
-                    following = int(np.argmax(step))
-                    if not self._fits(rule, word, following):
-                        fitting = self._allowed(rule, word, step, None, b"", 1)
-                        if not fitting:
-                            break
-                        following = fitting[0]
+                    following = self._ruled_token(rule, word, step)
+                    if following is None:
+                        break
                     score += float(_log_softmax(step)[following])
                     path.append(following)
                     output += self._pieces[following]
@@ -604,18 +601,27 @@ class LlamaEngine:
             token = decoding.forced.pop(0)
             return token, self._pieces[token]
         logits = self._logits()
-        token = int(np.argmax(logits))
         rule = decoding.rule
         word = None if rule is None else rule.word(bytes(decoding.output))
         if rule is None or word is None:
             decoding.rule = None
-        elif not self._fits(rule, word, token):
-            fitting = self._allowed(rule, word, logits, None, b"", 1)
-            if fitting:
-                token = fitting[0]
-            else:
+            token = int(np.argmax(logits))
+        else:
+            ruled = self._ruled_token(rule, word, logits)
+            if ruled is None:
                 decoding.rule = None  # no token fits (the names cannot be tokenized)
+            token = int(np.argmax(logits)) if ruled is None else ruled
         return token, self._pieces[token]
+
+    def _ruled_token(self, rule: NameRule, word: bytes,
+                     logits: np.ndarray[Any, np.dtype[np.float32]]) -> int | None:
+        """The likeliest token if `rule` lets it follow `word`, else the likeliest one it
+        lets; None when it lets none."""
+        token = int(np.argmax(logits))
+        if self._fits(rule, word, token):
+            return token
+        fitting = self._allowed(rule, word, logits, None, b"", 1)
+        return fitting[0] if fitting else None
 
     def _decode_tokens(self, decoding: _Decoding, cancel: CancelToken) -> tuple[str, str]:
         request = decoding.request
