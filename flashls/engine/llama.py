@@ -378,7 +378,7 @@ class LlamaEngine:
                 self._forget_cache()
                 raise EngineError(f"llama.cpp failed while generating: {error}") from error
             finally:
-                if self._kv is not None and self._kv.generated:
+                if self._kv.generated:  # zero after `_forget_cache` too
                     self._kv.drop_generated()
             if cut:  # a later candidate, cut short, would be overrated
                 return best or path
@@ -598,19 +598,15 @@ class LlamaEngine:
             self._forget_cache()
             raise EngineError(f"llama.cpp failed while generating: {error}") from error
         if decoding.forced:
-            token = decoding.forced.pop(0)
-            return token, self._pieces[token]
+            chosen = decoding.forced.pop(0)
+            return chosen, self._pieces[chosen]
         logits = self._logits()
         rule = decoding.rule
         word = None if rule is None else rule.word(bytes(decoding.output))
-        if rule is None or word is None:
+        token = None if rule is None or word is None else self._ruled_token(rule, word, logits)
+        if token is None:  # past the name, or no token fits (it cannot be tokenized)
             decoding.rule = None
             token = int(np.argmax(logits))
-        else:
-            ruled = self._ruled_token(rule, word, logits)
-            if ruled is None:
-                decoding.rule = None  # no token fits (the names cannot be tokenized)
-            token = int(np.argmax(logits)) if ruled is None else ruled
         return token, self._pieces[token]
 
     def _ruled_token(self, rule: NameRule, word: bytes,
