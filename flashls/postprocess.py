@@ -3,10 +3,13 @@
 Guards against what small models do wrong at a cursor: a block that ends where the code
 after the cursor goes on (dedent, or the next line repeated), degenerate repetition (the
 same lines, or the same few characters, again and again), and closing brackets or quotes
-that the text after the cursor already has, on its line or below it.
+that the text after the cursor already has, on its line or below it, and a comma that
+would end a Python statement (making it a tuple).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from flashls.context import CompletionContext
 from flashls.engine.base import StopRule
@@ -160,12 +163,9 @@ def _cut_at_suffix_closers(text: str, line_prefix: str, rest: str) -> str:
     return text
 
 
-def _cut_closing_below(text: str, closable: int) -> str:
-    """`text` up to the closer that would close one of the brackets the code below the
-    cursor closes (more than `closable` of those open at the cursor), blanks before it
-    dropped (`TestCase)):` with one closable gives `TestCase)`). Brackets inside quotes
-    on one line do not count (a rough count: a quote inside a string ends it)."""
-    depth = 0
+def _bracket_steps(text: str) -> Iterator[tuple[int, int]]:
+    """(offset, +1 for an opener or -1 for a closer) of the brackets in `text` outside
+    quotes on one line (a rough count: a quote inside a string ends it)."""
     quote = ""
     for at, char in enumerate(text):
         if quote:
@@ -174,12 +174,32 @@ def _cut_closing_below(text: str, closable: int) -> str:
         elif char in "\"'`":
             quote = char
         elif char in _OPENER_OF.values():
-            depth += 1
+            yield at, 1
         elif char in _OPENER_OF:
-            depth -= 1
-            if depth < -closable:
-                return text[:at].rstrip()
+            yield at, -1
+
+
+def _cut_closing_below(text: str, closable: int) -> str:
+    """`text` up to the closer that would close one of the brackets the code below the
+    cursor closes (more than `closable` of those open at the cursor), blanks before it
+    dropped (`TestCase)):` with one closable gives `TestCase)`)."""
+    depth = 0
+    for at, step in _bracket_steps(text):
+        depth += step
+        if depth < -closable:
+            return text[:at].rstrip()
     return text
+
+
+def _without_statement_comma(text: str, statement_depth: int) -> str:
+    """`text` without a comma at its end that would end the statement, with no bracket
+    of it left open (`value = staticmethod(parse),` gives `value = staticmethod(parse)`):
+    such a comma makes the statement a tuple, which code almost never means."""
+    if not text.endswith(","):
+        return text
+    if statement_depth + sum(step for _, step in _bracket_steps(text)) != 0:
+        return text
+    return text[:-1].rstrip()
 
 
 def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> str:
@@ -192,6 +212,8 @@ def clean(text: str, context: CompletionContext, *, cut_short: bool = False) -> 
     text = text.rstrip()
     if context.closable is not None:
         text = _cut_closing_below(text, context.closable)
+    if context.statement_depth is not None:
+        text = _without_statement_comma(text, context.statement_depth)
     if not context.multiline:
         rest = context.line_suffix.strip()
         if rest and text.endswith(rest) and not set(rest) <= CLOSERS:

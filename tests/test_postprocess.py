@@ -132,3 +132,53 @@ def test_brackets_the_lines_below_close_are_not_closed_again() -> None:
     assert clean(", third)", call) == ", third"
     assert clean(', ")", third)', call) == ', ")", third'  # a quoted bracket closes nothing
     assert context_at("x = f(|\n)\n").closable is None  # no parse tree, no limit
+
+
+def context_in(language_id: str, text: str):  # type: ignore[no-untyped-def]
+    cursor = text.index("|")
+    text = text.replace("|", "", 1)
+    tree = SyntaxTrees().update("file:///t", language_id, text)
+    return build_context(text, cursor, language_id=language_id, tree=tree, prefix_budget=500,
+                         suffix_budget=500, multiline="never")
+
+
+def test_a_comma_that_would_make_a_python_statement_a_tuple_is_dropped() -> None:
+    in_class = parsed_context_at("class MessageIDHeader:\n"
+                                 "    max_count = 1\n"
+                                 "    value_parser = staticmethod(parser.|\n"
+                                 "\n"
+                                 "    def parse(self):\n"
+                                 "        pass\n")
+    assert in_class.statement_depth == 1
+    assert clean("parse_message_id),", in_class) == "parse_message_id)"
+    assert clean("parse_message_id, extra),", in_class) == "parse_message_id, extra)"
+    assert clean("parse_message_id,", in_class) == "parse_message_id,"  # `(` still open
+    assert clean("parse_message_id)", in_class) == "parse_message_id)"
+    assert clean("f(')', x),", in_class) == "f(')', x),"  # a quoted `)` closes nothing
+    returned = parsed_context_at("def decode(encoded):\n"
+                                 "    if len(encoded) % 4:\n"
+                                 "        return encoded, [errors.|\n")
+    assert clean("InvalidBase64LengthDefect()],", returned) == "InvalidBase64LengthDefect()]"
+    blank = parsed_context_at("x = compute(\n    1,\n    2)\n|\n")
+    assert blank.statement_depth == 0  # the statement above is closed
+    assert clean("y = f(x),", blank) == "y = f(x)"
+    assert clean(",", blank) == ""
+
+
+def test_a_comma_inside_brackets_opened_lines_above_is_kept() -> None:
+    table = parsed_context_at('TABLE = {\n    "a": f(1),\n    "b": g(|\n}\n')
+    assert table.statement_depth == 2  # counted from `TABLE = {`, not from the line
+    assert clean("2),", table) == "2),"
+    # A literal longer than the lines scanned: its opening line is not found, and
+    # nothing is cut.
+    long_list = "NAMES = [\n" + "".join(f"    'n{i}',\n" for i in range(60)) + "    |\n]\n"
+    deep = parsed_context_at(long_list)
+    assert deep.statement_depth is None
+    assert clean("'last',", deep) == "'last',"
+    in_string = parsed_context_at('def f(a, b):\n    """Takes a,|\n    and b."""\n')
+    assert in_string.statement_depth is None
+    assert clean(" b,", in_string) == " b,"
+    # Where `;` ends statements, a line's last comma goes on with the next line.
+    assert context_in("javascript", "let a = 1,|\n").statement_depth is None
+    assert clean("b = f(x),", context_in("javascript", "let a = 1,\n  |\n")) == "b = f(x),"
+    assert context_at("x = f(|\n").statement_depth is None  # no parse tree: not known

@@ -29,6 +29,12 @@ class LanguageSpec:
     scopes: frozenset[str]
     # Top-level nodes that bring names into the file (imports, includes, use).
     imports: frozenset[str]
+    # Where the end of a line ends a statement unless a bracket is open (Python): the
+    # nodes whose children are statements, and the keywords that only ever begin one
+    # (they say where a statement begins where a parse error hides the structure). Empty
+    # where statements end otherwise (`;`).
+    statement_lists: frozenset[str] = frozenset()
+    statement_keywords: frozenset[str] = frozenset()
 
 
 _C_SCOPES = frozenset({"function_definition", "struct_specifier", "class_specifier",
@@ -42,7 +48,12 @@ SPECS: dict[str, LanguageSpec] = {
     "python": LanguageSpec("tree_sitter_python", "language",
                            frozenset({"function_definition", "class_definition"}),
                            frozenset({"import_statement", "import_from_statement",
-                                      "future_import_statement"})),
+                                      "future_import_statement"}),
+                           frozenset({"module", "block"}),
+                           frozenset({"def", "class", "return", "import", "from", "raise",
+                                      "try", "except", "finally", "elif", "while", "with",
+                                      "pass", "break", "continue", "global", "nonlocal",
+                                      "del", "assert"})),
     "javascript": LanguageSpec("tree_sitter_javascript", "language", _JS_SCOPES, _JS_IMPORTS),
     "javascriptreact": LanguageSpec("tree_sitter_javascript", "language", _JS_SCOPES,
                                     _JS_IMPORTS),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from flashls.context.brackets import closable_brackets
+from flashls.context.brackets import closable_brackets, statement_depth
 from flashls.context.languages import SPECS, top_level_nodes
 from flashls.engine.base import NameConstraint
 
@@ -46,6 +46,10 @@ class CompletionContext:
     # How many of the brackets open at the cursor the suggestion may close, where the
     # code below closes the others (`brackets.py`); None: no limit.
     closable: int | None = None
+    # Where a line's end ends a statement (Python), how many brackets are open at the
+    # cursor since its statement began (`brackets.py`); None: unknown, or another kind of
+    # language, or text after the cursor on its line.
+    statement_depth: int | None = None
 
 
 def _unit_width(char: str, encoding: str) -> int:
@@ -224,9 +228,14 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
     wants = {"always": True, "never": False}.get(
         multiline, _wants_multiline(text, line_start, line_prefix, line_suffix))
     indent = line_prefix[:len(line_prefix) - len(line_prefix.lstrip())]
-    closable = None
+    closable = depth = None
     if tree is not None and not line_suffix.strip():
-        closable = closable_brackets(tree, tree.root_node.text or b"", cursor_byte)
+        source = tree.root_node.text or b""
+        closable = closable_brackets(tree, source, cursor_byte)
+        spec = SPECS.get(language_id)
+        if spec is not None:
+            depth = statement_depth(tree, source, cursor_byte, spec)
     return CompletionContext(prefix=outer + text[start:cursor], suffix=suffix,
                              line_prefix=line_prefix, line_suffix=line_suffix,
-                             multiline=wants, indent=indent, closable=closable)
+                             multiline=wants, indent=indent, closable=closable,
+                             statement_depth=depth)
