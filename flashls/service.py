@@ -104,7 +104,9 @@ class _Job:
         default_factory=concurrent.futures.Future)
     waiting: int = 0  # requests awaiting it now; with none it only serves the cache
     settled: bool = False  # `CompletionService._settle` has taken its result
-    shown_partial: bool = False  # a request was answered with part of it (announce the end)
+    # The newest request answered with less than this job will produce, and its cursor:
+    # when the job finishes, that request is the one the editor is told to ask again.
+    answered: tuple[CompletionRequest, int] | None = None
     text: str = ""  # the post-processed suggestion, once settled
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
@@ -401,13 +403,21 @@ class CompletionService:
         if cut:
             if not taken:
                 self._submit(_Job(CONTINUE, job.request, job.context, job.cursor,
-                                  CancelToken(), job.short, job.progress))
+                                  CancelToken(), job.short, job.progress,
+                                  answered=job.answered or (job.request, job.cursor)))
             return
-        if (job.kind == CONTINUE or job.shown_partial) and self.on_finished is not None:
-            self.on_finished(job.request)
+        if job.answered is not None:
+            self._announce(*job.answered)
         if result.timings.short_window and not taken:
             self._submit(_Job(WARM, job.request, job.context, job.cursor, CancelToken(),
                               job.short))
+
+    def _announce(self, request: CompletionRequest, cursor: int) -> None:
+        """Tell the editor to ask again at `request`'s cursor, if what is now cached
+        shows something there (it agrees with what the user typed since the job began)."""
+        hit = self.cache.find(request.uri, request.text, cursor)
+        if hit is not None and hit.text and self.on_finished is not None:
+            self.on_finished(request)
 
     def _joinable(self, request: CompletionRequest, cursor: int) -> _Job | None:
         job = self._jobs.get(request.uri)
@@ -428,7 +438,7 @@ class CompletionService:
             try:
                 if not await self._wait(job, request, cursor, started, deadline):
                     # The budget is spent, or this keystroke is shown what there is so far.
-                    job.shown_partial = True
+                    job.answered = (request, cursor)
                     self.cache.remember(request.uri, job.request.text, job.cursor,
                                         clean(job.progress.text, job.context, cut_short=True),
                                         continued=job.kind == CONTINUE)
@@ -521,7 +531,7 @@ class CompletionService:
         job.waiting += 1
         try:
             if not await self._wait(job, request, cursor, started, float("inf")):
-                job.shown_partial = True
+                job.answered = (request, cursor)
                 return Completion(clean(job.progress.text, context, cut_short=True), "model",
                                   "partial", {"total_ms": (time.perf_counter() - started) * 1000})
             queued = job.future.result()

@@ -33,7 +33,7 @@ async def client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE, server_env=SLOW_ENV))
 async def slow_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
     await lsp_client.initialize_session(initialize_params(
-        {"flashls": {"maxTokens": 200, "timeBudgetMs": 10000}}))
+        {"flashls": {"maxTokens": 200, "timeBudgetMs": 10000, "partialAnswerMs": 0}}))
     yield
     await lsp_client.shutdown_session()
 
@@ -564,3 +564,47 @@ async def test_yanked_text_reaches_the_prompt_with_the_recent_source() -> None:
         await lsp.shutdown_session()  # type: ignore[attr-defined]
     finally:
         await stop_server(lsp)
+
+
+SLOW_LOAD_ENV = {**SLOW_ENV, "FLASHLS_FAKE_LOAD_MS": "4000"}
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE, server_env=SLOW_LOAD_ENV))
+async def loading_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
+    await lsp_client.initialize_session(initialize_params())  # default settings
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_typing_while_the_model_loads_ends_in_an_announced_suggestion(
+        loading_client: LanguageClient) -> None:
+    """VS Code's first keystrokes after start: each request is cancelled by the next
+    keystroke, the generation of the first waits behind the model's load and is cut by
+    its budget; the continuation that finishes it must be announced at the cursor of the
+    last request, which typed along it, so the editor asks again and shows it."""
+    finished: list[tuple[int, int]] = []
+
+    @loading_client.feature("flashls/suggestionFinished")
+    def record(ls: LanguageClient, params: object) -> None:
+        position = params.position  # type: ignore[attr-defined]
+        finished.append((position.line, position.character))
+
+    uri = open_document(loading_client, "total = com\n")
+    for version, (character, key) in enumerate([(11, "p"), (12, "_")], start=2):
+        insert(loading_client, uri, 0, character, key, version)
+        loading_client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                             inline_params(uri, 0, character + 1),
+                                             msg_id=f"key-{version}")
+        await asyncio.sleep(0.15)
+        # VS Code cancels the request in flight at each keystroke.
+        loading_client.protocol.notify(types.CANCEL_REQUEST,
+                                       types.CancelParams(id=f"key-{version}"))
+    insert(loading_client, uri, 0, 13, "d", 4)
+    # Its budget (1.5 s) ran out while the model loaded: nothing to show yet.
+    assert await inline(loading_client, uri, 0, 14) == []
+    for _ in range(100):
+        if finished:
+            break
+        await asyncio.sleep(0.1)
+    assert finished == [(0, 14)]
+    assert await inline(loading_client, uri, 0, 14) == ["one(1)"]  # from the cache

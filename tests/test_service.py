@@ -38,7 +38,7 @@ def typed(extra: str) -> CompletionRequest:
 
 def service() -> tuple[CompletionService, GatedEngine]:
     engine = GatedEngine()
-    return CompletionService(Settings(time_budget_ms=600), engine), engine
+    return CompletionService(Settings(time_budget_ms=600, partial_answer_ms=0), engine), engine
 
 
 async def test_keystrokes_along_a_cut_suggestion_wait_for_its_continuation() -> None:
@@ -90,7 +90,7 @@ async def test_a_cancelled_request_keeps_generating_for_the_keystroke_after_it()
     # An editor cancels the request of every keystroke when the next one comes; the next
     # request, typed along the first one's text, waits for that generation to finish.
     engine = FakeEngine(token_ms=100)
-    pipeline = CompletionService(Settings(time_budget_ms=5000), engine)
+    pipeline = CompletionService(Settings(time_budget_ms=5000, partial_answer_ms=0), engine)
     first = asyncio.create_task(pipeline.complete(typed("")))
     await asyncio.sleep(0.05)
     first.cancel()
@@ -103,7 +103,7 @@ async def test_a_cancelled_request_keeps_generating_for_the_keystroke_after_it()
 
 async def test_work_nobody_waits_for_yields_to_a_request_in_another_document() -> None:
     engine = FakeEngine(token_ms=300)
-    pipeline = CompletionService(Settings(time_budget_ms=10000), engine)
+    pipeline = CompletionService(Settings(time_budget_ms=10000, partial_answer_ms=0), engine)
     # "fake_completion(1)": six tokens, 1.8 s, if nothing stops it.
     orphan = asyncio.create_task(pipeline.complete(
         CompletionRequest("file:///work/b.py", "python", "x = (\n", 0, 5)))
@@ -225,9 +225,11 @@ async def test_a_partial_answer_shows_whole_words_and_the_generation_goes_on() -
     whole = await pipeline.complete(typed("_"))
     assert (whole.source, whole.text) == ("cache", "done(1)")
     assert engine.calls == 1
-    assert [request.character for request in announced] == [len(LINE)]  # the end, told once
-    # Off by default: a request waits for the whole suggestion.
-    waiting = CompletionService(Settings(time_budget_ms=5000), FakeEngine(token_ms=50))
+    # The end is told once, at the newest cursor that was shown part of it.
+    assert [request.character for request in announced] == [len(LINE) + 1]
+    # Turned off, a request waits for the whole suggestion.
+    waiting = CompletionService(Settings(time_budget_ms=5000, partial_answer_ms=0),
+                                FakeEngine(token_ms=50))
     assert (await waiting.complete(typed(""))).text == "_done(1)"
     pipeline.close()
     waiting.close()

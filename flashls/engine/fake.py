@@ -30,16 +30,25 @@ def fake_middle(prefix: str) -> str:
 
 
 class FakeEngine:
-    """Answers `fake_middle(prefix)` at `token_ms` milliseconds a token."""
+    """Answers `fake_middle(prefix)` at `token_ms` milliseconds a token, after a load
+    of `load_ms`."""
 
-    def __init__(self, token_ms: float | None = None) -> None:
+    def __init__(self, token_ms: float | None = None, load_ms: float | None = None) -> None:
         self.token_ms = token_ms if token_ms is not None else float(
             os.environ.get("FLASHLS_FAKE_TOKEN_MS", "2"))
+        # How long `load` takes, as a model's load would (FLASHLS_FAKE_LOAD_MS).
+        self.load_ms = load_ms if load_ms is not None else float(
+            os.environ.get("FLASHLS_FAKE_LOAD_MS", "0"))
         self.calls = 0
+        self._loaded = False
         self._suspended: tuple[GenerationRequest, str, int] | None = None
 
     def load(self) -> None:
-        """Nothing to load."""
+        """Nothing to load; the first call takes `load_ms` all the same (and the first
+        generation makes it, as the real engine loads on first use)."""
+        if not self._loaded:
+            time.sleep(self.load_ms / 1000)
+            self._loaded = True
 
     def close(self) -> None:
         """Nothing to free."""
@@ -50,6 +59,7 @@ class FakeEngine:
 
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Emit the fixed middle token by token, honouring cancel, deadline and stop rules."""
+        self.load()
         self.calls += 1
         self._suspended = None
         return self._emit(request, fake_middle(request.prefix), 0, cancel)
@@ -63,6 +73,7 @@ class FakeEngine:
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         """Pretend to evaluate the prompt: one "token" per character of the prefix and of
         the other files' text."""
+        self.load()
         self._suspended = None
         repo = request.repo
         return len(request.prefix) + (0 if repo is None else
