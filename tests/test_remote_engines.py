@@ -25,9 +25,11 @@ from flashls.engine.base import (
     GenerationRequest,
     NameConstraint,
     RepoContext,
+    Timings,
 )
 from flashls.engine.names import names_grammar
 from flashls.engine.remote import RemoteEngine
+from flashls.engine.remote.window import ServerPrompts
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService
 from flashls.settings import Settings, merge
@@ -519,7 +521,8 @@ async def test_a_cut_remote_suggestion_is_finished_in_the_background(
         serve: Callable[..., FakeServer]) -> None:
     server = serve("ollama", pieces=("_do", "ne(", "1)", "\n"), piece_s=0.25)
     config, _ = merge(Settings(), {"engine": "ollama", "endpoint": server.endpoint,
-                                   "remoteModel": MODEL, "timeBudgetMs": 400})
+                                   "remoteModel": MODEL, "timeBudgetMs": 400,
+                                   "partialAnswerMs": 0})
     pipeline = CompletionService(config, RemoteEngine(config))
     finished = threading.Event()
     pipeline.on_finished = lambda _: finished.set()
@@ -621,3 +624,39 @@ def test_llama_server_is_sent_the_names_as_a_grammar(serve: Callable[..., FakeSe
     assert "grammar" not in plain
     assert names_grammar(NameConstraint("", ("a\\b", 'c"d'))).startswith(
         'root ::= ("a\\\\b" | "c\\"d") tail')
+
+
+def test_a_cold_place_is_answered_from_the_short_window_then_the_full_one(
+        serve: Callable[..., FakeServer]) -> None:
+    """At a place the server has not seen, a prompt of thousands of tokens cannot be
+    evaluated within the budget: the short window is sent; once the full one was
+    evaluated (the service's warm-up after such an answer), the full one is sent."""
+    server = serve("llama-server", pieces=("1",))
+    engine = engine_for(server)
+    prefix = "".join(f"value_{index} = {index}\n" for index in range(2000)) + "total = "
+    suffix = "\nprint(total)\n"
+    cold = dataclasses.replace(request(), prefix=prefix, suffix=suffix,
+                               short=(prefix[-200:], suffix))
+
+    def budget() -> CancelToken:
+        return CancelToken(time.monotonic() + 1.5)
+
+    first = engine.generate(cold, budget())
+    assert first.timings.short_window and first.text == "1"
+    engine.prefill(cold, CancelToken())
+    again = engine.generate(cold, budget())
+    engine.close()
+    assert not again.timings.short_window
+    sent = [body["prompt"] for _, _, body in server.posts]
+    assert "value_0 = 0" not in sent[0] and "value_1999 = 1999" in sent[0]
+    assert "value_0 = 0" in sent[1] and sent[2] == sent[1]
+
+
+def test_a_fast_server_gets_the_full_window_once_its_rate_is_measured() -> None:
+    prompts = ServerPrompts()
+    full, short = "x" * 35_000, "y" * 700  # about 10,000 and 200 tokens
+    assert prompts.cold(full, short, 1.5)  # at a CPU's 100 tokens/s: 100 s
+    for _ in range(20):  # a GPU server: 5,000 tokens in 100 ms
+        prompts.evaluated("z", Timings(prompt_ms=100, evaluated_tokens=5000))
+    assert not prompts.cold(full, short, 1.5)
+    assert not ServerPrompts().cold(full, "y" * 30_000, 1.5)  # the short one saves too little

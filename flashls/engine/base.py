@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 # Given the text generated so far, where to cut it if generation should stop now.
@@ -75,6 +75,12 @@ class GenerationRequest:
     repo: RepoContext | None = None
     # What the identifier at the cursor may become; engines that cannot follow it ignore it.
     names: NameConstraint | None = None
+
+    def shortened(self) -> GenerationRequest:
+        """The same request over its short window (which has no other files' context)."""
+        assert self.short is not None
+        prefix, suffix = self.short
+        return replace(self, prefix=prefix, suffix=suffix, short=None, repo=None)
 
 
 @dataclass

@@ -494,7 +494,7 @@ class LlamaEngine:
 
     def _prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         self._suspended = None
-        parts = [request] if request.short is None else [self._shortened(request), request]
+        parts = [request] if request.short is None else [request.shortened(), request]
         evaluated = 0
         for part in parts:
             head, tail, _ = self._prompt(part)
@@ -504,12 +504,6 @@ class LlamaEngine:
                 assert self._kv is not None
                 return evaluated + self._kv.evaluated
         return evaluated
-
-    @staticmethod
-    def _shortened(request: GenerationRequest) -> GenerationRequest:
-        assert request.short is not None
-        prefix, suffix = request.short
-        return replace(request, prefix=prefix, suffix=suffix, short=None, repo=None)
 
     def _window(self, request: GenerationRequest, deadline: float | None
                 ) -> tuple[GenerationRequest, tuple[list[int], list[int], bytes]]:
@@ -524,7 +518,7 @@ class LlamaEngine:
         seconds = deadline - time.monotonic() - GENERATION_RESERVE_S
         if full_cost <= self.prompt_rate * seconds:
             return request, prompt
-        short = self._shortened(request)
+        short = request.shortened()
         short_prompt = self._prompt(short)
         if 2 * self._kv.cost(short_prompt[0], short_prompt[1]) > full_cost:
             return request, prompt  # not worth the context it loses (a short file)

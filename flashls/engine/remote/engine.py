@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from flashls.engine.base import (
     CancelToken,
@@ -20,6 +21,7 @@ from flashls.engine.base import (
 )
 from flashls.engine.remote.connection import Connection, read_api_key
 from flashls.engine.remote.stream import End, ReplyStream
+from flashls.engine.remote.window import ServerPrompts, prompt_text
 from flashls.engine.remote.wire import (
     Chunk,
     LlamaServerWire,
@@ -88,10 +90,9 @@ class _Reading:
 class RemoteEngine:
     """A model served by llama-server, an OpenAI-compatible server or Ollama.
 
-    `request.short` (the cold-place window) is ignored: the server keeps its own prompt
-    cache (llama-server's slots, vLLM's prefix cache, Ollama's context), so flashls can
-    neither tell what a prompt will cost there nor save anything by shortening it.
-    """
+    At a cold place (`request.short`, and a full prompt the server likely cannot evaluate
+    before the deadline: `window.ServerPrompts`) the short window is sent and the result
+    says so; the service then has the server evaluate the full window (`prefill`)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -99,6 +100,7 @@ class RemoteEngine:
         self.label = f"{self._wire.kind} at {settings.endpoint}"
         self._connection: Connection | None = None
         self._suspended: _Reading | None = None
+        self._prompts = ServerPrompts()
 
     def describe(self) -> str:
         """Kind, endpoint, and the model and prompt format where flashls picks them."""
@@ -133,8 +135,25 @@ class RemoteEngine:
         """Stream the middle for `request`; the reply is left open if the deadline cuts it."""
         self.load()
         self._abandon()
-        path, body = self._wire.generate(request)
-        return self._read(self._send(path, body, request), cancel, may_suspend=True)
+        window, (path, body) = self._window(request, cancel)
+        result = self._read(self._send(path, body, window), cancel, may_suspend=True)
+        if result.finish != "cancelled":
+            self._prompts.evaluated(prompt_text(body), result.timings)
+        result.timings.short_window = window is not request
+        return result
+
+    def _window(self, request: GenerationRequest, cancel: CancelToken
+                ) -> tuple[GenerationRequest, tuple[str, dict[str, Any]]]:
+        """The request to send, the full one or its short window, and its call."""
+        call = self._wire.generate(request)
+        if request.short is None or cancel.deadline is None:
+            return request, call
+        short = request.shortened()
+        short_call = self._wire.generate(short)
+        seconds = cancel.deadline - time.monotonic()
+        if self._prompts.cold(prompt_text(call[1]), prompt_text(short_call[1]), seconds):
+            return short, short_call
+        return request, call
 
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         """Have the server evaluate the prompt into its cache (llama-server); tokens it
@@ -145,6 +164,8 @@ class RemoteEngine:
         if call is None:
             return 0
         result = self._read(self._send(*call, request), cancel, may_suspend=False)
+        if result.finish != "cancelled":
+            self._prompts.evaluated(prompt_text(call[1]), result.timings)
         return result.timings.evaluated_tokens
 
     def alternatives(self, request: GenerationRequest, count: int,
