@@ -73,12 +73,17 @@ class Completion:
 
 @dataclass
 class _Progress:
-    """The raw text a generation has produced so far (written by the model thread)."""
+    """The raw text a generation has produced so far (written by the model thread), and
+    who to call, from that thread, after each token (set and cleared on the event loop)."""
 
     text: str = ""
+    listener: Callable[[], None] | None = None
 
     def update(self, text: str) -> None:
         self.text = text
+        listener = self.listener
+        if listener is not None:
+            listener()
 
 
 WARM, GENERATE, CONTINUE = "warm", "generate", "continue"
@@ -107,6 +112,7 @@ class _Job:
     # The newest request answered with less than this job will produce, and its cursor:
     # when the job finishes, that request is the one the editor is told to ask again.
     answered: tuple[CompletionRequest, int] | None = None
+    blank: bool = False  # that request was shown nothing: tell the editor once words come
     text: str = ""  # the post-processed suggestion, once settled
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
@@ -402,15 +408,40 @@ class CompletionService:
         taken = uri in self._jobs  # a newer request or warm-up has the document now
         if cut:
             if not taken:
-                self._submit(_Job(CONTINUE, job.request, job.context, job.cursor,
-                                  CancelToken(), job.short, job.progress,
-                                  answered=job.answered or (job.request, job.cursor)))
+                answered = job.answered or (job.request, job.cursor)
+                blank = job.blank if job.answered else not job.text
+                self._watch(self._submit(_Job(CONTINUE, job.request, job.context, job.cursor,
+                                              CancelToken(), job.short, job.progress,
+                                              answered=answered, blank=blank)))
             return
         if job.answered is not None:
             self._announce(*job.answered)
         if result.timings.short_window and not taken:
             self._submit(_Job(WARM, job.request, job.context, job.cursor, CancelToken(),
                               job.short))
+
+    def _watch(self, job: _Job) -> None:
+        """When `job` answered a request with nothing, tell the editor to ask again as
+        soon as its whole words reach beyond what that request typed, not only at its end
+        (a cut generation's continuation takes seconds at a cold place)."""
+        job.progress.listener = None
+        if not job.blank or self.on_finished is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_token() -> None:  # on the model thread
+            loop.call_soon_threadsafe(self._words_came, job)
+
+        job.progress.listener = on_token
+
+    def _words_came(self, job: _Job) -> None:
+        if (not job.blank or job.answered is None or job.future.done()
+                or not self._shows_more(job, *job.answered)):
+            return
+        job.blank = False
+        job.progress.listener = None
+        if self.on_finished is not None:
+            self.on_finished(job.answered[0])
 
     def _announce(self, request: CompletionRequest, cursor: int) -> None:
         """Tell the editor to ask again at `request`'s cursor, if what is now cached
@@ -439,6 +470,8 @@ class CompletionService:
                 if not await self._wait(job, request, cursor, started, deadline):
                     # The budget is spent, or this keystroke is shown what there is so far.
                     job.answered = (request, cursor)
+                    job.blank = not self._shows_more(job, request, cursor)
+                    self._watch(job)
                     self.cache.remember(request.uri, job.request.text, job.cursor,
                                         clean(job.progress.text, job.context, cut_short=True),
                                         continued=job.kind == CONTINUE)
@@ -531,7 +564,8 @@ class CompletionService:
         job.waiting += 1
         try:
             if not await self._wait(job, request, cursor, started, float("inf")):
-                job.answered = (request, cursor)
+                job.answered, job.blank = (request, cursor), False
+                self._watch(job)
                 return Completion(clean(job.progress.text, context, cut_short=True), "model",
                                   "partial", {"total_ms": (time.perf_counter() - started) * 1000})
             queued = job.future.result()

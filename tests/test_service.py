@@ -367,3 +367,27 @@ async def test_definitions_follow_workspace_folders_and_files_on_disk(tmp_path: 
     assert await _until(lambda: not index.find("Circle") and not index.find("Square"))
     assert await sent() == ()
     completions.close()
+
+
+async def test_a_request_shown_nothing_is_told_as_soon_as_words_come() -> None:
+    """A keystroke whose budget ran out before its generation had a whole word is shown
+    nothing; the editor is told to ask again when words come, not only at the end."""
+    engine = FakeEngine(token_ms=400)  # "_do", "ne(", "1)": the end after 1.2 s
+    pipeline = CompletionService(Settings(time_budget_ms=200, partial_answer_ms=0), engine)
+    told: list[tuple[int, str | None]] = []
+
+    def finished(request: CompletionRequest) -> None:
+        hit = pipeline.cache.find(request.uri, request.text, request.character)
+        told.append((request.character, None if hit is None else hit.text))
+
+    pipeline.on_finished = finished
+    first = asyncio.create_task(pipeline.complete(typed("")))
+    await asyncio.sleep(0.05)
+    first.cancel()  # the next keystroke came
+    shown = await pipeline.complete(typed("_"))
+    assert shown.text == ""  # its 200 ms ran out before the first token
+    assert await _until(lambda: len(told) == 2)
+    (early, cached_early), (last, cached_last) = told
+    assert early == last == len(LINE) + 1
+    assert cached_early != "done(1)" and cached_last == "done(1)"  # told before the end
+    pipeline.close()
