@@ -9,16 +9,17 @@ starts the servers, runs the variants and prints, writes and plots the result.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flashls import __version__
 from flashls.bench import report, trace
@@ -29,10 +30,20 @@ from flashls.bench.latency import (
     run_command,
     wait_until_ready,
 )
+from flashls.bench.llama_server import (
+    free_port,
+    llama_server_binary,
+    llama_server_command,
+    model_file,
+    serving,
+)
 from flashls.bench.session_drive import SessionDriver, SessionLog
 from flashls.bench.session_editor import EDITORS, Timing
 from flashls.bench.session_metrics import (
+    INDEX_BUCKETS,
+    LAST_BUCKET,
     PlaceResult,
+    index_bucket,
     place_results,
     request_summary,
     rss_summary,
@@ -40,6 +51,7 @@ from flashls.bench.session_metrics import (
     visibility_summary,
 )
 from flashls.bench.session_plan import (
+    SHORT_VISITS,
     PlanError,
     SessionPlan,
     build_plan,
@@ -49,6 +61,12 @@ from flashls.bench.session_plan import (
 )
 
 CANDIDATE = "flashls"
+# `--profile NAME`: option values a named setup stands for; flags given explicitly win.
+PROFILES: dict[str, dict[str, Any]] = {
+    "heldout": {"visit_chars": "12", "returns": 0, "read_ms": 2000.0, "interval_ms": 150.0,
+                "places": 15}}
+PROFILE_FIELDS = ("places", "returns", "read_ms", "interval_ms", "visit_chars")
+LLAMA_SERVER_CTX = 4096  # tokens of llama-server's one slot: flashls's default n_ctx
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,8 @@ class SessionConfig:
     returns: int = 5
     seed: int = 0
     max_chars: int = 40
+    visit_chars: str = SHORT_VISITS  # or a number: characters typed at every place
+    profile: str = ""
     editor: str = "vscode"
     focus: bool = True
     read_ms: float = 2000.0
@@ -71,6 +91,9 @@ class SessionConfig:
     # Starts the baseline instead of `python -m flashls serve` (e.g. an older checkout).
     baseline_command: tuple[str, ...] = ()
     server_args: tuple[str, ...] = ()
+    # Start a llama-server with the default model for each variant and point flashls at it.
+    llama_server: bool = False
+    llama_server_threads: int = 2
     workspace: str = ""  # a folder the editor has open (workspaceFolders), or none
     out_dir: str = "bench/reports"
     request_timeout_s: float = 30.0
@@ -119,15 +142,50 @@ def variants(config: SessionConfig) -> list[Variant]:
     return chosen
 
 
+def typed_chars_setting(visit_chars: str) -> int | None:
+    """`--visit-chars`: None for the `short` distribution, else the fixed count."""
+    if visit_chars == SHORT_VISITS:
+        return None
+    if not visit_chars.isdigit() or int(visit_chars) < 1:
+        raise BenchError(f"--visit-chars takes {SHORT_VISITS!r} or a positive number, "
+                         f"not {visit_chars!r}")
+    return int(visit_chars)
+
+
 def make_plan(config: SessionConfig) -> SessionPlan:
     """The seeded plan for this config (files from --files or the standard library)."""
     try:
         paths = (trace.collect_files(config.files) if config.files
                  else default_files(config.file_count, config.seed))
         return build_plan(load_files(paths), config.places, config.returns, config.seed,
-                          config.max_chars)
+                          config.max_chars, typed_chars_setting(config.visit_chars))
     except (FileNotFoundError, PlanError) as error:
         raise BenchError(str(error)) from error
+
+
+@contextlib.asynccontextmanager
+async def llama_server(config: SessionConfig) -> AsyncIterator[str]:
+    """A llama-server with the default model on a free loopback port, one slot, until the
+    block ends; yields its URL."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    command = llama_server_command(llama_server_binary(""), model_file(""), port, 1,
+                                   LLAMA_SERVER_CTX, config.llama_server_threads)
+    async with serving("llama-server", command, endpoint, "/health",
+                       config.startup_timeout_s):
+        yield endpoint
+
+
+@contextlib.asynccontextmanager
+async def engine_arguments(config: SessionConfig) -> AsyncIterator[tuple[str, ...]]:
+    """The flags pointing a variant's flashls at its inference server: none for its own
+    engine; with --llama-server, a llama-server started for this variant alone (so the
+    baseline does not meet a server whose prompt cache holds the candidate's prompts)."""
+    if not config.llama_server:
+        yield ()
+        return
+    async with llama_server(config) as endpoint:
+        yield ("--engine", "llama-server", "--endpoint", endpoint)
 
 
 async def run_variant(variant: Variant, plan: SessionPlan, config: SessionConfig) -> VariantRun:
@@ -154,12 +212,16 @@ async def run_variant(variant: Variant, plan: SessionPlan, config: SessionConfig
 async def run_session(config: SessionConfig) -> dict[str, Any]:
     """Every variant over the same plan; the payload the JSON file holds."""
     plan = make_plan(config)
-    runs = [await run_variant(variant, plan, config) for variant in variants(config)]
+    runs = []
+    for variant in variants(config):
+        async with engine_arguments(config) as extra:
+            served = dataclasses.replace(variant, command=(*variant.command, *extra))
+            runs.append(await run_variant(served, plan, config))
     return build_payload(config, plan, runs)
 
 
 def summarize(run: VariantRun) -> tuple[dict[str, Any], list[PlaceResult]]:
-    """The figures of one variant's run, and its per-place results."""
+    """The figures of one variant's run (new places and returns apart), and its places."""
     places = place_results(run.log.visits, run.log.requests)
     summary = {**visibility_summary(places), "requests": request_summary(run.log.requests),
                "tokens": token_summary(run.log.statuses),
@@ -168,12 +230,16 @@ def summarize(run: VariantRun) -> tuple[dict[str, Any], list[PlaceResult]]:
     return summary, places
 
 
-RATIO_FIGURES = (("visible_rate",), ("correct_visible_rate",),
-                 ("first_suggestion_ms", "new", "p50"), ("first_suggestion_ms", "new", "p90"),
-                 ("first_suggestion_ms", "return", "p50"),
-                 ("first_suggestion_ms", "return", "p90"),
-                 ("requests", "latency_ms", "p50"), ("requests", "latency_ms", "p90"),
-                 ("tokens", "evaluated_tokens"), ("tokens", "background_evaluated_tokens"))
+_RATE_FIGURES = ("visible_rate", "strict_rate", "lenient_rate", "accept_chars_per_keystroke")
+_GROUP_FIGURES = (*((name,) for name in _RATE_FIGURES),
+                  ("blank_run", "p50"), ("blank_run", "p90"), ("blank_run", "max"),
+                  ("first_suggestion_ms", "p50"), ("first_suggestion_ms", "p90"))
+RATIO_FIGURES = (
+    *((group, *path) for group in ("new", "return") for path in _GROUP_FIGURES),
+    *((group, "by_index", index_bucket(typed), name) for group in ("new", "return")
+      for typed in range(1, INDEX_BUCKETS + 2) for name in _RATE_FIGURES),
+    ("requests", "latency_ms", "p50"), ("requests", "latency_ms", "p90"),
+    ("tokens", "evaluated_tokens"), ("tokens", "background_evaluated_tokens"))
 
 
 def figure(summary: Mapping[str, Any], path: Sequence[str]) -> Any:
@@ -221,16 +287,40 @@ def build_payload(config: SessionConfig, plan: SessionPlan,
 
 
 def _place_json(place: PlaceResult) -> dict[str, Any]:
-    return {"visit": place.visit, "is_return": place.is_return,
+    views = place.keystrokes
+    return {"visit": place.visit, "kind": "return" if place.is_return else "new",
+            "is_return": place.is_return,
             "first_suggestion_ms": place.first_suggestion_ms,
             "first_suggestion_source": place.first_suggestion_source,
             "first_answer_tokens": place.first_answer_tokens,
-            "visible": [view.shown is not None for view in place.keystrokes],
-            "correct": [view.correct for view in place.keystrokes]}
+            "blank_run": place.blank_run,
+            "shown": [view.line for view in views],
+            "visible": [view.visible for view in views],
+            "strict": [view.strict for view in views],
+            "lenient": [view.lenient for view in views],
+            "accept_chars": [view.accept_chars for view in views]}
+
+
+class Row(NamedTuple):
+    """One line of the printed table: its label, one variant's text, and the key of its
+    ratio in the comparison ("" for none)."""
+
+    label: str
+    text: str
+    ratio: str = ""
+
+
+TABLE_INDICES = (1, 2, 3, 4, 8, 12)  # keystroke indices printed; the JSON has them all
+GROUP_TITLES = {"new": "new places",
+                "return": "returns (re-type an earlier visit's text)"}
 
 
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _mean(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _percent(value: Any) -> str:
@@ -241,72 +331,77 @@ def _count(value: Any) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def table_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The printed figures of one variant, label and text."""
-    rows = [("keystrokes", _count(summary["keystrokes"])),
-            ("visible rate", _percent(summary["visible_rate"])),
-            ("correct-visible rate", _percent(summary["correct_visible_rate"]))]
-    for kind in ("new", "return"):
-        times = summary["first_suggestion_ms"][kind]
-        rows += [(f"first suggestion p50 ms ({kind})", _ms(times["p50"])),
-                 (f"first suggestion p90 ms ({kind})", _ms(times["p90"])),
-                 (f"never shown ({kind})",
-                  f'{summary["never_shown"][kind]}/{summary["places"][kind]}'),
-                 (f"first shown from cache ({kind})",
-                  f'{summary["first_from_cache"][kind]}/{summary["places"][kind]}'),
-                 (f"first-answer eval tokens p50 ({kind})",
-                  _count(summary["first_answer_tokens"][kind]["p50"]))]
+def _three_rates(figures: Mapping[str, Any]) -> str:
+    """visible/strict/lenient in whole percent, "-" for a bucket without keystrokes."""
+    if not figures["keystrokes"]:
+        return "-"
+    return "/".join(f"{100 * figures[f'{name}_rate']:.0f}"
+                    for name in ("visible", "strict", "lenient"))
+
+
+def group_rows(kind: str, group: Mapping[str, Any]) -> list[Row]:
+    """The rows of new places, or of returns: keystroke figures, then place figures."""
+    rows = [Row(GROUP_TITLES[kind], _count(group["places"])),
+            Row("  keystrokes", _count(group["keystrokes"]))]
+    rows += [Row(f"  {name} rate", _percent(group[f"{name}_rate"]), f"{kind}.{name}_rate")
+             for name in ("visible", "strict", "lenient")]
+    rows += [Row("  accept chars", _count(group["accept_chars"])),
+             Row("  accept chars / keystroke", _mean(group["accept_chars_per_keystroke"]),
+                 f"{kind}.accept_chars_per_keystroke")]
+    if kind == "new":
+        rows += [Row(f"  keystroke {typed}: vis/strict/len %",
+                     _three_rates(group["by_index"][index_bucket(typed)]))
+                 for typed in TABLE_INDICES]
+    rows += [Row(f"  longest blank run {key}", _count(group["blank_run"][key]),
+                 f"{kind}.blank_run.{key}") for key in ("p50", "p90", "max")]
+    rows += [Row(f"  first suggestion {key} ms", _ms(group["first_suggestion_ms"][key]),
+                 f"{kind}.first_suggestion_ms.{key}") for key in ("p50", "p90")]
+    places = group["places"]
+    return [
+        *rows, Row("  never shown", f'{group["never_shown"]}/{places}'),
+        Row("  first shown from cache", f'{group["first_from_cache"]}/{places}'),
+        Row("  first-answer eval tokens p50", _count(group["first_answer_tokens"]["p50"]))]
+
+
+def table_rows(summary: Mapping[str, Any]) -> list[Row]:
+    """The printed figures of one variant: new places, returns, requests and the server."""
+    rows = group_rows("new", summary["new"]) + group_rows("return", summary["return"])
     requests, tokens, rss = summary["requests"], summary["tokens"], summary["rss_mb"]
-    rows += [(f"requests {name}", _count(requests[key])) for name, key in (
+    rows += [Row(f"requests {name}", _count(requests[key])) for name, key in (
         ("sent", "sent"), ("answered", "answered"), ("answered in time", "answered_in_time"),
         ("cancelled", "cancelled"), ("empty", "empty"), ("errors", "error"),
         ("timeouts", "timeout"), ("from cache", "cache_answers"))]
-    rows += [("latency p50 ms", _ms(requests["latency_ms"]["p50"])),
-             ("latency p90 ms", _ms(requests["latency_ms"]["p90"])),
-             ("eval tokens (answers)", _count(tokens["evaluated_tokens"])),
-             ("eval tokens (background)", _count(tokens["background_evaluated_tokens"])),
-             ("prompt tokens/s", _ms(tokens["prompt_tokens_per_s"])),
-             ("RSS before MB", _ms(rss["before"])), ("RSS after MB", _ms(rss["after"])),
-             ("RSS peak MB", _ms(rss["peak"])),
-             ("didFocus sent", _count(summary["notifications"].get("textDocument/didFocus",
-                                                                   0)))]
-    return rows
+    return [
+        *rows, Row("latency p50 ms", _ms(requests["latency_ms"]["p50"]), "requests.latency_ms.p50"),
+        Row("latency p90 ms", _ms(requests["latency_ms"]["p90"]), "requests.latency_ms.p90"),
+        Row("eval tokens (answers)", _count(tokens["evaluated_tokens"]),
+            "tokens.evaluated_tokens"),
+        Row("eval tokens (background)", _count(tokens["background_evaluated_tokens"]),
+            "tokens.background_evaluated_tokens"),
+        Row("prompt tokens/s", _ms(tokens["prompt_tokens_per_s"])),
+        Row("RSS before MB", _ms(rss["before"])), Row("RSS after MB", _ms(rss["after"])),
+        Row("RSS peak MB", _ms(rss["peak"])),
+        Row("didFocus sent", _count(summary["notifications"].get("textDocument/didFocus", 0)))]
 
 
 def format_table(payload: Mapping[str, Any]) -> str:
     """Variants side by side, and candidate / baseline where there is a baseline."""
-    columns = {name: dict(table_rows(variant["summary"]))
-               for name, variant in payload["variants"].items()}
-    first = next(iter(payload["variants"].values()))["summary"]
-    labels = [label for label, _ in table_rows(first)]
-    ratios = _ratio_column(payload)
-    width = max(len(label) for label in labels) + 2
-    header = " " * width + "".join(f"{name:>12}" for name in columns)
-    lines = [header + (f"{'ratio':>10}" if ratios else "")]
-    for label in labels:
-        line = f"{label:<{width}}" + "".join(f"{column[label]:>12}"
-                                            for column in columns.values())
-        lines.append(line + (f"{ratios.get(label, ''):>10}" if ratios else ""))
+    columns = [table_rows(variant["summary"]) for variant in payload["variants"].values()]
+    comparison = payload.get("comparison") or {}
+    width = max(len(row.label) for row in columns[0]) + 2
+    header = " " * width + "".join(f"{name:>12}" for name in payload["variants"])
+    lines = [header + (f"{'ratio':>10}" if comparison else "")]
+    for index, row in enumerate(columns[0]):
+        line = f"{row.label:<{width}}" + "".join(f"{column[index].text:>12}"
+                                                for column in columns)
+        if comparison and row.ratio:
+            line += f"{_ratio(comparison.get(row.ratio)):>10}"
+        lines.append(line)
     return "\n".join(lines)
 
 
-_RATIO_LABELS = {
-    "visible_rate": "visible rate", "correct_visible_rate": "correct-visible rate",
-    "first_suggestion_ms.new.p50": "first suggestion p50 ms (new)",
-    "first_suggestion_ms.new.p90": "first suggestion p90 ms (new)",
-    "first_suggestion_ms.return.p50": "first suggestion p50 ms (return)",
-    "first_suggestion_ms.return.p90": "first suggestion p90 ms (return)",
-    "requests.latency_ms.p50": "latency p50 ms", "requests.latency_ms.p90": "latency p90 ms",
-    "tokens.evaluated_tokens": "eval tokens (answers)",
-    "tokens.background_evaluated_tokens": "eval tokens (background)"}
-
-
-def _ratio_column(payload: Mapping[str, Any]) -> dict[str, str]:
-    comparison = payload.get("comparison")
-    if not comparison:
-        return {}
-    return {_RATIO_LABELS[key]: "-" if value is None else f"x{value:.2f}"
-            for key, value in comparison.items()}
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"x{value:.2f}"
 
 
 def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
@@ -318,30 +413,60 @@ def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path
 
 
 def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
-    """Time to the first suggestion per visit, and the visible share by characters typed."""
+    """Time to the first suggestion per visit; at new places, the visible, strict and
+    lenient rates by keystroke index, and how many places had each longest blank run."""
     from matplotlib.figure import Figure  # imported late: matplotlib takes a while to load
+    from matplotlib.ticker import MaxNLocator
 
-    figure_ = Figure(figsize=(11, 4.5), layout="constrained")
-    first_axes, visible_axes = figure_.subplots(1, 2)
+    figure_ = Figure(figsize=(16, 4.8), layout="constrained")
+    first_axes, index_axes, blank_axes = figure_.subplots(1, 3)
     none_at = _none_shown_height(payload)
-    for index, (name, variant) in enumerate(payload["variants"].items()):
-        _plot_first_suggestions(first_axes, name, variant["places"], f"C{index}",
-                                0.15 * index, none_at)
-        shares = _visible_by_typed(variant["places"])
-        visible_axes.plot(list(shares), list(shares.values()), marker=".", color=f"C{index}",
-                          label=name)
+    count = len(payload["variants"])
+    for number, (name, variant) in enumerate(payload["variants"].items()):
+        color = f"C{number}"
+        _plot_first_suggestions(first_axes, name, variant["places"], color, 0.15 * number,
+                                none_at)
+        _plot_by_index(index_axes, name, variant["summary"]["new"]["by_index"], color)
+        _plot_blank_runs(blank_axes, name, variant["summary"]["new"]["blank_run"]["histogram"],
+                         color, (number - (count - 1) / 2) * 0.8 / count, 0.8 / count)
     first_axes.axhline(none_at, color="grey", linestyle=":", linewidth=1)
     first_axes.set(xlabel="visit (o new place, x return, ^ on the dotted line: none shown)",
                    ylabel="ms from the first keystroke",
                    title="Time to the first suggestion at each place", ylim=(0, none_at * 1.1))
-    visible_axes.set(xlabel="characters typed at the place",
-                     ylabel="share of places showing a suggestion", ylim=(0, 1.05),
-                     title="Suggestion visible while typing")
-    for axes in (first_axes, visible_axes):
+    index_axes.set(xlabel=f"keystroke at a new place ({LAST_BUCKET} pooled at the right)",
+                   ylabel="share of keystrokes", ylim=(0, 1.05),
+                   title="Visible (solid), lenient (dashed), strict (dotted)",
+                   xticks=range(1, INDEX_BUCKETS + 2),
+                   xticklabels=[index_bucket(t) for t in range(1, INDEX_BUCKETS + 2)])
+    longest = max([1, *(int(length) for variant in payload["variants"].values()
+                        for length in variant["summary"]["new"]["blank_run"]["histogram"])])
+    blank_axes.set(xlabel="longest run of keystrokes with nothing on screen",
+                   ylabel="new places", title="Longest blank run per new place",
+                   xlim=(-0.6, longest + 0.6))
+    for axis in (blank_axes.xaxis, blank_axes.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    for axes in (first_axes, index_axes, blank_axes):
         axes.grid(True, alpha=0.3)
-        axes.legend()
+        axes.legend(fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure_.savefig(path, dpi=110)
+
+
+def _plot_by_index(axes: Any, name: str, buckets: Mapping[str, Mapping[str, Any]],
+                   color: str) -> None:
+    """One line per measure, over the keystroke indices that had keystrokes."""
+    indices = [typed for typed in range(1, INDEX_BUCKETS + 2)
+               if buckets[index_bucket(typed)]["keystrokes"]]
+    for measure, style in (("visible", "-"), ("lenient", "--"), ("strict", ":")):
+        axes.plot(indices, [buckets[index_bucket(t)][f"{measure}_rate"] for t in indices],
+                  linestyle=style, marker=".", color=color, label=f"{name} {measure}")
+
+
+def _plot_blank_runs(axes: Any, name: str, histogram: Mapping[str, int], color: str,
+                     offset: float, width: float) -> None:
+    lengths = [int(length) for length in histogram]
+    axes.bar([length + offset for length in lengths], list(histogram.values()), width=width,
+             color=color, label=name)
 
 
 def _plot_first_suggestions(axes: Any, name: str, places: Sequence[Mapping[str, Any]],
@@ -369,17 +494,18 @@ def _none_shown_height(payload: Mapping[str, Any]) -> float:
     return max([*times, 100.0]) * 1.15
 
 
-def _visible_by_typed(places: Sequence[Mapping[str, Any]]) -> dict[int, float]:
-    counts: dict[int, list[bool]] = {}
-    for place in places:
-        for typed, visible in enumerate(place["visible"], start=1):
-            counts.setdefault(typed, []).append(visible)
-    return {typed: sum(flags) / len(flags) for typed, flags in sorted(counts.items())}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `flashls bench session`."""
+    _add_plan_arguments(parser)
+    _add_pace_arguments(parser)
+    _add_server_arguments(parser)
+
+
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SessionConfig()
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help="a named setup; heldout: --visit-chars 12 --returns 0 --read-ms "
+                             "2000 --interval-ms 150 --places 15 (flags given win)")
     parser.add_argument("--files", nargs="+", default=[], metavar="PATH",
                         help="files to open (directories give their source files); default: "
                              "a seeded choice of --file-count standard-library .py files of "
@@ -387,29 +513,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file-count", type=int, default=defaults.file_count,
                         help="how many standard-library files without --files "
                              "(default: %(default)s)")
-    parser.add_argument("--places", type=int, default=defaults.places,
-                        help="visits across the files (default: %(default)s)")
-    parser.add_argument("--returns", type=int, default=defaults.returns,
-                        help="how many of the visits go back to an earlier place "
-                             "(default: %(default)s)")
+    parser.add_argument("--places", type=int, default=None,
+                        help=f"visits across the files (default: {defaults.places})")
+    parser.add_argument("--returns", type=int, default=None,
+                        help="how many of the visits go back to an earlier place and type "
+                             f"the same text again (default: {defaults.returns})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the plan (default: %(default)s)")
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars,
-                        help="re-type at most this many characters at a place "
+                        help="delete at most this many characters at a place "
                              "(default: %(default)s)")
+    parser.add_argument("--visit-chars", default=None, metavar="short|N",
+                        help="characters typed at a place before the rest is pasted back: "
+                             "short draws 3-12 for 70%% of places and 13 to --max-chars for "
+                             "the others; N types the first N (the whole deleted text if "
+                             f"shorter) (default: {defaults.visit_chars})")
+
+
+def _add_pace_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SessionConfig()
     parser.add_argument("--editor", choices=EDITORS, default=defaults.editor,
                         help="which editor's requests to imitate (default: %(default)s)")
     parser.add_argument("--focus", action=argparse.BooleanOptionalAction,
                         default=defaults.focus,
                         help="send textDocument/didFocus on landing at a place and when the "
                              "cursor has rested 500 ms (default: on)")
-    parser.add_argument("--read-ms", type=float, default=defaults.read_ms,
+    parser.add_argument("--read-ms", type=float, default=None,
                         help="pause between landing at a place and typing "
-                             "(default: %(default)s)")
-    parser.add_argument("--interval-ms", type=float, default=defaults.interval_ms,
-                        help="time between keystrokes (default: %(default)s)")
+                             f"(default: {defaults.read_ms:g})")
+    parser.add_argument("--interval-ms", type=float, default=None,
+                        help=f"time between keystrokes (default: {defaults.interval_ms:g})")
     parser.add_argument("--linger-ms", type=float, default=defaults.linger_ms,
                         help="time at a place after its last keystroke (default: %(default)s)")
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SessionConfig()
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction,
                         default=defaults.baseline,
                         help="play the same plan against a second server (default: on)")
@@ -423,12 +562,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `flashls serve`, repeatable "
                              "(e.g. --server-arg=--engine --server-arg=fake)")
+    parser.add_argument("--llama-server", action="store_true", default=defaults.llama_server,
+                        help="start a llama-server with the default model on a free loopback "
+                             "port for each variant and run flashls with --engine "
+                             "llama-server --endpoint URL against it")
+    parser.add_argument("--llama-server-threads", type=int,
+                        default=defaults.llama_server_threads,
+                        help="CPU threads of that llama-server (default: %(default)s)")
     parser.add_argument("--workspace", default="", metavar="DIR",
                         help="the folder the editor has open (sent as workspaceFolders), "
                              "e.g. the package --files names, for context from other files "
                              "(default: none)")
-    parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
-                        help="where the JSON and PNG go (default: %(default)s)")
+    parser.add_argument("--out", "--out-dir", dest="out", default=defaults.out_dir,
+                        metavar="DIR", help="where the JSON and PNG go (default: %(default)s)")
     parser.add_argument("--request-timeout-s", type=float, default=defaults.request_timeout_s,
                         help="longest wait for one answer (default: %(default)s)")
     parser.add_argument("--startup-timeout-s", type=float, default=defaults.startup_timeout_s,
@@ -436,37 +582,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "may load the model (default: %(default)s)")
 
 
-def config_from_arguments(arguments: argparse.Namespace) -> SessionConfig:
-    """A SessionConfig from parsed options; nonsense values raise BenchError."""
-    if arguments.places < 1 or arguments.returns < 0 or arguments.file_count < 2:
+def profiled(arguments: argparse.Namespace) -> dict[str, Any]:
+    """The options a profile sets: each as given, else the profile's, else the default."""
+    defaults = SessionConfig()
+    profile = PROFILES.get(arguments.profile or "", {})
+    return {name: (getattr(arguments, name) if getattr(arguments, name) is not None
+                   else profile.get(name, getattr(defaults, name)))
+            for name in PROFILE_FIELDS}
+
+
+def _check(arguments: argparse.Namespace, chosen: Mapping[str, Any]) -> None:
+    """Refuse nonsense values with a BenchError that says which."""
+    if chosen["places"] < 1 or chosen["returns"] < 0 or arguments.file_count < 2:
         raise BenchError("--places must be at least 1, --returns at least 0 and "
                          "--file-count at least 2")
-    if arguments.max_chars < 8:
-        raise BenchError("--max-chars must be at least 8")
-    if min(arguments.interval_ms, arguments.request_timeout_s) <= 0 \
-            or min(arguments.read_ms, arguments.linger_ms) < 0:
+    if arguments.max_chars < 8 or arguments.llama_server_threads < 1:
+        raise BenchError("--max-chars must be at least 8, --llama-server-threads at least 1")
+    typed_chars_setting(chosen["visit_chars"])
+    if min(chosen["interval_ms"], arguments.request_timeout_s) <= 0 \
+            or min(chosen["read_ms"], arguments.linger_ms) < 0:
         raise BenchError("--interval-ms and --request-timeout-s must be positive, "
                          "--read-ms and --linger-ms not negative")
     if arguments.workspace and not Path(arguments.workspace).is_dir():
         raise BenchError(f"--workspace {arguments.workspace}: not a directory")
+
+
+def config_from_arguments(arguments: argparse.Namespace) -> SessionConfig:
+    """A SessionConfig from parsed options; nonsense values raise BenchError."""
+    chosen = profiled(arguments)
+    _check(arguments, chosen)
     return SessionConfig(
-        files=tuple(arguments.files), file_count=arguments.file_count,
-        places=arguments.places, returns=arguments.returns, seed=arguments.seed,
-        max_chars=arguments.max_chars, editor=arguments.editor, focus=arguments.focus,
-        read_ms=arguments.read_ms, interval_ms=arguments.interval_ms,
-        linger_ms=arguments.linger_ms, baseline=arguments.baseline,
-        baseline_args=tuple(arguments.baseline_arg),
+        files=tuple(arguments.files), file_count=arguments.file_count, seed=arguments.seed,
+        max_chars=arguments.max_chars, profile=arguments.profile or "",
+        editor=arguments.editor, focus=arguments.focus, linger_ms=arguments.linger_ms,
+        baseline=arguments.baseline, baseline_args=tuple(arguments.baseline_arg),
         baseline_command=tuple(shlex.split(arguments.baseline_command)),
-        server_args=tuple(arguments.server_arg), workspace=arguments.workspace,
-        out_dir=arguments.out,
-        request_timeout_s=arguments.request_timeout_s,
-        startup_timeout_s=arguments.startup_timeout_s)
+        server_args=tuple(arguments.server_arg), llama_server=arguments.llama_server,
+        llama_server_threads=arguments.llama_server_threads, workspace=arguments.workspace,
+        out_dir=arguments.out, request_timeout_s=arguments.request_timeout_s,
+        startup_timeout_s=arguments.startup_timeout_s, **chosen)
 
 
 def _describe(config: SessionConfig, payload: dict[str, Any]) -> str:
-    return (f"flashls bench session: {len(payload['visits'])} visits over "
-            f"{len(payload['files'])} files, editor {config.editor}, "
-            f"focus {'on' if config.focus else 'off'}\n{format_table(payload)}")
+    returns = sum(visit["kind"] == "return" for visit in payload["visits"])
+    typed = sum(visit["typed_chars"] for visit in payload["visits"])
+    engine = ", through llama-server" if config.llama_server else ""
+    return (f"flashls bench session: {len(payload['visits'])} visits (returns: {returns}) "
+            f"over {len(payload['files'])} files, {typed} keystrokes "
+            f"(--visit-chars {config.visit_chars}), editor {config.editor}, "
+            f"focus {'on' if config.focus else 'off'}{engine}\n{format_table(payload)}")
 
 
 def handler(arguments: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from flashls.bench.session_editor import (
     DELETE,
     END,
     FOCUS,
+    PASTE,
     REQUEST,
     TYPE,
     Action,
@@ -39,6 +40,7 @@ from flashls.bench.session_plan import (
     Visit,
     delete_change,
     did_open_params,
+    paste_change,
     type_change,
 )
 from flashls.bench.trace import Position
@@ -144,20 +146,28 @@ class SessionDriver:
         if action.kind == FOCUS:
             await self._notify(DID_FOCUS, {"textDocument": {"uri": uri},
                                            "position": cursor.to_lsp()})
-        elif action.kind in (DELETE, TYPE):
+        elif action.kind in (DELETE, TYPE, PASTE):
             if action.kind == TYPE and cancels_on_keystroke(self.editor):
                 await self._cancel_pending()
-            change = (delete_change(visit) if action.kind == DELETE
-                      else type_change(visit, action.typed))
-            self._versions[uri] += 1
-            await self._notify(DID_CHANGE, {
-                "textDocument": {"uri": uri, "version": self._versions[uri]},
-                "contentChanges": [change]})
+            await self._change(visit, action)
         elif action.kind == REQUEST:
             await self._cancel_pending()
             await self._request(visit, action.typed, uri, cursor)
         elif action.kind == END:
             await self._cancel_pending()
+
+    async def _change(self, visit: Visit, action: Action) -> None:
+        """The didChange of a deletion, a keystroke or the paste (none if nothing is left)."""
+        change = (delete_change(visit) if action.kind == DELETE
+                  else type_change(visit, action.typed) if action.kind == TYPE
+                  else paste_change(visit))
+        if change is None:
+            return
+        uri = self.plan.uri(visit)
+        self._versions[uri] += 1
+        await self._notify(DID_CHANGE, {
+            "textDocument": {"uri": uri, "version": self._versions[uri]},
+            "contentChanges": [change]})
 
     async def _request(self, visit: Visit, typed: int, uri: str, cursor: Position) -> None:
         params = {"textDocument": {"uri": uri}, "position": cursor.to_lsp(),

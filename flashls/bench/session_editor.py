@@ -1,5 +1,5 @@
 """Editor profiles for `flashls bench session`: what VS Code and Neovim send, and when,
-while a user lands at a place, reads, deletes a line's tail and types it again.
+while a user lands at a place, reads, deletes a line's tail and types its start again.
 
 - `vscode`: a request on landing and after every edit, each cancelling the one before.
 - `neovim`: Neovim 0.12's own `vim.lsp.inline_completion` (the plugin's `builtin` mode):
@@ -27,7 +27,8 @@ DELETE = "delete"  # didChange removing the line's tail (neovim: `C`, entering i
 TYPE = "type"  # didChange inserting one character
 REQUEST = "request"  # textDocument/inlineCompletion at the cursor
 END = "end"  # the user moves on: pending requests are cancelled
-_ORDER = {FOCUS: 0, DELETE: 1, TYPE: 1, REQUEST: 2, END: 3}
+PASTE = "paste"  # didChange putting back what was not typed, as the user leaves (no request)
+_ORDER = {FOCUS: 0, DELETE: 1, TYPE: 1, REQUEST: 2, END: 3, PASTE: 4}
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Action:
 
 def edit_times(visit: Visit, timing: Timing) -> list[float]:
     """When the deletion (first) and each typed character happen, from landing."""
-    return [timing.read_ms + k * timing.interval_ms for k in range(len(visit.removed) + 1)]
+    return [timing.read_ms + k * timing.interval_ms for k in range(visit.typed_chars + 1)]
 
 
 def end_time(visit: Visit, timing: Timing) -> float:
@@ -78,7 +79,7 @@ def schedule(visit: Visit, timing: Timing, editor: str, focus: bool) -> list[Act
         actions += [Action(at, REQUEST, typed) for typed, at in enumerate(edits)]
     else:
         raise ValueError(f"unknown editor profile {editor!r}")
-    actions.append(Action(end, END, len(edits) - 1))
+    actions += [Action(end, END, len(edits) - 1), Action(end, PASTE, len(edits) - 1)]
     return sorted(actions, key=lambda action: (action.at_ms, _ORDER[action.kind]))
 
 

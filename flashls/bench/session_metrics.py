@@ -1,6 +1,7 @@
 """What the user of `flashls bench session` saw, worked out from the timeline of one run:
-which suggestion was on screen at each keystroke, how long each place waited for its
-first one, and the request, token and memory figures.
+which suggestion was on screen at each keystroke and how much of it was right, the longest
+stretch without one, how long each place waited for its first one, and the request, token
+and memory figures.
 
 Pure functions over logged records; nothing here talks to a server or keeps time.
 """
@@ -15,6 +16,8 @@ from typing import Any
 from flashls.bench.report import percentile
 
 THROUGHPUT_MIN_TOKENS = 64  # smaller prompt evaluations are dominated by fixed costs
+INDEX_BUCKETS = 12  # keystrokes 1..12 at a place each get their figures, later ones "13+"
+LAST_BUCKET = f"{INDEX_BUCKETS + 1}+"
 _BACKGROUND_TOKENS = re.compile(r"evaluated (\d+) prompt tokens")
 
 
@@ -59,22 +62,55 @@ class RequestLog:
 
 @dataclass(frozen=True)
 class VisitLog:
-    """When each character was typed at one visit, and when the user left."""
+    """When each character was typed at one visit, and when the user left: the first
+    `len(keystroke_ms)` characters of `removed` were typed, one keystroke each."""
 
     visit: int
     is_return: bool
-    removed: str  # the characters re-typed, in order
+    removed: str  # the line's text deleted at the cut: what the line holds after the cursor
     keystroke_ms: tuple[float, ...]
     end_ms: float
 
 
 @dataclass(frozen=True)
 class KeystrokeView:
-    """What was on screen at the end of one keystroke (just before the next, or on leaving)."""
+    """What was on screen at the end of one keystroke (just before the next, or on leaving),
+    judged against `rest`, the line's text after the cursor (trailing blanks dropped).
+
+    `line` is the first line of the shown text, trailing blanks dropped: visible when it is
+    non-empty, strict when it is exactly `rest`, lenient when one starts with the other,
+    and `accept_chars` characters of it are right (its common prefix with `rest`).
+    """
 
     typed: int
     shown: str | None  # the suggestion's text still to accept, None when nothing shows
-    correct: bool
+    rest: str
+
+    @property
+    def line(self) -> str:
+        """The shown text's first line, trailing blanks dropped; "" when nothing shows."""
+        return first_line(self.shown)
+
+    @property
+    def visible(self) -> bool:
+        """Something shows on this line."""
+        return self.line != ""
+
+    @property
+    def strict(self) -> bool:
+        """The line shown is the rest of the line, exactly (nothing, at the line's end)."""
+        return self.line == self.rest
+
+    @property
+    def lenient(self) -> bool:
+        """Something shows, and either it or the rest of the line starts with the other."""
+        return self.visible and (self.rest.startswith(self.line)
+                                 or self.line.startswith(self.rest))
+
+    @property
+    def accept_chars(self) -> int:
+        """Characters of the shown line the user could accept: those the line holds next."""
+        return common_prefix_length(self.line, self.rest)
 
 
 @dataclass
@@ -87,6 +123,11 @@ class PlaceResult:
     first_suggestion_ms: float | None = None  # from the first keystroke; None: none showed
     first_suggestion_source: str | None = None  # "model" or "cache": who answered it
     first_answer_tokens: int | None = None  # evaluated tokens of the place's first model answer
+
+    @property
+    def blank_run(self) -> int:
+        """The longest stretch of keystrokes here with nothing on screen."""
+        return longest_blank_run(self.keystrokes)
 
 
 def newest_answer(answers: Sequence[RequestLog], typed: int,
@@ -118,31 +159,43 @@ def shown_at(answers: Sequence[RequestLog], removed: str, typed: int,
     return text[len(typed_since):]
 
 
-def agrees(shown: str, rest: str) -> bool:
-    """Whether a shown suggestion's first line agrees with the true rest of the line: one
-    starts with the other. At the line's end (nothing left) only a suggestion that adds
-    nothing to the line (its first line empty) agrees."""
-    first = shown.split("\n", 1)[0].rstrip("\r")
-    if not rest:
-        return first == ""
-    return first != "" and (rest.startswith(first) or first.startswith(rest))
+def first_line(text: str | None) -> str:
+    """The first line of `text`, trailing whitespace dropped; "" for None."""
+    return "" if text is None else text.split("\n", 1)[0].rstrip()
+
+
+def common_prefix_length(first: str, second: str) -> int:
+    """How many leading characters the two strings share."""
+    count = 0
+    for one, other in zip(first, second, strict=False):
+        if one != other:
+            break
+        count += 1
+    return count
 
 
 def keystroke_views(visit: VisitLog, answers: Sequence[RequestLog]) -> list[KeystrokeView]:
     """What showed at the end of each keystroke of one visit."""
     checks = [*visit.keystroke_ms[1:], visit.end_ms]
-    views = []
-    for typed, at_ms in enumerate(checks, start=1):
-        shown = shown_at(answers, visit.removed, typed, at_ms)
-        correct = shown is not None and agrees(shown, visit.removed[typed:])
-        views.append(KeystrokeView(typed, shown, correct))
-    return views
+    return [KeystrokeView(typed, shown_at(answers, visit.removed, typed, at_ms),
+                          visit.removed[typed:].rstrip())
+            for typed, at_ms in enumerate(checks, start=1)]
+
+
+def longest_blank_run(views: Sequence[KeystrokeView]) -> int:
+    """The most consecutive keystrokes at whose end nothing was visible."""
+    longest = current = 0
+    for view in views:
+        current = 0 if view.visible else current + 1
+        longest = max(longest, current)
+    return longest
 
 
 def first_suggestion(visit: VisitLog,
                      answers: Sequence[RequestLog]) -> tuple[float, RequestLog] | None:
-    """From the first keystroke to the first moment a consistent suggestion is on screen,
-    and the answer that showed it; None if none showed before the user moved on.
+    """From the first keystroke to the first moment a visible suggestion (one consistent
+    with the typing whose first line is not empty) is on screen, and the answer that
+    showed it; None if none showed before the user moved on.
 
     The screen changes only when a keystroke lands (which can hide a suggestion) or an
     answer arrives (which can show one), so those are the moments to look at.
@@ -154,7 +207,7 @@ def first_suggestion(visit: VisitLog,
                       if t is not None and first < t <= visit.end_ms)
     for moment in [first, *arrivals]:
         typed = sum(at <= moment for at in visit.keystroke_ms)
-        if shown_at(answers, visit.removed, typed, moment) is not None:
+        if first_line(shown_at(answers, visit.removed, typed, moment)):
             shown = newest_answer(answers, typed, moment)
             assert shown is not None
             return moment - first, shown
@@ -189,28 +242,59 @@ def _p50_p90(values: Iterable[float | None]) -> dict[str, float | None]:
     return {"p50": percentile(present, 50), "p90": percentile(present, 90)}
 
 
-def visibility_summary(places: Sequence[PlaceResult]) -> dict[str, Any]:
-    """Visible and correct-visible rates, first-suggestion times, places that saw none."""
+def keystroke_figures(views: Sequence[KeystrokeView]) -> dict[str, Any]:
+    """Counts and rates of visible, strict and lenient keystrokes, and accept chars."""
+    counts = {"keystrokes": len(views), "visible": sum(v.visible for v in views),
+              "strict": sum(v.strict for v in views), "lenient": sum(v.lenient for v in views),
+              "accept_chars": sum(v.accept_chars for v in views)}
+    return {**counts, **{f"{name}_rate": _rate(counts[name], len(views))
+                         for name in ("visible", "strict", "lenient")},
+            "accept_chars_per_keystroke": _rate(counts["accept_chars"], len(views))}
+
+
+def index_bucket(typed: int) -> str:
+    """The bucket of the `typed`-th keystroke at a place: "1" .. "12", then "13+"."""
+    return str(typed) if typed <= INDEX_BUCKETS else LAST_BUCKET
+
+
+def by_index(views: Sequence[KeystrokeView]) -> dict[str, dict[str, Any]]:
+    """`keystroke_figures` per keystroke index at a place, every bucket present."""
+    buckets: dict[str, list[KeystrokeView]] = {
+        index_bucket(typed): [] for typed in range(1, INDEX_BUCKETS + 2)}
+    for view in views:
+        buckets[index_bucket(view.typed)].append(view)
+    return {bucket: keystroke_figures(group) for bucket, group in buckets.items()}
+
+
+def blank_run_summary(places: Sequence[PlaceResult]) -> dict[str, Any]:
+    """The longest blank run per place: p50, p90, max, and how many places had each length."""
+    runs = [place.blank_run for place in places]
+    histogram: dict[str, int] = {}
+    for run in sorted(runs):
+        histogram[str(run)] = histogram.get(str(run), 0) + 1
+    return {**_p50_p90(float(run) for run in runs), "max": max(runs) if runs else None,
+            "histogram": histogram}
+
+
+def group_summary(places: Sequence[PlaceResult]) -> dict[str, Any]:
+    """Every keystroke and place figure over one group of places (new ones, or returns)."""
     views = [view for place in places for view in place.keystrokes]
-    visible = sum(view.shown is not None for view in views)
-    correct = sum(view.correct for view in views)
-    summary: dict[str, Any] = {
-        "keystrokes": len(views), "visible": visible, "correct_visible": correct,
-        "visible_rate": _rate(visible, len(views)),
-        "correct_visible_rate": _rate(correct, len(views)),
-        "first_suggestion_ms": {}, "never_shown": {}, "places": {},
-        "first_from_cache": {}, "first_answer_tokens": {}}
-    for kind, returns in (("new", False), ("return", True)):
-        group = [place for place in places if place.is_return == returns]
-        summary["places"][kind] = len(group)
-        summary["first_suggestion_ms"][kind] = _p50_p90(p.first_suggestion_ms for p in group)
-        summary["never_shown"][kind] = sum(p.first_suggestion_ms is None for p in group)
-        summary["first_from_cache"][kind] = sum(p.first_suggestion_source == "cache"
-                                                for p in group)
-        summary["first_answer_tokens"][kind] = _p50_p90(
+    return {
+        "places": len(places), **keystroke_figures(views), "by_index": by_index(views),
+        "blank_run": blank_run_summary(places),
+        "first_suggestion_ms": _p50_p90(p.first_suggestion_ms for p in places),
+        "never_shown": sum(p.first_suggestion_ms is None for p in places),
+        "first_from_cache": sum(p.first_suggestion_source == "cache" for p in places),
+        "first_answer_tokens": _p50_p90(
             None if p.first_answer_tokens is None else float(p.first_answer_tokens)
-            for p in group)
-    return summary
+            for p in places)}
+
+
+def visibility_summary(places: Sequence[PlaceResult]) -> dict[str, Any]:
+    """`group_summary` of new places and of returns, apart: a return re-types what was
+    typed there before, which the server may still hold."""
+    return {kind: group_summary([p for p in places if p.is_return == returns])
+            for kind, returns in (("new", False), ("return", True))}
 
 
 def request_summary(requests: Sequence[RequestLog]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The plan of an editing session for `flashls bench session`: which files are open, which
-places are visited in which order, where each line is cut and what is re-typed.
+places are visited in which order, where each line is cut and how much of it is re-typed.
 
 Plain seeded data and the edits it implies; nothing here talks to a server or keeps time.
 """
@@ -15,8 +15,12 @@ from typing import Any
 from flashls.bench import trace
 
 MIN_CUT = 2  # characters of code left before the cursor
-MIN_TYPED = 8  # characters left to re-type
+MIN_TYPED = 8  # characters the deletion removes at least
 DEFAULT_FILE_LINES = (150, 1500)
+# `--visit-chars short`: most visits type a few characters, some type a longer stretch.
+SHORT_VISITS = "short"
+SHORT_CHARS = (3, 12)
+SHORT_SHARE = 0.7  # of visits whose length is drawn from SHORT_CHARS, the rest above it
 
 
 class PlanError(ValueError):
@@ -35,11 +39,12 @@ class OpenFile:
 
 @dataclass(frozen=True)
 class Visit:
-    """One stay at one place: the line's tail after `cut` is deleted and typed again.
+    """One stay at one place: the line's tail after `cut` is deleted, its first
+    `typed_chars` characters are typed again, and the rest is pasted back on leaving.
 
     Lines never change length for good (every visit restores its line's code), so line
     numbers hold for the whole session; `line_end` is the line's length in UTF-16 units
-    when the visit starts (trailing whitespace is not re-typed).
+    when the visit starts (trailing whitespace is not put back).
     """
 
     index: int
@@ -50,11 +55,17 @@ class Visit:
     cut: int  # index into body where the cursor lands
     line_end: int
     return_of: int | None  # the visit this one goes back to, or None for a new place
+    typed_chars: int  # characters of `removed` typed, one keystroke each
 
     @property
     def removed(self) -> str:
-        """The text deleted and re-typed: what an ideal suggestion would show at the cut."""
+        """The text deleted: what an ideal suggestion would show at the cut."""
         return self.body[self.cut:]
+
+    @property
+    def typed(self) -> str:
+        """The characters typed again, in order."""
+        return self.removed[: self.typed_chars]
 
     @property
     def is_return(self) -> bool:
@@ -123,12 +134,14 @@ def load_files(paths: Sequence[str]) -> tuple[OpenFile, ...]:
 
 
 def build_plan(files: Sequence[OpenFile], places: int, returns: int, seed: int,
-               max_chars: int) -> SessionPlan:
+               max_chars: int, visit_chars: int | None = None) -> SessionPlan:
     """Visits taking the files in turn; `returns` of them go back to an earlier place.
 
     New places take the files round-robin, skipping the file just visited; a return goes
-    to an earlier place in another file than the one just visited. Either way every visit
-    switches documents, and a return has other files between it and its first visit.
+    to an earlier place in another file than the one just visited and types the same
+    characters there again. Either way every visit switches documents, and a return has
+    other files between it and its first visit. `visit_chars` fixes how many characters
+    a new place types (None: drawn by `draw_typed_chars`).
     """
     _check_counts(len(files), places, returns)
     rng = random.Random(seed)
@@ -148,9 +161,19 @@ def build_plan(files: Sequence[OpenFile], places: int, returns: int, seed: int,
             line = free_lines[file].pop()
             next_file += 1
         content = line_text.get((file, line)) or _content(files[file].text, line)
-        visits.append(_visit(index, file, line, content, earlier, max_chars, rng))
+        wanted = visit_chars or draw_typed_chars(rng, max_chars)
+        visits.append(_visit(index, file, line, content, earlier, max_chars, wanted, rng))
         line_text[(file, line)] = visits[-1].indent + visits[-1].body
     return SessionPlan(tuple(files), tuple(visits))
+
+
+def draw_typed_chars(rng: random.Random, max_chars: int) -> int:
+    """How many characters a visit types, `--visit-chars short`: SHORT_SHARE of visits
+    uniform in SHORT_CHARS, the others uniform from just above it to `max_chars`."""
+    low, high = SHORT_CHARS
+    if rng.random() < SHORT_SHARE or max_chars <= high:
+        return rng.randint(low, min(high, max_chars))
+    return rng.randint(high + 1, max_chars)
 
 
 def _check_counts(file_count: int, places: int, returns: int) -> None:
@@ -192,16 +215,27 @@ def _content(text: str, line: int) -> str:
 
 
 def _visit(index: int, file: int, line: int, content: str, earlier: Visit | None,
-           max_chars: int, rng: random.Random) -> Visit:
+           max_chars: int, wanted: int, rng: random.Random) -> Visit:
+    """A new place cuts where at most `max_chars` and, where the line allows, at least
+    `wanted` characters follow; a return cuts and types as its first visit did."""
     body = content.lstrip(" \t").rstrip()
     indent = content[: len(content) - len(content.lstrip(" \t"))]
-    lowest = max(MIN_CUT, len(body) - max_chars)
-    highest = len(body) - MIN_TYPED
-    cuts = [cut for cut in range(lowest, highest + 1) if earlier is None or cut != earlier.cut]
-    cut = rng.choice(cuts or [earlier.cut if earlier else lowest])
+    if earlier is None:
+        cut = _cut(body, max_chars, wanted, rng)
+        typed_chars = min(wanted, len(body) - cut)
+    else:
+        cut, typed_chars = earlier.cut, earlier.typed_chars
     return Visit(index=index, file=file, line=line, indent=indent, body=body, cut=cut,
                  line_end=trace.utf16_length(content),
-                 return_of=None if earlier is None else earlier.index)
+                 return_of=None if earlier is None else earlier.index,
+                 typed_chars=typed_chars)
+
+
+def _cut(body: str, max_chars: int, wanted: int, rng: random.Random) -> int:
+    """Seeded; on a line too short for `wanted`, the cut leaving the most to type."""
+    lowest = max(MIN_CUT, len(body) - max_chars)
+    roomy = len(body) - max(MIN_TYPED, wanted)
+    return rng.randint(lowest, roomy) if roomy >= lowest else lowest
 
 
 def did_open_params(file: OpenFile) -> dict[str, Any]:
@@ -223,7 +257,20 @@ def type_change(visit: Visit, typed: int) -> dict[str, Any]:
     return {"range": {"start": where, "end": where}, "text": visit.removed[typed - 1]}
 
 
+def paste_change(visit: Visit) -> dict[str, Any] | None:
+    """The content change putting back the deleted text not typed, at the cursor after the
+    last keystroke, so the line is whole again; None when everything was typed."""
+    if visit.typed_chars == len(visit.removed):
+        return None
+    where = {"line": visit.line, "character": visit.column(visit.typed_chars)}
+    return {"range": {"start": where, "end": where},
+            "text": visit.removed[visit.typed_chars:]}
+
+
 def describe(plan: SessionPlan) -> list[dict[str, Any]]:
-    """The visits as JSON: file, line, cut, the re-typed text, and which visit it returns to."""
-    return [{"visit": v.index, "path": plan.files[v.file].path, "line": v.line, "cut": v.cut,
-             "removed": v.removed, "return_of": v.return_of} for v in plan.visits]
+    """The visits as JSON: file, line, cut, the deleted and the typed text, whether it is a
+    new place or a return (and to which visit)."""
+    return [{"visit": v.index, "kind": "return" if v.is_return else "new",
+             "path": plan.files[v.file].path, "line": v.line, "cut": v.cut,
+             "removed": v.removed, "typed_chars": v.typed_chars, "typed": v.typed,
+             "return_of": v.return_of} for v in plan.visits]

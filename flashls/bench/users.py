@@ -12,19 +12,14 @@ import contextlib
 import dataclasses
 import datetime
 import math
-import os
 import platform
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -39,6 +34,13 @@ from flashls.bench.latency import (
     run_command,
     wait_until_ready,
 )
+from flashls.bench.llama_server import (
+    free_port,
+    llama_server_binary,
+    llama_server_command,
+    model_file,
+    serving,
+)
 from flashls.bench.replay import (
     STATUS_NOTIFICATION,
     RequestRecord,
@@ -46,12 +48,10 @@ from flashls.bench.replay import (
     StatusBoard,
     replay_human,
 )
-from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
 
 # The servers this bench can start, and the flashls engine that talks to each.
 ENGINES = {"llama-server": "llama-server", "llama-cpp-python": "openai"}
 READY_PATHS = {"llama-server": "/health", "llama-cpp-python": "/v1/models"}
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_llama_server.sh"
 # Outcomes that close a request: an answer (in time or late), the cancellation
 # acknowledged (JSON-RPC RequestCancelled), or an error. Anything else was lost.
 ACCOUNTED = ("answered", "late", "cancelled", "error")
@@ -108,113 +108,31 @@ def parse_user_counts(text: str) -> tuple[int, ...]:
     return tuple(int(item) for item in items)
 
 
-def llama_server_binary(configured: str) -> str:
-    """The llama-server to start: the given path, the one scripts/build_llama_server.sh
-    built (same llama.cpp as llama-cpp-python), or one on PATH."""
-    if configured:
-        return configured
-    if BUILD_SCRIPT.is_file():
-        built = subprocess.run(["bash", str(BUILD_SCRIPT), "--print-path"],
-                               capture_output=True, text=True, check=False).stdout.strip()
-        if built and Path(built).is_file():
-            return built
-    found = shutil.which("llama-server")
-    if found is None:
-        raise BenchError("no llama-server: build it with scripts/build_llama_server.sh or "
-                         "pass --llama-server-binary PATH")
-    return found
-
-
-def model_file(model: str) -> str:
-    """The GGUF the shared server loads (`--model`, else the default model)."""
-    path = resolve_model_path(model)
-    try:
-        check_model_file(path)
-    except ModelUnavailable as error:
-        raise BenchError(str(error)) from error
-    return str(path)
-
-
 def shared_server_command(config: UsersConfig, name: str, model: str, port: int) -> list[str]:
     """The command starting one kind of shared server on a loopback port."""
-    address = ["--host", "127.0.0.1", "--port", str(port)]
     if name == "llama-server":
-        return [llama_server_binary(config.llama_server_binary), "-m", model, *address,
-                "-np", str(config.parallel), "-c", str(config.parallel * config.ctx_per_slot),
-                "-t", str(config.server_threads), "--metrics", "--slots"]
+        return llama_server_command(llama_server_binary(config.llama_server_binary), model,
+                                    port, config.parallel, config.ctx_per_slot,
+                                    config.server_threads)
     # llama_cpp.server answers one request at a time: one context is all it uses.
-    return [sys.executable, "-m", "llama_cpp.server", "--model", model, *address,
-            "--n_threads", str(config.server_threads), "--n_ctx", str(config.ctx_per_slot)]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
+            "127.0.0.1", "--port", str(port), "--n_threads", str(config.server_threads),
+            "--n_ctx", str(config.ctx_per_slot)]
 
 
 @contextlib.asynccontextmanager
 async def shared_server(config: UsersConfig, name: str) -> AsyncIterator[SharedServer]:
     """The server `name` for the whole run: the one at `--endpoint`, or one started here
-    (its log in a temporary file) and stopped at the end, whatever happens."""
+    and stopped at the end, whatever happens."""
     if config.endpoint:
         yield SharedServer(config.engine, config.engine, config.endpoint.rstrip("/"))
         return
     port = free_port()
     command = shared_server_command(config, name, model_file(config.model), port)
     server = SharedServer(name, ENGINES[name], f"http://127.0.0.1:{port}", tuple(command))
-    with tempfile.TemporaryFile() as log:
-        process = await _start(command, log)
-        try:
-            await _wait_until_serving(process, server, READY_PATHS[name], log,
-                                      config.startup_timeout_s)
-            yield server
-        finally:
-            await _stop(process)
-
-
-async def _start(command: Sequence[str], log: IO[bytes]) -> asyncio.subprocess.Process:
-    try:
-        return await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-    except OSError as error:
-        raise BenchError(f"cannot start {command[0]}: {error}") from error
-
-
-async def _wait_until_serving(process: asyncio.subprocess.Process, server: SharedServer,
-                              ready_path: str, log: IO[bytes], timeout_s: float) -> None:
-    """Poll `ready_path` until it answers 200; the server's exit or silence is an error."""
-    deadline = time.perf_counter() + timeout_s
-    async with httpx.AsyncClient(base_url=server.endpoint, timeout=2) as http:
-        while time.perf_counter() < deadline:
-            if process.returncode is not None:
-                raise BenchError(f"{server.name} exited with status {process.returncode}; "
-                                 f"its log ends with:\n{_tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(ready_path)).status_code == 200:
-                    return
-            await asyncio.sleep(0.3)
-    raise BenchError(f"{server.name} did not answer {ready_path} within {timeout_s:g} s; "
-                     f"its log ends with:\n{_tail(log)}")
-
-
-def _tail(log: IO[bytes], limit: int = 2000) -> str:
-    # pread leaves the offset alone: the server shares this file description.
-    descriptor = log.fileno()
-    size = os.fstat(descriptor).st_size
-    return os.pread(descriptor, limit, max(0, size - limit)).decode("utf-8", "replace")
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    async with serving(name, command, server.endpoint, READY_PATHS[name],
+                       config.startup_timeout_s):
+        yield server
 
 
 # What the server says about itself
