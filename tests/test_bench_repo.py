@@ -1,25 +1,48 @@
 """Tests of `flashls bench repo`: cross-file sites in a small project written here (imports
 relative, absolute, aliased, of modules and of names), the masking, the open files, the
-scores, the standard-library defaults, a run on `flashls serve --engine fake`, and one on
-the real model.
+scores, the default projects, the plain-FIM baseline's prompt and answers, a run on
+`flashls serve --engine fake` beside a stand-in llama-server, and one on the real model.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import re
+import stat
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flashls.bench.latency import BenchError
 from flashls.bench.repo import (
     DEFAULT_VARIANTS,
     FIXED_SERVER_ARGS,
     RepoConfig,
+    add_arguments,
+    fim_answer,
+    fim_server,
     parse_variant,
+    project_roots,
     server_command,
+)
+from flashls.bench.repo_fim import (
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    PLAIN_FIM,
+    PREFIX_BUDGET_TOKENS,
+    SUFFIX_BUDGET_TOKENS,
+    FimReply,
+    first_lines,
+    last_lines,
+    site_prompt,
+    split_at_cursor,
 )
 from flashls.bench.repo_metrics import (
     edit_similarity,
@@ -30,6 +53,7 @@ from flashls.bench.repo_metrics import (
     summarize,
 )
 from flashls.bench.repo_sites import (
+    HELD_OUT_PROJECTS,
     Site,
     auto_closed,
     default_projects,
@@ -230,14 +254,35 @@ def test_sampling_is_seeded_and_spreads_over_files(toy: Path) -> None:
     assert len(sample_sites([str(toy)], 100, seed=1, per_project_max=2)) == 2
 
 
-def test_the_default_projects_give_over_300_sites_from_several_projects() -> None:
-    sites = sample_sites(default_projects(), 300, seed=0)
+def test_the_default_projects_are_installed_packages_outside_the_standard_library() -> None:
+    roots = [Path(root) for root in default_projects()]
+    assert [root.name for root in roots] == list(HELD_OUT_PROJECTS)  # flashls depends on all
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    site_packages = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    for root in roots:
+        assert (root / "__init__.py").is_file()
+        assert root.parent in site_packages and root.parent != stdlib
+        assert root.name not in sys.stdlib_module_names
+    assert [Path(root).name for root in default_projects("stdlib")][:2] == ["email", "asyncio"]
+
+
+@pytest.mark.parametrize("project_set", ["held-out", "stdlib"])
+def test_each_project_set_gives_300_sites_from_several_projects(project_set: str) -> None:
+    sites = sample_sites(default_projects(project_set), 300, seed=0)
     projects: dict[str, int] = {}
     for site in sites:
         projects[site.project] = projects.get(site.project, 0) + 1
     assert len(sites) == 300
     assert sum(count >= 20 for count in projects.values()) >= 3, projects
     assert all(site.target.startswith(site.name) for site in sites)
+
+
+def test_repo_replaces_the_default_projects_unless_a_set_is_asked_for(toy: Path) -> None:
+    assert project_roots(RepoConfig(repos=(str(toy),), projects="")) == [str(toy)]
+    both = project_roots(RepoConfig(repos=(str(toy),), projects="stdlib"))
+    assert both == [str(toy), *default_projects("stdlib")]
+    with pytest.raises(BenchError, match="not a directory"):
+        project_roots(RepoConfig(repos=(str(toy / "missing"),)))
 
 
 # Scores
@@ -278,6 +323,212 @@ def test_summary_means_and_percentiles() -> None:
     assert summarize([], [], [])["exact_match"] is None
 
 
+# The plain-FIM baseline
+
+
+async def _words(text: str) -> int:
+    """A stand-in tokenizer: a token a whitespace-separated word."""
+    return len(text.split())
+
+
+FILLER = "".join(f"FILLER_{index} = {index}\n" for index in range(600))  # 3 words a line
+
+
+@pytest.fixture
+def long_site(tmp_path: Path) -> Site:
+    """The one site of a file with 1,800 words of filler before it and after it."""
+    root = tmp_path / "long"
+    root.mkdir()
+    (root / "a.py").write_text("VALUE = 1\n", encoding="utf-8")
+    (root / "b.py").write_text(f"from .a import VALUE\n{FILLER}DOUBLE = VALUE.scale(2, 3)\n"
+                               f"{FILLER}", encoding="utf-8")
+    load_project.cache_clear()
+    [site] = find_sites(str(root))
+    return site
+
+
+def _parts(prompt: str) -> tuple[str, str]:
+    assert prompt.startswith(FIM_PREFIX) and prompt.endswith(FIM_MIDDLE)
+    prefix, suffix = prompt[len(FIM_PREFIX):-len(FIM_MIDDLE)].split(FIM_SUFFIX)
+    return prefix, suffix
+
+
+async def test_the_fim_window_is_whole_lines_within_the_token_budgets(
+        long_site: Site) -> None:
+    before, after = split_at_cursor(long_site)
+    assert before.endswith("\nDOUBLE = ") and after.startswith("\nFILLER_0 = 0\n")
+    prefix, suffix = _parts(await site_prompt(long_site, _words))
+    # The prefix: the cursor's line and the most whole lines above it that fit.
+    assert before.endswith(prefix) and before[:-len(prefix)].endswith("\n")
+    assert PREFIX_BUDGET_TOKENS - 3 < await _words(prefix) <= PREFIX_BUDGET_TOKENS
+    # The suffix: the rest of the cursor's line (nothing) and the most whole lines below.
+    assert after.startswith(suffix) and suffix.endswith("\n")
+    assert SUFFIX_BUDGET_TOKENS - 3 < await _words(suffix) <= SUFFIX_BUDGET_TOKENS
+
+
+async def test_an_auto_closed_sites_suffix_starts_with_its_closing_paren(
+        long_site: Site) -> None:
+    closed = auto_closed(long_site)
+    assert closed is not None
+    prefix, suffix = _parts(await site_prompt(closed, _words))
+    assert prefix.endswith("\nDOUBLE = VALUE.scale(") and suffix.startswith(")\nFILLER_0 = 0\n")
+
+
+async def test_a_window_that_fits_is_kept_whole_and_a_line_is_never_cut() -> None:
+    text = "a b\nc d\ne"
+    assert await last_lines(text, 100, _words) == await first_lines(text, 100, _words) == text
+    assert await last_lines(text, 3, _words) == "c d\ne"
+    assert await first_lines(text, 3, _words) == "a b\n"
+    assert await last_lines(text, 0, _words) == "e"  # the cursor's line, however long
+    assert await first_lines(text, 0, _words) == "a b\n"
+    assert await last_lines("", 5, _words) == await first_lines("", 5, _words) == ""
+
+
+def test_the_fim_suggestion_is_the_answers_first_line_uncleaned(long_site: Site) -> None:
+    def line_and_exact(content: str) -> tuple[str, bool]:
+        answer = fim_answer(long_site, FimReply("answered", content, 10.0))
+        assert answer.score is not None
+        return answer.line, answer.score.exact_match
+
+    assert line_and_exact("VALUE.scale(2, 3)\nmore = 1\n") == ("VALUE.scale(2, 3)", True)
+    # No comment dropped, no leading newline skipped, nothing closed or trimmed.
+    assert line_and_exact("VALUE.scale(2, 3)  # twice\n") == (
+        "VALUE.scale(2, 3)  # twice", False)
+    assert line_and_exact("\nVALUE.scale(2, 3)\n") == ("", False)
+    assert line_and_exact("VALUE.scale(2, 3") == ("VALUE.scale(2, 3", False)
+    timeout = fim_answer(long_site, FimReply("timeout"))
+    assert timeout.outcome == "timeout" and timeout.score is not None
+    assert not timeout.score.exact_match
+    closed = auto_closed(long_site)
+    assert closed is not None  # the editor's `)` after the cursor: what over-closes counts
+    assert fim_answer(closed, FimReply("answered", "2, 3)\n")).over_closed is True
+    assert fim_answer(closed, FimReply("answered", "2, 3\n")).over_closed is False
+
+
+STAND_IN_LLAMA_SERVER = '''\
+# A stand-in llama-server: its flags, /health, /tokenize (a token a word) and /completion
+# (always `quote(text)` and a second line); its arguments and requests logged as JSON lines.
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def log(record):
+    with open(os.environ["STAND_IN_LOG"], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\\n")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.reply({"status": "ok"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        log({"path": self.path, "body": body})
+        if self.path == "/tokenize":
+            self.reply({"tokens": list(range(len(body["content"].split())))})
+            return
+        self.reply({"content": "quote(text)\\n    return 1\\n", "stop_type": "eos",
+                    "tokens_evaluated": len(body["prompt"].split()),
+                    "timings": {"prompt_n": 5, "prompt_ms": 1.5, "predicted_n": 6,
+                                "predicted_ms": 2.5}})
+
+    def reply(self, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+log({"argv": sys.argv[1:]})
+HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), Handler).serve_forever()
+'''
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An executable stand-in llama-server, and the log of what it was asked."""
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN_LLAMA_SERVER, encoding="utf-8")
+    binary = tmp_path / "llama-server"
+    binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n', encoding="utf-8")
+    binary.chmod(binary.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "stand_in.jsonl"
+    monkeypatch.setenv("STAND_IN_LOG", str(log))
+    return binary, log
+
+
+def _site(record: dict[str, Any]) -> Site:
+    return Site(**{name: record[name] for name in Site.__dataclass_fields__})
+
+
+def test_plain_fim_runs_beside_the_flashls_variants_scored_the_same_way(
+        toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        stand_in: tuple[Path, Path]) -> None:
+    binary, log = stand_in
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    payload, printed = _run_printed(
+        tmp_path, capsys, toy, "--sites", "6", "--server-arg=--engine", "--server-arg=fake",
+        "--variant", "plain-fim", "--llama-server-binary", str(binary), "--model", str(model),
+        "--fim-threads", "3")
+    assert list(payload["summary"]) == ["current", PLAIN_FIM]
+    summary = payload["summary"][PLAIN_FIM]
+    assert summary["outcomes"] == {"answered": 6} and summary["scored"] == 6
+    for site in payload["sites"]:
+        answer = site["answers"][PLAIN_FIM]
+        assert answer["line"] == "quote(text)"
+        assert answer["score"]["exact_match"] == (site["target"] == "quote(text)")
+    assert summary["exact_match"] == pytest.approx(2 / 6)  # two of toy's six targets
+    assert summary["prompt_tokens"]["p50"] > 0 and summary["latency_ms"]["p50"] is not None
+    [row] = [line for line in printed.out.splitlines() if line.startswith(PLAIN_FIM)]
+    assert row.split()[1:3] == ["6", "33.3%"]
+    # What llama-server was started with and asked.
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    argv = records[0]["argv"]
+    assert [argv[argv.index(flag) + 1] for flag in ("-m", "-c", "-t", "--host")] == [
+        str(model), "4096", "3", "127.0.0.1"]
+    [server] = payload["variants"][PLAIN_FIM]["servers"]
+    assert server["command"][0] == str(binary)
+    completions = [record["body"] for record in records
+                   if record.get("path") == "/completion"][1:]  # after the warm-up
+    assert {key: completions[0][key] for key in ("n_predict", "temperature", "top_k",
+                                                  "cache_prompt")} == {
+        "n_predict": 48, "temperature": 0, "top_k": 1, "cache_prompt": True}
+    expected = [asyncio.run(site_prompt(_site(site), _words)) for site in payload["sites"]]
+    assert [body["prompt"] for body in completions] == expected
+    assert any(record.get("path") == "/tokenize" for record in records)
+
+
+def test_plain_fim_without_llama_server_says_how_to_build_it(
+        toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "repo", "--repo", str(toy), "--sites", "1",
+                 "--server-arg=--engine", "--server-arg=fake", "--llama-server-binary",
+                 str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "scripts/build_llama_server.sh" in err
+    assert "[1/" not in err  # the default variants include plain-fim; none ran before
+
+
+def test_a_project_without_sites_is_skipped_with_a_note(
+        toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "alone.py").write_text("X = 1\n", encoding="utf-8")
+    payload, printed = _run_printed(tmp_path, capsys, toy, "--repo", str(lonely),
+                                    "--server-arg=--engine", "--server-arg=fake")
+    assert f"skipping {lonely}" in printed.err
+    assert payload["skipped_projects"] == [str(lonely)]
+    assert list(payload["projects"]) == ["toy"]
+
+
 # The command
 
 
@@ -285,13 +536,28 @@ def test_variants_and_the_server_command() -> None:
     assert parse_variant("current=") == ("current", ())
     assert parse_variant("defs=--context-sources=definitions --n-ctx 4096") == \
         ("defs", ("--context-sources=definitions", "--n-ctx", "4096"))
-    assert [name for name, _ in DEFAULT_VARIANTS] == ["current", "ring", "definitions",
-                                                      "usages", "recent",
-                                                      "definitions+usages"]
+    assert DEFAULT_VARIANTS == (("current", ()), ("plain-fim", ()))  # flashls's defaults
+    assert parse_variant("plain-fim") == parse_variant("plain-fim=") == ("plain-fim", ())
+    with pytest.raises(BenchError, match="takes no flags"):
+        parse_variant("plain-fim=--n-threads=2")
     config = RepoConfig(server_args=("--engine=fake",), model="m.gguf")
     command = server_command(config, ("--x=1",))
     assert command[-4:] == [*FIXED_SERVER_ARGS[-1:], "--model=m.gguf", "--engine=fake",
                             "--x=1"]
+
+
+def test_the_readme_cites_flags_files_and_reports_that_exist() -> None:
+    checkout = Path(__file__).parents[1]
+    readme = (checkout / "bench" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("# `flashls bench repo`")[1].split("\n# `")[0]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = set(re.findall(r"(?<![=\w-])--[a-z][a-z-]+", section))  # not a flag's value
+    assert {"--projects", "--variant", "--fim-threads", "--llama-server-binary"} <= flags
+    assert flags <= set(parser._option_string_actions)
+    assert "plain-fim" in section and (checkout / "scripts/build_llama_server.sh").is_file()
+    for name in re.findall(r"`(repo-\d{8}-\d{6})`", section):
+        assert (checkout / "bench" / "reports" / f"{name}.json").is_file(), name
 
 
 def test_a_malformed_variant_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,6 +567,12 @@ def test_a_malformed_variant_is_refused(capsys: pytest.CaptureFixture[str]) -> N
 
 def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Path,
          *extra: str) -> dict[str, Any]:
+    return _run_printed(tmp_path, capsys, root, *extra)[0]
+
+
+def _run_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Path,
+                 *extra: str) -> tuple[dict[str, Any], pytest.CaptureResult[str]]:
+    """`bench repo` on `root` with the `current` variant and `extra`: its JSON and output."""
     out = tmp_path / "out"
     code = main(["bench", "repo", "--repo", str(root), "--sites", "2", "--variant",
                  "current=", *extra, "--out", str(out)])
@@ -310,7 +582,7 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Path,
     [json_path] = out.glob("repo-*.json")
     assert json_path.with_suffix(".png").stat().st_size > 0
     payload: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
-    return payload
+    return payload, printed
 
 
 def _check_payload(payload: dict[str, Any]) -> None:
@@ -384,6 +656,24 @@ def test_a_short_run_on_the_real_model(model_path: Path, toy: Path, tmp_path: Pa
     _check_payload(payload)
     summary = payload["summary"]["current"]
     assert summary["prompt_tokens"]["p50"] is not None and summary["prompt_tokens"]["p50"] > 0
+
+
+@pytest.mark.model
+def test_plain_fim_on_the_real_model(model_path: Path, toy: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        fim_server(RepoConfig(model=str(model_path)))
+    except BenchError as error:
+        pytest.skip(str(error))  # no llama-server built here
+    payload = _run(tmp_path, capsys, toy, "--variant", "plain-fim", "--model",
+                   str(model_path), "--server-arg=--engine", "--server-arg=fake")
+    summary = payload["summary"][PLAIN_FIM]
+    assert summary["outcomes"] == {"answered": 2}
+    assert summary["prompt_tokens"]["p50"] is not None and summary["prompt_tokens"]["p50"] > 0
+    for site in payload["sites"]:
+        answer = site["answers"][PLAIN_FIM]
+        assert answer["generated_tokens"] and answer["generated_tokens"] >= 1
+        assert answer["text"].startswith(answer["line"]) and "\n" not in answer["line"]
 
 
 def test_sites_are_hashable_records() -> None:

@@ -1,7 +1,8 @@
 """`flashls bench repo`: completions that need a name defined in another file of the same
 project, asked over LSP with the project as workspace and other files open, for several
-context-source variants of `flashls serve`. Sites come from `repo_sites.py`, scores from
-`repo_metrics.py`, the client from `client.py`.
+variants of `flashls serve`, and asked of llama-server as plain fill-in-the-middle. Sites come
+from `repo_sites.py`, scores from `repo_metrics.py`, the plain-FIM baseline from
+`repo_fim.py`, the LSP client from `client.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from flashls import __version__
 from flashls.bench import report
 from flashls.bench.client import LspClient, Response, ServerError
@@ -28,6 +31,7 @@ from flashls.bench.latency import (
     initialize_server,
     wait_until_ready,
 )
+from flashls.bench.llama_server import llama_server_binary, model_file
 from flashls.bench.replay import (
     INLINE_COMPLETION,
     STATUS_NOTIFICATION,
@@ -35,33 +39,35 @@ from flashls.bench.replay import (
     server_fields,
     shown_texts,
 )
-from flashls.bench.repo_metrics import SCORE_NAMES, Score, score, summarize
+from flashls.bench.repo_fim import PLAIN_FIM, FimClient, FimReply, FimServer, started
+from flashls.bench.repo_metrics import SCORE_NAMES, Score, completion_line, score, summarize
 from flashls.bench.repo_sites import (
     DEFAULT_OPEN_FILES,
     DEFAULT_PER_FILE_MAX,
+    PROJECT_SETS,
     Site,
     auto_closed,
     default_projects,
+    find_sites,
     line_before_cursor,
     masked_document,
     open_files,
-    sample_sites,
+    sample_from,
 )
 from flashls.bench.trace import Position, read_source
 from flashls.postprocess import over_closed
 
-# name -> extra `flashls serve` flags; "current" is today's prompt, the current file only.
-DEFAULT_VARIANTS = (
-    ("current", ("--context-sources=none",)),
-    ("ring", ("--context-sources=ring",)),
-    ("definitions", ("--context-sources=definitions",)),
-    ("usages", ("--context-sources=usages",)),
-    ("recent", ("--context-sources=recent",)),
-    ("definitions+usages", ("--context-sources=definitions,usages",)),
+# name -> extra `flashls serve` flags: "current" is flashls at its defaults; PLAIN_FIM is
+# no flashls at all but the plain fill-in-the-middle baseline (`repo_fim.py`).
+DEFAULT_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("current", ()),
+    (PLAIN_FIM, ()),
 )
-# Every variant: the whole prompt is evaluated (no cold window) and the answer is never cut
-# by the time budget, so what is measured is what the context gives, not what time allows.
-FIXED_SERVER_ARGS = ("--time-budget-ms=600000", "--cold-window-tokens=0", "--multiline=never")
+# Every variant: the whole prompt is evaluated (no cold window) and the answer is neither cut
+# by the time budget nor given in part, so what is measured is what the context gives, not
+# what time allows.
+FIXED_SERVER_ARGS = ("--time-budget-ms=600000", "--partial-answer-ms=0", "--cold-window-tokens=0",
+                     "--multiline=never")
 TRIGGER_INVOKED = 1
 TEXT_CHARS_KEPT = 400
 SECONDS_PER_SITE = 15  # default budgets on 2 CPU cores: ~1300 prompt tokens at ~100 tokens/s
@@ -72,6 +78,7 @@ class RepoConfig:
     """Which projects and sites, which server variants, and how long to wait."""
 
     repos: tuple[str, ...] = ()
+    projects: str = "held-out"  # a PROJECT_SETS name, its projects after `repos`; "": none
     sites: int = 300
     seed: int = 0
     open_files: int = DEFAULT_OPEN_FILES
@@ -86,6 +93,10 @@ class RepoConfig:
     variant_commands: tuple[tuple[str, tuple[str, ...]], ...] = ()
     request_timeout_s: float = 300.0
     startup_timeout_s: float = 300.0
+    # The plain-FIM baseline's llama-server: its binary ("": the one
+    # scripts/build_llama_server.sh built, else one on PATH) and its threads (-t).
+    llama_server_binary: str = ""
+    fim_threads: int = 2
 
 
 @dataclass
@@ -167,7 +178,13 @@ async def ask_site(client: LspClient, board: StatusBoard, site: Site,
     for path, _ in documents:
         await client.notify("textDocument/didClose",
                             {"textDocument": {"uri": Path(path).as_uri()}})
-    answer.score = score(answer.text, site.target)
+    return scored(site, answer, answer.text)
+
+
+def scored(site: Site, answer: Answer, completion: str) -> Answer:
+    """`answer` with its scores against the site's target: `completion`'s, every other
+    item's, and whether its line over-closes an auto-closed site."""
+    answer.score = score(completion, site.target)
     answer.exact_any = answer.score.exact_match or any(
         score(other, site.target).exact_match for other in answer.others)
     if site.suffix and answer.outcome == "answered":
@@ -219,23 +236,81 @@ async def run_project(config: RepoConfig, variant: str, variant_args: Sequence[s
                      (warm - ready) * 1000)
 
 
+# The plain-FIM baseline
+
+
+def fim_server(config: RepoConfig) -> FimServer:
+    """The llama-server the plain-FIM baseline starts; BenchError, saying how to get one,
+    when its binary or model is missing."""
+    binary = llama_server_binary(config.llama_server_binary)
+    if not Path(binary).is_file():
+        raise BenchError(f"no llama-server at {binary}: build one with "
+                         "scripts/build_llama_server.sh (it prints where it put it)")
+    return FimServer(binary, model_file(config.model), config.fim_threads)
+
+
+async def run_plain_fim(config: RepoConfig, server: FimServer, sites: Sequence[Site],
+                        done: Callable[[Site, Answer], None]) -> ServerRun:
+    """One llama-server for the sites' project: warm it up, one FIM request a site."""
+    begun = time.perf_counter()
+    async with started(server, config.startup_timeout_s) as (command, endpoint):
+        ready = time.perf_counter()
+        async with httpx.AsyncClient(base_url=endpoint) as http:
+            client = FimClient(http, config.request_timeout_s)
+            try:
+                await client.warm_up()
+            except httpx.HTTPError as error:
+                raise BenchError(f"{PLAIN_FIM}: warm-up /completion failed: {error}") from error
+            warm = time.perf_counter()
+            for site in sites:
+                reply = await client.complete(site)
+                done(site, fim_answer(site, reply))
+    return ServerRun(PLAIN_FIM, sites[0].project, command, (ready - begun) * 1000,
+                     (warm - ready) * 1000)
+
+
+def fim_answer(site: Site, reply: FimReply) -> Answer:
+    """A plain-FIM reply as an Answer, scored as the flashls variants' are; its suggestion
+    is the first line of what the model wrote, nothing else cleaned."""
+    line = completion_line(reply.content)
+    answer = Answer(reply.outcome, reply.content[:TEXT_CHARS_KEPT], line, reply.latency_ms,
+                    "model" if reply.outcome == "answered" else None, reply.finish,
+                    reply.prompt_tokens, reply.evaluated_tokens, reply.generated_tokens,
+                    reply.timings or None)
+    return scored(site, answer, line)
+
+
 # The run
 
 
-def pick_sites(config: RepoConfig) -> list[Site]:
-    """The run's sites; BenchError when the projects give none."""
-    roots = list(config.repos) or default_projects()
+def project_roots(config: RepoConfig) -> list[str]:
+    """The `--repo` directories, then those of the `--projects` set."""
+    roots = [*config.repos, *(default_projects(config.projects) if config.projects else [])]
     missing = [root for root in roots if not Path(root).is_dir()]
     if missing:
         raise BenchError(f"not a directory: {', '.join(missing)}")
-    sites = sample_sites(roots, config.sites, config.seed, config.per_file_max,
-                         config.limit_per_project)
+    if not roots:
+        raise BenchError(f"no project: none of {', '.join(PROJECT_SETS[config.projects])} "
+                         "is installed here; give --repo DIR")
+    return list(dict.fromkeys(roots))
+
+
+def pick_sites(config: RepoConfig) -> tuple[list[Site], list[str]]:
+    """The run's sites, and the projects left out for having none; BenchError when no
+    project has any."""
+    found = {root: find_sites(root) for root in project_roots(config)}
+    skipped = [root for root, sites in found.items() if not sites]
+    for root in skipped:
+        print(f"flashls bench repo: skipping {root}: no line uses a name defined in another "
+              "of its files", file=sys.stderr)
+    sites = sample_from([sites for sites in found.values() if sites], config.sites,
+                        config.seed, config.per_file_max, config.limit_per_project)
     if config.auto_close:
         sites = [closed for closed in map(auto_closed, sites) if closed is not None]
     if not sites:
         raise BenchError("no line in these projects uses a name defined in another of "
                          "their files")
-    return sites
+    return sites, skipped
 
 
 def by_project(sites: Sequence[Site]) -> dict[str, list[Site]]:
@@ -250,8 +325,9 @@ class Run:
     """The answers gathered so far, and the payload they make."""
 
     def __init__(self, config: RepoConfig, sites: Sequence[Site],
-                 opened: Mapping[Site, list[str]]) -> None:
+                 opened: Mapping[Site, list[str]], skipped: Sequence[str] = ()) -> None:
         self.config, self.sites, self.opened = config, list(sites), opened
+        self.skipped = list(skipped)  # projects without a site
         self.answers: dict[Site, dict[str, Answer]] = {site: {} for site in sites}
         self.servers: list[ServerRun] = []
         self.started = time.perf_counter()
@@ -273,6 +349,7 @@ class Run:
             "run_s": time.perf_counter() - self.started,
             "projects": {group[0].project: {"root": root, "sites": len(group)}
                          for root, group in by_project(self.sites).items()},
+            "skipped_projects": self.skipped,
             "variants": {name: {"args": list(args),
                                 "servers": [dataclasses.asdict(run) for run in self.servers
                                             if run.variant == name]}
@@ -321,9 +398,11 @@ async def run_benchmark(config: RepoConfig,
                         ) -> dict[str, Any]:
     """Every project, and for each every variant's server over its sites; `checkpoint`
     gets the payload after each site."""
-    sites = pick_sites(config)
+    sites, skipped = pick_sites(config)
+    # Found before any server starts: a missing llama-server fails the run at once.
+    fim = fim_server(config) if PLAIN_FIM in dict(config.variants) else None
     opened = {site: open_files(site, config.open_files, config.seed) for site in sites}
-    run = Run(config, sites, opened)
+    run = Run(config, sites, opened, skipped)
 
     def done(variant: str) -> Callable[[Site, Answer], None]:
         def keep(site: Site, answer: Answer) -> None:
@@ -336,8 +415,11 @@ async def run_benchmark(config: RepoConfig,
     # the variants on the same projects.
     for group in by_project(sites).values():
         for name, args in config.variants:
-            run.servers.append(await run_project(config, name, args, group, opened,
-                                                 done(name)))
+            if name == PLAIN_FIM and fim is not None:
+                run.servers.append(await run_plain_fim(config, fim, group, done(name)))
+            else:
+                run.servers.append(await run_project(config, name, args, group, opened,
+                                                     done(name)))
     return run.payload(complete=True)
 
 
@@ -421,11 +503,18 @@ def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
 
 
 def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
-    """`NAME=ARGS` -> (NAME, ARGS split like a shell would); BenchError when malformed."""
+    """`NAME=ARGS` -> (NAME, ARGS split like a shell would), `plain-fim` -> (`plain-fim`,
+    ()); BenchError when malformed."""
     name, equals, args = text.partition("=")
+    if name.strip() == PLAIN_FIM:
+        if args.strip():
+            raise BenchError(f"--variant {text!r}: {PLAIN_FIM} is the plain FIM baseline, "
+                             "not a `flashls serve`; it takes no flags")
+        return PLAIN_FIM, ()
     if not equals or not name.strip():
         raise BenchError(f"--variant {text!r}: expected NAME=ARGS, e.g. "
-                         "defs=--context-sources=definitions (ARGS may be empty)")
+                         f"defs=--context-sources=definitions (ARGS may be empty), or "
+                         f"{PLAIN_FIM}")
     return name.strip(), tuple(shlex.split(args))
 
 
@@ -433,9 +522,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `flashls bench repo`."""
     defaults = RepoConfig()
     parser.add_argument("--repo", action="append", default=[], metavar="DIR",
-                        help="a project directory (a package such as the standard library's "
-                             "`email`), repeatable (default: the standard library's "
-                             f"{', '.join(default_project_names())})")
+                        help="a project directory (a package such as httpx), repeatable; "
+                             "with it, --projects is not used unless given")
+    parser.add_argument("--projects", choices=sorted(PROJECT_SETS), default=None,
+                        help="a set of projects found in this Python: held-out (installed "
+                             f"packages flashls was not tuned on: "
+                             f"{', '.join(PROJECT_SETS['held-out'])}) or stdlib (standard-"
+                             f"library packages it was tuned on: "
+                             f"{', '.join(PROJECT_SETS['stdlib'])}) (default: held-out, "
+                             "unless --repo is given)")
     parser.add_argument("--sites", type=int, default=defaults.sites, metavar="N",
                         help="masked sites, spread across projects and files "
                              "(default: %(default)s)")
@@ -450,9 +545,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of them modules it imports (default: %(default)s)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="a server variant: NAME and its extra `flashls serve` flags, "
-                             "space-separated (ARGS may be empty), repeatable (default: "
-                             + "; ".join(f"{name}={' '.join(args)}"
-                                         for name, args in DEFAULT_VARIANTS) + ")")
+                             "space-separated (ARGS may be empty), or `plain-fim`: one plain "
+                             "fill-in-the-middle request a site to a llama-server started "
+                             "here, its answer's first line uncleaned; repeatable (default: "
+                             + "; ".join(f"{name}={' '.join(args)}" if name != PLAIN_FIM
+                                         else name for name, args in DEFAULT_VARIANTS) + ")")
     parser.add_argument("--variant-command", action="append", default=[],
                         metavar="NAME=CMD",
                         help="start variant NAME's server with CMD instead of this "
@@ -469,17 +566,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "editor's auto-closed `)` after it; the arguments are the "
                              "target, and `over-closed` counts lines the answer over-closes")
     parser.add_argument("--model", default=defaults.model,
-                        help="GGUF path or model name (default: the server's default model)")
+                        help="GGUF path or model name, for every variant (default: the "
+                             "default model)")
+    parser.add_argument("--llama-server-binary", default=defaults.llama_server_binary,
+                        metavar="PATH", help="the llama-server plain-fim starts (default: "
+                        "the one scripts/build_llama_server.sh built, else one on PATH)")
+    parser.add_argument("--fim-threads", type=int, default=defaults.fim_threads,
+                        metavar="N", help="plain-fim's llama-server threads, -t "
+                        "(default: %(default)s)")
     parser.add_argument("--timeout-s", type=float, default=defaults.request_timeout_s,
                         help="longest wait for one completion (default: %(default)s)")
     parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
                         help="where repo-<timestamp>.json (rewritten after every site) and "
                              ".png go (default: %(default)s)")
-
-
-def default_project_names() -> list[str]:
-    """The default projects' names, for the help."""
-    return [Path(root).name for root in default_projects()]
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
@@ -491,6 +590,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
         raise BenchError("--limit-per-project must be at least 1")
     if arguments.timeout_s <= 0:
         raise BenchError("--timeout-s must be positive")
+    if arguments.fim_threads < 1:
+        raise BenchError("--fim-threads must be at least 1")
     variants = tuple(parse_variant(text) for text in arguments.variant) or DEFAULT_VARIANTS
     commands = tuple(parse_variant(text) for text in arguments.variant_command)
     if any(not command for _, command in commands):
@@ -500,13 +601,18 @@ def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
     names = [name for name, _ in variants]
     if len(set(names)) < len(names):
         raise BenchError(f"variant names must differ: {', '.join(names)}")
+    if PLAIN_FIM in dict(commands):
+        raise BenchError(f"--variant-command: {PLAIN_FIM} is the plain FIM baseline; "
+                         "choose another name")
     return RepoConfig(
         repos=tuple(str(Path(repo).resolve()) for repo in arguments.repo),
+        projects=arguments.projects or ("" if arguments.repo else "held-out"),
         sites=arguments.sites, seed=arguments.seed, open_files=arguments.open_files,
         per_file_max=arguments.per_file_max, limit_per_project=arguments.limit_per_project,
         variants=variants, server_args=tuple(arguments.server_arg), model=arguments.model,
         out_dir=arguments.out, request_timeout_s=arguments.timeout_s,
-        auto_close=arguments.auto_close, variant_commands=commands)
+        auto_close=arguments.auto_close, variant_commands=commands,
+        llama_server_binary=arguments.llama_server_binary, fim_threads=arguments.fim_threads)
 
 
 def handler(arguments: argparse.Namespace) -> int:
@@ -533,14 +639,16 @@ def handler(arguments: argparse.Namespace) -> int:
 def add_repo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `repo` to the sub-commands of `flashls bench`."""
     repo = subparsers.add_parser(
-        "repo", help="cross-file completions in real projects, per context source",
+        "repo", help="cross-file completions in real projects, per server variant",
         description="Mask the rest of lines that use a name defined in another file of the "
                     "same project (the cursor before the name), open the project as the "
                     "workspace with a few of its other files open, ask once at the cursor, "
                     "and score exact match, edit similarity and identifier match for each "
-                    "server variant. Each site is a cold prompt evaluated whole: about "
-                    f"{SECONDS_PER_SITE} s a site and variant on 2 CPU cores with the "
-                    "default budgets (300 sites x 6 variants: about 7.5 hours); shorten with "
-                    "--sites, --limit-per-project or smaller --server-arg budgets.")
+                    "server variant, and for the plain-fim baseline (one plain "
+                    "fill-in-the-middle request to llama-server). Each site is a cold "
+                    f"prompt evaluated whole: about {SECONDS_PER_SITE} s a site and variant "
+                    "on 2 CPU cores with the default budgets (300 sites x 2 variants: about "
+                    "2.5 hours); shorten with --sites, --limit-per-project or smaller "
+                    "--server-arg budgets.")
     add_arguments(repo)
     repo.set_defaults(func=handler)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import importlib.util
 import io
 import os
 import random
@@ -19,8 +20,12 @@ from pathlib import Path
 
 from flashls.bench.trace import MAX_FILE_BYTES, SKIPPED_DIRS, read_source, split_lines, utf16_length
 
-# Standard-library packages: offline everywhere, many modules importing one another.
-DEFAULT_PROJECTS = ("email", "asyncio", "logging", "importlib", "json", "http", "unittest")
+# Installed packages flashls's defaults were not tuned on, all of them dependencies of
+# flashls (so present wherever it is installed): the default projects.
+HELD_OUT_PROJECTS = ("pygls", "h11", "httpx", "cattrs")
+# Standard-library packages, the ones flashls's defaults were tuned on.
+STDLIB_PROJECTS = ("email", "asyncio", "logging", "importlib", "json", "http", "unittest")
+PROJECT_SETS = {"held-out": HELD_OUT_PROJECTS, "stdlib": STDLIB_PROJECTS}
 DEFAULT_PER_FILE_MAX = 10
 DEFAULT_OPEN_FILES = 4
 
@@ -89,10 +94,25 @@ class _Use:
 # The project and its modules
 
 
-def default_projects() -> list[str]:
-    """The default projects' directories in this Python's standard library."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    return [str(stdlib / name) for name in DEFAULT_PROJECTS if (stdlib / name).is_dir()]
+def default_projects(project_set: str = "held-out") -> list[str]:
+    """The directories of a set of projects (PROJECT_SETS) this Python has: `held-out`,
+    the installed packages; `stdlib`, standard-library packages."""
+    if project_set == "stdlib":
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        return [str(stdlib / name) for name in STDLIB_PROJECTS if (stdlib / name).is_dir()]
+    found = (package_directory(name) for name in PROJECT_SETS[project_set])
+    return [directory for directory in found if directory is not None]
+
+
+def package_directory(name: str) -> str | None:
+    """Where the installed package `name` is, found as `import` would find it (not
+    imported); None for a missing package or a single-file module."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return str(Path(locations[0]).resolve()) if locations else None
 
 
 def project_files(root: str) -> list[str]:
@@ -446,9 +466,17 @@ def sample_sites(projects: Sequence[str], count: int, seed: int = 0,
                  per_project_max: int | None = None) -> list[Site]:
     """`count` sites spread across the projects (one from each in turn) and, within each,
     across its files (one from each in turn, at most `per_file_max` a file); seeded."""
+    return sample_from([find_sites(root) for root in projects], count, seed, per_file_max,
+                       per_project_max)
+
+
+def sample_from(found: Sequence[Sequence[Site]], count: int, seed: int = 0,
+                per_file_max: int = DEFAULT_PER_FILE_MAX,
+                per_project_max: int | None = None) -> list[Site]:
+    """`sample_sites` from each project's sites, already found."""
     rng = random.Random(seed)
-    per_project = [_round_robin(_by_file(find_sites(root), rng, per_file_max),
-                                per_project_max) for root in projects]
+    per_project = [_round_robin(_by_file(sites, rng, per_file_max), per_project_max)
+                   for sites in found]
     return _round_robin(per_project)[:count]
 
 
