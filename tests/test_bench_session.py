@@ -351,13 +351,28 @@ def test_the_heldout_profile_and_the_flags_that_override_it() -> None:
     assert (plain.visit_chars, plain.returns, plain.places) == ("short", 5, 15)
     heldout = _config("--profile", "heldout")
     assert (heldout.visit_chars, heldout.returns, heldout.read_ms, heldout.interval_ms,
-            heldout.places, heldout.profile) == ("12", 0, 2000.0, 150.0, 15, "heldout")
+            heldout.places, heldout.cut, heldout.profile) == (
+        "12", 0, 2000.0, 150.0, 15, "start", "heldout")
+    assert plain.cut == "tail"
     mixed = _config("--read-ms", "300", "--profile", "heldout", "--returns", "2",
                     "--visit-chars", "short")
     assert (mixed.visit_chars, mixed.returns, mixed.read_ms, mixed.interval_ms) == (
         "short", 2, 300.0, 150.0)
     with pytest.raises(session.BenchError, match="--visit-chars"):
         _config("--visit-chars", "many")
+
+
+def test_cutting_at_the_start_types_each_line_from_its_first_character(
+        tmp_path: Path) -> None:
+    files = load_files(_files(tmp_path))
+    plan = build_plan(files, places=6, returns=0, seed=1, max_chars=40, visit_chars=12,
+                      cut="start")
+    for visit in plan.visits:
+        assert visit.cut == 0 and visit.removed == visit.body
+        assert visit.typed_chars == min(12, len(visit.body))
+    tails = build_plan(files, places=6, returns=0, seed=1, max_chars=40, visit_chars=12)
+    assert all(len(visit.removed) <= 40 for visit in tails.visits)
+    assert any(visit.cut > 0 for visit in tails.visits)
 
 
 def test_the_plan_refuses_what_it_cannot_do(tmp_path: Path) -> None:

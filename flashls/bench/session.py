@@ -64,8 +64,8 @@ CANDIDATE = "flashls"
 # `--profile NAME`: option values a named setup stands for; flags given explicitly win.
 PROFILES: dict[str, dict[str, Any]] = {
     "heldout": {"visit_chars": "12", "returns": 0, "read_ms": 2000.0, "interval_ms": 150.0,
-                "places": 15}}
-PROFILE_FIELDS = ("places", "returns", "read_ms", "interval_ms", "visit_chars")
+                "places": 15, "cut": "start"}}
+PROFILE_FIELDS = ("places", "returns", "read_ms", "interval_ms", "visit_chars", "cut")
 LLAMA_SERVER_CTX = 4096  # tokens of llama-server's one slot: flashls's default n_ctx
 
 
@@ -79,6 +79,7 @@ class SessionConfig:
     returns: int = 5
     seed: int = 0
     max_chars: int = 40
+    cut: str = "tail"  # where a visit's deletion starts: "tail" (`max_chars`) or "start"
     visit_chars: str = SHORT_VISITS  # or a number: characters typed at every place
     profile: str = ""
     editor: str = "vscode"
@@ -158,7 +159,8 @@ def make_plan(config: SessionConfig) -> SessionPlan:
         paths = (trace.collect_files(config.files) if config.files
                  else default_files(config.file_count, config.seed))
         return build_plan(load_files(paths), config.places, config.returns, config.seed,
-                          config.max_chars, typed_chars_setting(config.visit_chars))
+                          config.max_chars, typed_chars_setting(config.visit_chars),
+                          config.cut)
     except (FileNotFoundError, PlanError) as error:
         raise BenchError(str(error)) from error
 
@@ -505,7 +507,7 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SessionConfig()
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="a named setup; heldout: --visit-chars 12 --returns 0 --read-ms "
-                             "2000 --interval-ms 150 --places 15 (flags given win)")
+                             "2000 --interval-ms 150 --places 15 --cut start (flags given win)")
     parser.add_argument("--files", nargs="+", default=[], metavar="PATH",
                         help="files to open (directories give their source files); default: "
                              "a seeded choice of --file-count standard-library .py files of "
@@ -523,6 +525,10 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars,
                         help="delete at most this many characters at a place "
                              "(default: %(default)s)")
+    parser.add_argument("--cut", choices=("tail", "start"), default=None,
+                        help="tail: delete a line's last --max-chars characters at most; "
+                             "start: the whole line after its indentation (default: "
+                             f"{defaults.cut})")
     parser.add_argument("--visit-chars", default=None, metavar="short|N",
                         help="characters typed at a place before the rest is pasted back: "
                              "short draws 3-12 for 70%% of places and 13 to --max-chars for "

@@ -134,14 +134,17 @@ def load_files(paths: Sequence[str]) -> tuple[OpenFile, ...]:
 
 
 def build_plan(files: Sequence[OpenFile], places: int, returns: int, seed: int,
-               max_chars: int, visit_chars: int | None = None) -> SessionPlan:
+               max_chars: int, visit_chars: int | None = None,
+               cut: str = "tail") -> SessionPlan:
     """Visits taking the files in turn; `returns` of them go back to an earlier place.
 
     New places take the files round-robin, skipping the file just visited; a return goes
     to an earlier place in another file than the one just visited and types the same
     characters there again. Either way every visit switches documents, and a return has
     other files between it and its first visit. `visit_chars` fixes how many characters
-    a new place types (None: drawn by `draw_typed_chars`).
+    a new place types (None: drawn by `draw_typed_chars`). `cut`: "tail" deletes at most
+    `max_chars` at the line's end, "start" the whole line after its indentation (the
+    user writes the line from its first character).
     """
     _check_counts(len(files), places, returns)
     rng = random.Random(seed)
@@ -162,7 +165,9 @@ def build_plan(files: Sequence[OpenFile], places: int, returns: int, seed: int,
             next_file += 1
         content = line_text.get((file, line)) or _content(files[file].text, line)
         wanted = visit_chars or draw_typed_chars(rng, max_chars)
-        visits.append(_visit(index, file, line, content, earlier, max_chars, wanted, rng))
+        visits.append(_visit(index, file, line, content, earlier,
+                             len(content) if cut == "start" else max_chars, wanted, rng,
+                             cut == "start"))
         line_text[(file, line)] = visits[-1].indent + visits[-1].body
     return SessionPlan(tuple(files), tuple(visits))
 
@@ -215,13 +220,13 @@ def _content(text: str, line: int) -> str:
 
 
 def _visit(index: int, file: int, line: int, content: str, earlier: Visit | None,
-           max_chars: int, wanted: int, rng: random.Random) -> Visit:
+           max_chars: int, wanted: int, rng: random.Random, at_start: bool = False) -> Visit:
     """A new place cuts where at most `max_chars` and, where the line allows, at least
     `wanted` characters follow; a return cuts and types as its first visit did."""
     body = content.lstrip(" \t").rstrip()
     indent = content[: len(content) - len(content.lstrip(" \t"))]
     if earlier is None:
-        cut = _cut(body, max_chars, wanted, rng)
+        cut = 0 if at_start else _cut(body, max_chars, wanted, rng)
         typed_chars = min(wanted, len(body) - cut)
     else:
         cut, typed_chars = earlier.cut, earlier.typed_chars
