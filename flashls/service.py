@@ -114,6 +114,8 @@ class _Job:
     answered: tuple[CompletionRequest, int] | None = None
     blank: bool = False  # that request was shown nothing: tell the editor once words come
     text: str = ""  # the post-processed suggestion, once settled
+    # When its generation began (monotonic; a continuation keeps its generation's).
+    started: float = field(default_factory=time.monotonic)
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
         """True when `request` only typed along what has been generated so far."""
@@ -412,7 +414,8 @@ class CompletionService:
                 blank = job.blank if job.answered else not job.text
                 self._watch(self._submit(_Job(CONTINUE, job.request, job.context, job.cursor,
                                               CancelToken(), job.short, job.progress,
-                                              answered=answered, blank=blank)))
+                                              answered=answered, blank=blank,
+                                              started=job.started)))
             return
         if job.answered is not None:
             self._announce(*job.answered)
@@ -467,7 +470,7 @@ class CompletionService:
             joined = job
             job.waiting += 1
             try:
-                if not await self._wait(job, request, cursor, started, deadline):
+                if not await self._wait(job, request, cursor, deadline):
                     # The budget is spent, or this keystroke is shown what there is so far.
                     job.answered = (request, cursor)
                     job.blank = not self._shows_more(job, request, cursor)
@@ -495,26 +498,22 @@ class CompletionService:
                           {"total_ms": (time.perf_counter() - started) * 1000})
 
     async def _wait(self, job: _Job, request: CompletionRequest, cursor: int,
-                    started: float, deadline: float) -> bool:
+                    deadline: float) -> bool:
         """Wait for `job` to finish (True) or until the request should be answered with
         what it has generated so far (False): at `deadline`, or after `partial_answer_ms`
         once that is a whole word beyond what `request` typed since the job began."""
         finished = asyncio.wrap_future(job.future)
         partial = self.settings.partial_answer_ms / 1000
-        show_at = time.monotonic() + partial - (time.perf_counter() - started) if partial else (
-            deadline)
-        while True:
+        # The generation's age counts, not this request's: a keystroke that joins one
+        # already showing words beyond what it typed is answered at once.
+        show_at = job.started + partial if partial else deadline
+        while not job.future.done():
             now = time.monotonic()
-            until = min(deadline, show_at) if now < show_at else min(deadline, now + 0.02)
-            timeout = None if until == float("inf") else max(0.0, until - now)
-            try:
-                await asyncio.wait_for(asyncio.shield(finished), timeout)
-                return True
-            except TimeoutError:
-                if time.monotonic() >= deadline:
-                    return False
-            if time.monotonic() >= show_at and self._shows_more(job, request, cursor):
+            if now >= deadline or (now >= show_at and self._shows_more(job, request, cursor)):
                 return False
+            until = min(deadline, show_at if now < show_at else now + 0.02)
+            await asyncio.wait({finished}, timeout=None if until == float("inf") else until - now)
+        return True
 
     @staticmethod
     def _shows_more(job: _Job, request: CompletionRequest, cursor: int) -> bool:
@@ -563,7 +562,7 @@ class CompletionService:
         self._submit(job)
         job.waiting += 1
         try:
-            if not await self._wait(job, request, cursor, started, float("inf")):
+            if not await self._wait(job, request, cursor, float("inf")):
                 job.answered, job.blank = (request, cursor), False
                 self._watch(job)
                 return Completion(clean(job.progress.text, context, cut_short=True), "model",

@@ -391,3 +391,17 @@ async def test_a_request_shown_nothing_is_told_as_soon_as_words_come() -> None:
     assert early == last == len(LINE) + 1
     assert cached_early != "done(1)" and cached_last == "done(1)"  # told before the end
     pipeline.close()
+
+
+async def test_a_keystroke_joining_a_generation_with_words_to_show_is_answered_at_once() -> None:
+    """`partial_answer_ms` is the generation's age: a keystroke that types along one which
+    already shows whole words beyond it does not wait that long again."""
+    engine = FakeEngine(token_ms=300)  # "_do" at 300 ms, "ne(" at 600, "1)" at 900
+    pipeline = CompletionService(Settings(time_budget_ms=5000, partial_answer_ms=400), engine)
+    first = await pipeline.complete(typed(""))
+    assert first.finish == "partial" and first.text == "_do"  # at 400 ms
+    joined = await pipeline.complete(typed("_"))
+    assert (joined.source, joined.text) == ("cache", "do")  # at once, not at 800 ms
+    assert await _until(lambda: pipeline.cache.lookup(URI, typed("_").text,
+                                                      len(LINE) + 1) == "done(1)")
+    pipeline.close()
