@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from flashls.cache import SuggestionCache
-from flashls.context import CompletionContext, SyntaxTrees, build_context, position_to_offset
+from flashls.context import CompletionContext, SyntaxTrees, WindowHeads, position_to_offset
 from flashls.context.crossfile import INDEXED_SOURCES, CrossFileContext
 from flashls.context.workspace import WorkspaceIndexer
 from flashls.engine.base import (
@@ -171,6 +171,7 @@ class CompletionService:
         self.settings = settings
         self.worker = ModelWorker(engine)
         self.trees = SyntaxTrees()
+        self.windows = WindowHeads()
         self.cache = SuggestionCache(settings.cache_entries)
         self._jobs: dict[str, _Job] = {}
         self.crossfile = CrossFileContext(context_sources(settings),
@@ -267,6 +268,7 @@ class CompletionService:
     def document_closed(self, uri: str) -> None:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)
+        self.windows.forget(uri)
         self.crossfile.document_closed(uri)
         self.cache.forget(uri)
         job = self._jobs.pop(uri, None)
@@ -303,8 +305,8 @@ class CompletionService:
 
     def _context(self, request: CompletionRequest, cursor: int, prefix_budget: int,
                  suffix_budget: int) -> CompletionContext:
-        return build_context(
-            request.text, cursor, language_id=request.language_id,
+        return self.windows.context(
+            request.uri, request.text, cursor, language_id=request.language_id,
             tree=self.trees.tree(request.uri), prefix_budget=prefix_budget,
             suffix_budget=suffix_budget, multiline=self.settings.multiline)
 

@@ -4,15 +4,22 @@ brackets open at the cursor."""
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import textwrap
 
 import tree_sitter
 
-from flashls.context import SyntaxTrees, build_context, language_of_path, position_to_offset
+from flashls.context import (
+    SyntaxTrees,
+    WindowHeads,
+    build_context,
+    language_of_path,
+    position_to_offset,
+)
 from flashls.context.brackets import closable_brackets
 from flashls.context.syntax import line_starts_in_string_or_comment
-from flashls.context.window import ANCHOR_LINES, estimate_tokens
+from flashls.context.window import ANCHOR_LINES, LINE_GROWTH_TOKENS, estimate_tokens
 
 
 def test_utf16_positions_and_past_the_end() -> None:
@@ -196,3 +203,37 @@ def test_a_line_starts_in_a_string_or_comment_by_its_first_non_blank_character()
     assert tree is not None
     assert [row for row, line in enumerate(js.split("\n"))
             if line_starts_in_string_or_comment(tree, row, line)] == [1, 2, 3]
+
+
+def _typing_contexts(heads: WindowHeads | None, text_above: str = "") -> list[str]:
+    """The prompt prefixes while `value = compute(...)` is typed on one line."""
+    trees = SyntaxTrees()
+    lines = "".join(f"item_{index} = {index} * 777\n" for index in range(40))
+    line = "value = compute(first_argument, second_argument, third)"
+    prefixes = []
+    for typed in range(len(line) + 1):
+        text = text_above + lines + line[:typed] + "\nprint(value)\n"
+        trees.update("file:///w/a.py", "python", text)
+        cursor = len(text_above + lines) + typed
+        arguments = {"language_id": "python", "tree": trees.tree("file:///w/a.py"),
+                     "prefix_budget": 128, "suffix_budget": 16, "multiline": "auto"}
+        context = (build_context(text, cursor, **arguments) if heads is None else
+                   heads.context("file:///w/a.py", text, cursor, **arguments))
+        prefixes.append(context.prefix)
+    return prefixes
+
+
+def test_the_window_start_stays_put_while_typing_on_one_line() -> None:
+    # Without kept heads the growing line pushes the window's first line down...
+    moving = _typing_contexts(None)
+    assert any(not later.startswith(earlier[:-1] if earlier else earlier)
+               for earlier, later in itertools.pairwise(moving))
+    # ...with them each prompt extends the one before: the model's cache of it holds.
+    heads = WindowHeads()
+    steady = _typing_contexts(heads)
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(steady))
+    assert all(estimate_tokens(prefix) <= 128 + LINE_GROWTH_TOKENS for prefix in steady)
+    # Text above the line changed: the head is made anew for the new text.
+    changed = _typing_contexts(heads, text_above="import os\n")
+    assert changed[0] == _typing_contexts(None, text_above="import os\n")[0]
+    heads.forget("file:///w/a.py")

@@ -8,10 +8,11 @@ from flashls.context.languages import language_of_path
 from flashls.context.syntax import SyntaxTrees
 from flashls.context.window import (
     CompletionContext,
+    WindowHeads,
     build_context,
     identifier_before,
     position_to_offset,
 )
 
-__all__ = ["CompletionContext", "SyntaxTrees", "build_context", "identifier_before",
-           "language_of_path", "position_to_offset"]
+__all__ = ["CompletionContext", "SyntaxTrees", "WindowHeads", "build_context",
+           "identifier_before", "language_of_path", "position_to_offset"]

@@ -6,6 +6,7 @@ consecutive prompts share a long common token prefix and the model's cache is re
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ from flashls.engine.base import NameConstraint
 ANCHOR_LINES = 16
 _IDENTIFIER_TAIL = re.compile(r"[A-Za-z0-9_]+$")
 BLOCK_OPENERS = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen|=)\s*$")
+
+
+# Tokens a kept window head lets the prefix grow past its budget while the user types on
+# the cursor's line (the engine trims a prompt that `n_ctx` cannot hold).
+LINE_GROWTH_TOKENS = 24
 
 
 def estimate_tokens(text: str) -> int:
@@ -50,6 +56,21 @@ class CompletionContext:
     # cursor since its statement began (`brackets.py`); None: unknown, or another kind of
     # language, or text after the cursor on its line.
     statement_depth: int | None = None
+    # Where the prefix's text starts in the document and the outer context put before it
+    # (`WindowHead`); empty for a prefix that starts at the document's start.
+    head: WindowHead | None = None
+
+
+@dataclass(frozen=True)
+class WindowHead:
+    """The start of a prompt's window: the offset of its first line and the enclosing
+    scopes' headers put before it. Kept while the user types on one line (`build_context`'s
+    `head`), so that the prompt's start, and the model's cache of it, stay put: typing
+    changes the line's length, and a half-typed line can change the parse of the scopes
+    around it (typing `def` in a class made the enclosing headers differ)."""
+
+    start: int
+    outer: str
 
 
 def _unit_width(char: str, encoding: str) -> int:
@@ -205,25 +226,24 @@ def _wants_multiline(text: str, line_start: int, line_prefix: str, line_suffix: 
 
 
 def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter.Tree | None,
-                  prefix_budget: int, suffix_budget: int, multiline: str) -> CompletionContext:
-    """Prefix and suffix for the cursor at string offset `cursor`, within the token budgets."""
+                  prefix_budget: int, suffix_budget: int, multiline: str,
+                  head: WindowHead | None = None) -> CompletionContext:
+    """Prefix and suffix for the cursor at string offset `cursor`, within the token budgets;
+    with `head` (a window start before the cursor's line), the prefix starts there."""
     line_start = _line_start(text, cursor)
     line_end = text.find("\n", cursor)
     line_end = len(text) if line_end < 0 else line_end
     line_prefix = text[line_start:cursor]
     line_suffix = text[cursor:line_end]
-    outer_budget = prefix_budget // 4
-    window_budget = prefix_budget - estimate_tokens(line_prefix)
-    start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0))
-    outer = ""
     cursor_byte = 0  # the cursor's offset in the tree's source, when there is a tree
     if tree is not None:
         cursor_byte = len(text[:cursor].encode("utf-8", errors="surrogatepass"))
-    if tree is not None and start > 0:
-        outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
-                               outer_budget)
-    if not outer:
-        start = _anchored_prefix_start(text, line_start, max(window_budget, 0))
+    if (head is None or head.start > line_start
+            or estimate_tokens(head.outer) + estimate_tokens(text[head.start:cursor])
+            > prefix_budget + LINE_GROWTH_TOKENS):
+        head = _window_head(text, line_start, line_prefix, language_id, tree, cursor_byte,
+                            prefix_budget)
+    start, outer = head.start, head.outer
     suffix = text[cursor:_suffix_end(text, cursor, suffix_budget)]
     wants = {"always": True, "never": False}.get(
         multiline, _wants_multiline(text, line_start, line_prefix, line_suffix))
@@ -238,4 +258,54 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
     return CompletionContext(prefix=outer + text[start:cursor], suffix=suffix,
                              line_prefix=line_prefix, line_suffix=line_suffix,
                              multiline=wants, indent=indent, closable=closable,
-                             statement_depth=depth)
+                             statement_depth=depth, head=head)
+
+
+def _window_head(text: str, line_start: int, line_prefix: str, language_id: str,
+                 tree: tree_sitter.Tree | None, cursor_byte: int,
+                 prefix_budget: int) -> WindowHead:
+    """Whole lines before the cursor's within the budget, anchored; the enclosing scopes'
+    headers before them when the window starts below them (a quarter of the budget)."""
+    outer_budget = prefix_budget // 4
+    window_budget = prefix_budget - estimate_tokens(line_prefix)
+    start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0))
+    outer = ""
+    if tree is not None and start > 0:
+        outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
+                               outer_budget)
+    if not outer:
+        start = _anchored_prefix_start(text, line_start, max(window_budget, 0))
+    return WindowHead(start, outer)
+
+
+class WindowHeads:
+    """The window head last used for each document and prefix budget, reused while the
+    user types on the cursor's line (see `WindowHead`).
+
+    Invariant: an entry is used only for a cursor whose line starts at the same offset,
+    with the same text before it, as when the entry was made; `forget` drops a closed
+    document's entries."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int], tuple[int, bytes, WindowHead]] = {}
+
+    def context(self, uri: str, text: str, cursor: int, *, language_id: str,
+                tree: tree_sitter.Tree | None, prefix_budget: int, suffix_budget: int,
+                multiline: str) -> CompletionContext:
+        """`build_context`, with the head kept for this line when there is one."""
+        line_start = _line_start(text, cursor)
+        digest = hashlib.blake2b(text[:line_start].encode("utf-8", errors="surrogatepass"),
+                                 digest_size=16).digest()
+        kept = self._kept.get((uri, prefix_budget))
+        head = kept[2] if kept is not None and kept[:2] == (line_start, digest) else None
+        context = build_context(text, cursor, language_id=language_id, tree=tree,
+                                prefix_budget=prefix_budget, suffix_budget=suffix_budget,
+                                multiline=multiline, head=head)
+        if context.head is not None:
+            self._kept[(uri, prefix_budget)] = (line_start, digest, context.head)
+        return context
+
+    def forget(self, uri: str) -> None:
+        """Drop what was kept for a document."""
+        for key in [key for key in self._kept if key[0] == uri]:
+            del self._kept[key]
