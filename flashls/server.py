@@ -200,6 +200,7 @@ class FlashServer(LanguageServer):
         """Load the model in the background so the first completion does not pay for it."""
         service = self.ensure_service()
         if not self.config.preload_model:
+            self.status("ready", "the model loads on first use")
             return
         self.status("loading", f"loading {service.worker.engine.describe()}")
         future = service.worker.load()

@@ -153,7 +153,8 @@ async function startClient(context) {
     if (event.newState === State.Starting) {
       setStatus({ state: 'starting', message: '' });
     } else if (event.newState === State.Running) {
-      setStatus({ state: 'ready', message: '' });
+      // Not ready yet: the server says so (`flashls/status`) once its model is loaded.
+      setStatus({ state: 'loading', message: '' });
     } else if (event.newState === State.Stopped) {
       setStatus({ state: 'stopped' });
     }

@@ -126,10 +126,12 @@ async function main() {
     await goToEnd(page, before.split('\n').length);
     const started = Date.now();
     await page.keyboard.type(typed, { delay: 80 });
+    const lastKey = Date.now();
     await page.waitForSelector(GHOST, { timeout: suggestionTimeoutMs });
+    report.suggestion_ms = Date.now() - started;
+    report.after_last_key_ms = Date.now() - lastKey;
     // Let the status bar pick up the latency before the picture.
     await page.waitForTimeout(700);
-    report.suggestion_ms = Date.now() - started;
     report.ghost_text = await ghostText(page);
     report.status_bar = await statusBarText(page);
     if (screenshot) {

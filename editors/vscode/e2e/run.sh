@@ -27,6 +27,8 @@ if [ -z "$server" ]; then
   echo "flashls is not on PATH; set FLASHLS_SERVER to the executable" >&2
   exit 2
 fi
+# code-server spawns the server from its own directory: a relative path would not resolve.
+server="$(cd "$(dirname "$server")" && pwd)/$(basename "$server")"
 
 install_debian_packages() {
   local wanted=(libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev chromium)
