@@ -87,17 +87,17 @@ class Settings:
         0, "Layers to offload to a GPU (Metal, CUDA builds); -1 offloads all.", minimum=-1,
         maximum=1000)
     n_ctx: int = _setting(
-        2048, "Model context size in tokens; the prompt budgets plus `max_tokens` (and 8 "
+        4096, "Model context size in tokens; the prompt budgets plus `max_tokens` (and 8 "
         "for the prompt's markers) must fit, or the values that would overflow it are "
         "refused.", minimum=512, maximum=131072)
     preload_model: bool = _setting(
         True, "Load the model when the server starts (and after a model setting changes) "
         "instead of on the first request.")
     prefix_budget_tokens: int = _setting(
-        1024, "Most tokens of text before the cursor put into the prompt.", minimum=16,
+        1536, "Most tokens of text before the cursor put into the prompt.", minimum=16,
         maximum=65536)
     suffix_budget_tokens: int = _setting(
-        256, "Most tokens of text after the cursor put into the prompt.", minimum=0,
+        512, "Most tokens of text after the cursor put into the prompt.", minimum=0,
         maximum=65536)
     cold_window_tokens: int = _setting(
         192, "At a place whose prompt cannot be evaluated within `time_budget_ms`, answer "
@@ -148,9 +148,10 @@ class Settings:
         1500, "Wall-clock limit for one suggestion; when it runs out, what was generated "
         "so far is shown.", minimum=20, maximum=600000)
     partial_answer_ms: int = _setting(
-        0, "When a generation has run this long, answer with the whole words it has so "
-        "far and let it go on (the next keystroke that types along it gets more): a "
-        "suggestion shows between fast keystrokes; 0 waits for the whole suggestion.",
+        100, "When a generation has run this long, answer with the whole words it has so "
+        "far and let it go on (the next keystroke that types along it gets more, and the "
+        "editor is told to ask again when it ends): a suggestion shows between fast "
+        "keystrokes; 0 waits for the whole suggestion.",
         minimum=0, maximum=600000)
     progressive: bool = _setting(
         True, "After a suggestion is cut by the time budget, keep generating it in the "

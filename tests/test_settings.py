@@ -81,9 +81,9 @@ def test_budgets_that_outgrow_the_context_are_refused() -> None:
     merged, problems = settings.merge(Settings(), {"nCtx": 512, "maxTokens": 2048})
     assert (merged.n_ctx, merged.max_tokens) == (Settings().n_ctx, Settings().max_tokens)
     assert len(problems) == 1 and "n_ctx 512 cannot hold" in problems[0]
-    fitting, problems = settings.merge(Settings(), {"nCtx": 4096, "maxTokens": 2048})
-    assert (fitting.n_ctx, fitting.max_tokens, problems) == (4096, 2048, [])
+    fitting, problems = settings.merge(Settings(), {"nCtx": 8192, "maxTokens": 2048})
+    assert (fitting.n_ctx, fitting.max_tokens, problems) == (8192, 2048, [])
     assert settings.prompt_room_needed(fitting) <= fitting.n_ctx
     # Shrinking n_ctx alone under the default budgets is refused as well.
     small, problems = settings.merge(fitting, {"nCtx": 1024})
-    assert small.n_ctx == 4096 and problems
+    assert small.n_ctx == 8192 and problems
