@@ -572,7 +572,8 @@ async def test_the_llama_server_runs_the_default_model_on_a_free_port(
         assert extra == ("--engine", "llama-server", "--endpoint", seen["endpoint"])
         assert seen["command"] == [
             "/opt/llama-server", "-m", "/models/default.gguf", "--host", "127.0.0.1",
-            "--port", port, "-np", "1", "-c", "4096", "-t", "3", "--metrics", "--slots"]
+            "--port", port, "-np", "1", "-c", "4096", "-t", "3", "-b", "128", "-ub", "128",
+            "--metrics", "--slots"]
         assert (seen["ready"], seen["timeout"]) == ("/health", 9.0)
     async with session.engine_arguments(session.SessionConfig()) as extra:
         assert extra == ()

@@ -56,12 +56,14 @@ def model_file(model: str) -> str:
 
 
 def llama_server_command(binary: str, model: str, port: int, slots: int, ctx_per_slot: int,
-                         threads: int) -> list[str]:
+                         threads: int, batch: int | None = None) -> list[str]:
     """llama-server on a loopback port with `slots` parallel slots of `ctx_per_slot`
-    tokens each, and its /metrics and /slots endpoints on."""
+    tokens each, and its /metrics and /slots endpoints on; `batch` sets its logical and
+    physical batch (a closed connection stops a prompt only between batches)."""
+    sizes = [] if batch is None else ["-b", str(batch), "-ub", str(batch)]
     return [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port),
             "-np", str(slots), "-c", str(slots * ctx_per_slot), "-t", str(threads),
-            "--metrics", "--slots"]
+            *sizes, "--metrics", "--slots"]
 
 
 def free_port() -> int:

@@ -67,6 +67,10 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "places": 15, "cut": "start"}}
 PROFILE_FIELDS = ("places", "returns", "read_ms", "interval_ms", "visit_chars", "cut")
 LLAMA_SERVER_CTX = 4096  # tokens of llama-server's one slot: flashls's default n_ctx
+# Its batch: on 2 cores 128 tokens take about a second, so a keystroke's cancel of a
+# background prompt frees the one slot within one (with the default 2,048, a whole
+# prompt of a new place: 10-20 s).
+LLAMA_SERVER_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ async def llama_server(config: SessionConfig) -> AsyncIterator[str]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     command = llama_server_command(llama_server_binary(""), model_file(""), port, 1,
-                                   LLAMA_SERVER_CTX, config.llama_server_threads)
+                                   LLAMA_SERVER_CTX, config.llama_server_threads,
+                                   LLAMA_SERVER_BATCH)
     async with serving("llama-server", command, endpoint, "/health",
                        config.startup_timeout_s):
         yield endpoint
