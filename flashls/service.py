@@ -29,6 +29,7 @@ from flashls.engine.base import (
     RepoContext,
 )
 from flashls.engine.worker import USER, ModelWorker, QueuedResult, finished_result
+from flashls.exclusions import Exclusions, split_patterns
 from flashls.postprocess import clean, stop_rule
 from flashls.settings import Settings
 
@@ -172,6 +173,7 @@ class CompletionService:
         self.worker = ModelWorker(engine)
         self.trees = SyntaxTrees()
         self.windows = WindowHeads()
+        self.exclusions = Exclusions(split_patterns(settings.exclude_files))
         self.cache = SuggestionCache(settings.cache_entries)
         self._jobs: dict[str, _Job] = {}
         self.crossfile = CrossFileContext(context_sources(settings),
@@ -182,11 +184,19 @@ class CompletionService:
         self.on_finished: Callable[[CompletionRequest], None] | None = None
 
     def update_settings(self, settings: Settings) -> None:
-        """Take settings that need no new engine; a new cache size applies at once."""
+        """Take settings that need no new engine; a new cache size applies at once, new
+        exclusions to the workspace index at once (it is read again) and to an open
+        document at its next edit."""
         if settings.cache_entries != self.settings.cache_entries:
             self.cache.resize(settings.cache_entries)
         self.crossfile.sources = context_sources(settings)
         self.crossfile.budget_tokens = settings.context_budget_tokens
+        self.exclusions = Exclusions(split_patterns(settings.exclude_files),
+                                     self.crossfile.roots)
+        if settings.exclude_files != self.settings.exclude_files and self._indexer is not None:
+            self._indexer.stop()
+            self._indexer = None
+            self.crossfile.reset_index()
         self.settings = settings
         self._start_indexer()
 
@@ -203,6 +213,7 @@ class CompletionService:
         """The editor's workspace folders (URIs): other files' definitions come from them,
         read in the background when the `definitions` source is on."""
         self.crossfile.roots = [root for root in roots if root.startswith("file:")]
+        self.exclusions = self.exclusions.with_roots(self.crossfile.roots)
         self._start_indexer()
 
     def change_workspace(self, added: list[str], removed: list[str]) -> None:
@@ -213,6 +224,7 @@ class CompletionService:
         added = [root for root in added if root.startswith("file:")
                  and root not in self.crossfile.roots]
         self.crossfile.roots += added
+        self.exclusions = self.exclusions.with_roots(self.crossfile.roots)
         if self._indexer is not None:
             self._indexer.remove_roots([_path(root) for root in removed])
             self._indexer.add_roots([_path(root) for root in added])
@@ -236,7 +248,7 @@ class CompletionService:
             return
         self._indexer = WorkspaceIndexer(self.crossfile.index, self.settings.index_max_files,
                                          INDEX_MAX_BYTES, is_open=self.crossfile.is_open,
-                                         usages=usages)
+                                         usages=usages, excluded=self._excluded_path)
         self._indexer.start([_path(root) for root in self.crossfile.roots])
 
     def close(self) -> None:
@@ -248,8 +260,16 @@ class CompletionService:
         self._jobs.clear()
         self.worker.stop()
 
+    def _excluded_path(self, path: Path) -> bool:
+        return self.exclusions.excludes_path(path.as_posix())
+
     def document_changed(self, uri: str, language_id: str, text: str) -> None:
-        """Reparse a document after an edit (incrementally; cheap)."""
+        """Reparse a document after an edit (incrementally; cheap); an excluded one is
+        neither parsed nor kept for other files' prompts."""
+        if self.exclusions.excludes_uri(uri):
+            self.trees.close(uri)
+            self.crossfile.forget(uri)
+            return
         if len(text) > self.settings.max_file_bytes or _looks_binary(text):
             self.trees.close(uri)
             return
@@ -258,12 +278,14 @@ class CompletionService:
 
     def yanked(self, uri: str, text: str) -> None:
         """The user yanked or selected `text` in `uri` (for the `recent` source)."""
-        self.crossfile.yanked(uri, text)
+        if not self.exclusions.excludes_uri(uri):
+            self.crossfile.yanked(uri, text)
 
     def document_opened(self, uri: str) -> None:
         """The editor opened a document (its text came with `document_changed`): the user
         entered it, at its top."""
-        self.crossfile.entered(uri, 0)
+        if not self.exclusions.excludes_uri(uri):
+            self.crossfile.entered(uri, 0)
 
     def document_closed(self, uri: str) -> None:
         """Forget what was kept for a closed document."""
@@ -277,6 +299,8 @@ class CompletionService:
 
     def prepare(self, request: CompletionRequest) -> tuple[CompletionContext, int]:
         """The context for a request and the cursor's string offset; raises Rejected."""
+        if self.exclusions.excludes_uri(request.uri):
+            raise Rejected("the document is excluded (a secret file, or `exclude_files`)")
         if len(request.text) > self.settings.max_file_bytes:
             raise Rejected(f"document is larger than max_file_bytes "
                            f"({self.settings.max_file_bytes})")

@@ -176,6 +176,12 @@ class Settings:
         True, "Answer typing that matches a shown suggestion from memory, without the model.")
     cache_entries: int = _setting(
         512, "Most suggestions kept in the speculative cache.", minimum=1, maximum=100000)
+    exclude_files: str = _setting(
+        "", "Files never sent to any engine, added to the built-in list of secret files "
+        "(`.env*`, `*.pem`, `*.key`, `id_rsa*`, `*secret*`, `*credential*`, `.git/`, "
+        "`.npmrc`, `.pypirc`, `*.kdbx`, ...): comma-separated gitignore patterns, relative "
+        "to the workspace folder; no suggestion is offered in them and no context source "
+        "takes text from them. `!pattern` takes a file back.")
     max_file_bytes: int = _setting(
         2_000_000, "Documents larger than this get no completions.", minimum=1024,
         maximum=1_000_000_000)

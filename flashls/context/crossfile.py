@@ -203,6 +203,11 @@ class Yanks:
         """(document, text), least recent first."""
         return [(key, text) for text, key in self._texts.items()]
 
+    def forget(self, key: str) -> None:
+        """Drop what was yanked in `key`."""
+        for text in [text for text, document in self._texts.items() if document == key]:
+            del self._texts[text]
+
 
 def _similarity(left: list[str], right: list[str]) -> float:
     """llama.vim's chunk similarity: the share of lines the two chunks have in common."""
@@ -347,6 +352,15 @@ class CrossFileContext:
         self._open.pop(key, None)
         self.recent.forget(key)
         self.ring.forget(key)
+
+    def forget(self, key: str) -> None:
+        """Drop everything taken from `key`: its text, places, chunks, yanks and
+        definitions (an excluded file)."""
+        self._open.pop(key, None)
+        self.recent.forget(key)
+        self.ring.forget(key)
+        self.yanks.forget(key)
+        self.index.remove(key)
 
     def visited(self, key: str, line: int) -> None:
         """The user edits, asks or rests at `line` of `key`."""

@@ -106,17 +106,20 @@ class WorkspaceIndexer:
     Invariants: tasks run one at a time in the order they were queued; `_pending` counts
     the tasks queued and not yet done (`join` waits for it to reach 0); a walk of a folder
     that was removed meanwhile stops at its next file; `is_open(key)` files (the editor's
-    text is newer) are never read from disk nor forgotten.
+    text is newer) are never read from disk nor forgotten; `excluded(path)` files are
+    never read.
     """
 
     def __init__(self, index: DefinitionIndex, max_files: int, max_bytes: int,
                  is_open: Callable[[str], bool] = lambda key: False,
-                 usages: bool = True) -> None:
+                 usages: bool = True,
+                 excluded: Callable[[Path], bool] = lambda path: False) -> None:
         self._index = index
         self.keeps_usages = usages  # usage lines are kept too (the `usages` source is on)
         self._max_files = max_files
         self._max_bytes = max_bytes
         self._is_open = is_open
+        self._excluded = excluded
         self._stop = threading.Event()
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         self._pending = 0
@@ -227,6 +230,9 @@ class WorkspaceIndexer:
 
     def _read(self, path: Path, replace: bool) -> None:
         key = path.as_uri()
+        if self._excluded(path):
+            self._index.remove(key)
+            return
         try:
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
