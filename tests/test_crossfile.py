@@ -407,3 +407,40 @@ def test_a_ring_chunk_larger_than_the_budget_is_cut_to_its_first_lines() -> None
     context.entered("file:///p/a.py", 0)
     [section] = context.sections("file:///p/user.py", "python", None, "")
     assert section.text.startswith("value_0 = 0\n") and 8 <= section.text.count("\n") < 63
+
+
+def test_the_index_reads_only_regular_files_inside_the_workspace(tmp_path: Path) -> None:
+    """A FIFO named like source is never waited on; a link out of the folder, to a file
+    or a folder, is not followed; the index completes."""
+    import os
+    import socket
+
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    _write(project, {"a.py": "def alpha(): pass\n"})
+    _write(outside, {"private.py": "def private_helper(): pass\n"})
+    os.mkfifo(project / "x.py")
+    (project / "linked.py").symlink_to(outside / "private.py")
+    (project / "linked_folder").symlink_to(outside)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(project / "s.py"))
+    index = DefinitionIndex()
+    indexer = WorkspaceIndexer(index, max_files=100, max_bytes=1 << 20)
+    indexer.start([project])
+    try:
+        assert indexer.join(timeout=30)  # not stuck on the FIFO
+        names = sorted(d.name for key in index.files() for d in index.of_file(key))
+        assert names == ["alpha"]
+        indexer.file_changed(project / "linked.py", deleted=False)
+        assert indexer.join(timeout=30) and index.find("private_helper") == []
+    finally:
+        indexer.stop()
+        listener.close()
+
+
+def test_the_index_refuses_the_whole_disk_and_home(tmp_path: Path) -> None:
+    index = DefinitionIndex()
+    indexer = WorkspaceIndexer(index, max_files=100, max_bytes=1 << 20)
+    indexer.start([Path("/"), Path.home(), Path("/proc/self")])
+    assert indexer.join(timeout=30)
+    assert index.files() == [] and indexer.stats.files == 0
+    indexer.stop()

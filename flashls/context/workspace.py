@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,33 @@ log = logging.getLogger(__name__)
 SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__", "site-packages", "venv",
                              "target", "build", "dist", "vendor", "third_party"})
 MAX_FILE_BYTES = 256 * 1024
+# Folders never walked as a workspace: the whole disk, the user's home, the kernel's.
+REFUSED_ROOTS = (Path("/"), Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def refused_root(root: Path) -> bool:
+    """Whether `root` is a folder the index will not walk (see REFUSED_ROOTS), or one of
+    their subfolders for the kernel's."""
+    resolved = root.resolve()
+    if resolved in (*REFUSED_ROOTS, Path.home().resolve()):
+        return True
+    return any(resolved.is_relative_to(kernel) for kernel in REFUSED_ROOTS[1:])
+
+
+def read_regular_file(path: Path, max_bytes: int) -> tuple[str, int] | None:
+    """The text and size of `path` if it is a regular file of at most `max_bytes`; None
+    for anything else (a FIFO, socket or device is never waited on: opened without
+    blocking, checked with fstat before reading). Raises OSError."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as stream:
+            data = stream.read(max_bytes + 1)
+    finally:
+        os.close(descriptor)
+    return data.decode("utf-8", errors="replace"), len(data)
 
 
 @dataclass
@@ -42,7 +70,7 @@ class IndexStats:
 
     files: int = 0
     bytes: int = 0
-    skipped_large: int = 0
+    skipped_large: int = 0  # over MAX_FILE_BYTES, or not a regular file
     seconds: float = 0.0
     finished: bool = False
     stopped_at_limit: bool = False
@@ -135,7 +163,10 @@ class WorkspaceIndexer:
     def add_roots(self, roots: list[Path]) -> None:
         """Walk folders not walked yet."""
         for root in roots:
-            if root not in self._roots:
+            if refused_root(root):
+                log.warning("not indexing %s: a workspace folder this wide would read the "
+                            "whole disk or home; open a project folder instead", root)
+            elif root not in self._roots:
                 self._roots.append(root)
                 self._queue(_Task("walk", root))
 
@@ -228,22 +259,27 @@ class WorkspaceIndexer:
             time.sleep(0)  # let the server's threads run between files
         return True
 
+    def _inside(self, path: Path) -> bool:
+        """Whether `path`, its links followed, lies in a workspace folder."""
+        resolved = path.resolve()
+        return any(resolved.is_relative_to(root.resolve()) for root in self._roots)
+
     def _read(self, path: Path, replace: bool) -> None:
         key = path.as_uri()
-        if self._excluded(path):
+        if self._excluded(path) or not self._inside(path):
             self._index.remove(key)
             return
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                self.stats.skipped_large += 1
-                if replace:
-                    self._index.remove(key)
-                return
-            text = path.read_text(encoding="utf-8", errors="replace")
+            read = read_regular_file(path, MAX_FILE_BYTES)
         except OSError as error:
             self.stats.errors.append(f"{path}: {error}")
             return
+        if read is None:  # too large, or not a regular file (a FIFO, a device)
+            self.stats.skipped_large += 1
+            if replace:
+                self._index.remove(key)
+            return
+        text, size = read
         self.stats.files += 1
         self.stats.bytes += size
         record = parse_source(key, language_of_path(path.name), text,
