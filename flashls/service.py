@@ -119,8 +119,11 @@ class _Job:
     started: float = field(default_factory=time.monotonic)
 
     def carries(self, request: CompletionRequest, cursor: int) -> bool:
-        """True when `request` only typed along what has been generated so far."""
-        if self.kind == WARM or self.future.done():
+        """True when `request` only typed along what has been generated so far. A
+        continuation that has generated nothing carries nothing: it may be a reply that
+        never comes (a wedged connection), and a new generation costs the same."""
+        if self.kind == WARM or self.future.done() or (
+                self.kind == CONTINUE and not self.progress.text):
             return False
         before, start = self.request.text, self.cursor
         if request.uri != self.request.uri or cursor < start or (

@@ -29,6 +29,7 @@ from flashls.engine.base import (
 )
 from flashls.engine.names import names_grammar
 from flashls.engine.remote import RemoteEngine
+from flashls.engine.remote.connection import server_message
 from flashls.engine.remote.window import ServerPrompts
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService, Rejected
@@ -682,3 +683,21 @@ async def test_no_remote_engine_is_sent_a_secret_file(serve: Callable[..., FakeS
     pipeline.close()
     sent = [json.dumps(body) for path, _, body in server.posts]
     assert sent and not any("wJalrXUtnFEMI" in body for body in sent)
+
+
+def test_an_html_error_page_is_one_plain_line() -> None:
+    page = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title>"
+            b"<script>track()</script></head><body><h1>Bad Gateway</h1></body></html>")
+    assert server_message(page) == "502 Bad Gateway"
+    untitled = b"<html><body><script>var x = 1;</script><p>upstream &amp; down</p></body></html>"
+    assert server_message(untitled) == "upstream & down"
+
+
+def test_a_server_streaming_past_max_tokens_is_cut_off(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", pieces=("a",) * 400, piece_s=0.001)
+    engine = engine_for(server)
+    result = engine.generate(request(max_tokens=7), CancelToken())
+    engine.close()
+    assert (result.text, result.finish) == ("a" * 7, "length")
+    assert server.disconnected.wait(5)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flashls.engine.base import CancelToken, GenerationRequest, GenerationResult
+from flashls.engine.base import CancelToken, GenerationRequest, GenerationResult, Timings
 from flashls.engine.fake import FakeEngine
 from flashls.service import CompletionRequest, CompletionService
 from flashls.settings import Settings
@@ -404,4 +404,39 @@ async def test_a_keystroke_joining_a_generation_with_words_to_show_is_answered_a
     assert (joined.source, joined.text) == ("cache", "do")  # at once, not at 800 ms
     assert await _until(lambda: pipeline.cache.lookup(URI, typed("_").text,
                                                       len(LINE) + 1) == "done(1)")
+    pipeline.close()
+
+
+class WedgedEngine(FakeEngine):
+    """Its first generation's reply never brings a token: cut at the deadline with
+    nothing, and its continuation waits until cancelled (a wedged connection)."""
+
+    def __init__(self) -> None:
+        super().__init__(token_ms=1)
+        self.resumed = threading.Event()
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+        if self.calls:
+            return super().generate(request, cancel)
+        self.calls += 1
+        while not cancel.expired() and not cancel.cancelled:
+            time.sleep(0.01)
+        return GenerationResult("", "deadline", Timings())
+
+    def resume(self, cancel: CancelToken) -> GenerationResult | None:
+        self.resumed.set()
+        deadline = time.monotonic() + 30
+        while not cancel.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return GenerationResult("", "cancelled", Timings())
+
+
+async def test_a_continuation_with_nothing_does_not_hold_the_next_keystroke() -> None:
+    engine = WedgedEngine()
+    pipeline = CompletionService(Settings(time_budget_ms=400, partial_answer_ms=0), engine)
+    first = await pipeline.complete(typed(""))
+    assert first.text == ""  # its reply brought nothing within the budget
+    assert await asyncio.to_thread(engine.resumed.wait, 10)  # continued in the background
+    second = await pipeline.complete(typed("_"))
+    assert second.text == "_done(1)" and engine.calls == 2  # asked anew, not held
     pipeline.close()

@@ -6,6 +6,7 @@ What is sent and how replies are read is each server's wire format (`wire`).
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -74,7 +75,22 @@ def server_message(body: bytes) -> str:
             found = found.get("message", found)
         if found is not None:
             text = found if isinstance(found, str) else json.dumps(found)
+    elif _MARKUP.search(text):
+        text = plain_text(text)
     return shorten(text)
+
+
+_MARKUP = re.compile(r"<(!doctype|html|head|body|title|div|p|h1|script)\b", re.IGNORECASE)
+
+
+def plain_text(page: str) -> str:
+    """An HTML error page (a proxy's 502) as its words: the title if it has one, else the
+    text without scripts, styles and tags."""
+    title = re.search(r"<title[^>]*>(.*?)</title>", page, re.IGNORECASE | re.DOTALL)
+    if title and title.group(1).strip():
+        return html.unescape(title.group(1))
+    page = re.sub(r"<(script|style)\b.*?</\1\s*>", " ", page, flags=re.IGNORECASE | re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]*>", " ", page))
 
 
 def shorten(text: str) -> str:

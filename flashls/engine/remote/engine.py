@@ -298,5 +298,8 @@ class RemoteEngine:
                 if cut is not None:
                     reading.stream.close()
                     return reading.text[:cut], "stop"
+                if reading.tokens >= request.max_tokens and not chunk.final:
+                    reading.stream.close()  # a server that streams on past what was asked
+                    return reading.text, "length"
             if chunk.final:
                 return reading.text, reading.finish or "eos"
