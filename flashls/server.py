@@ -54,6 +54,8 @@ YANK_NOTIFICATION = "flashls/didYank"
 # Sent when a suggestion cut by the time budget has been finished in the background while
 # the document stayed as it was: the editor asks again and shows all of it from the cache.
 FINISHED_NOTIFICATION = "flashls/suggestionFinished"
+# LSP's uinteger: a position past it is no position (lsprotocol refuses to make one).
+UINTEGER_MAX = 2**31 - 1
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
                    "reuse_kv_prefix", "reuse_suffix", "snapshot_mb", "token_healing",
@@ -456,7 +458,8 @@ def _position_of(params: Any) -> types.Position | None:
     """`params.position` of an unstructured notification, if it is a valid position."""
     position = getattr(params, "position", None)
     line, character = getattr(position, "line", None), getattr(position, "character", None)
-    if type(line) is int and type(character) is int and line >= 0 and character >= 0:
+    if (type(line) is int and type(character) is int and 0 <= line <= UINTEGER_MAX
+            and 0 <= character <= UINTEGER_MAX):
         return types.Position(line=line, character=character)
     return None
 

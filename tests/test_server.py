@@ -610,3 +610,12 @@ async def test_typing_while_the_model_loads_ends_in_an_announced_suggestion(
     # Told when words came, and again at the end; always at the last request's cursor.
     assert finished and set(finished) == {(0, 14)}
     assert await inline(loading_client, uri, 0, 14) == ["one(1)"]  # from the cache
+
+
+async def test_a_focus_past_any_position_is_ignored_quietly(client: LanguageClient) -> None:
+    uri = open_document(client, "total = comp\n")
+    for line in (2**31, 2**63, -1):
+        client.protocol.notify("textDocument/didFocus", {
+            "textDocument": {"uri": uri}, "position": {"line": line, "character": 0}})
+    assert await inline(client, uri, 0, 12) == ["_done(1)"]
+    assert client.messages == []  # no window/showMessage
