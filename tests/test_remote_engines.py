@@ -29,7 +29,7 @@ from flashls.engine.base import (
 )
 from flashls.engine.names import names_grammar
 from flashls.engine.remote import RemoteEngine
-from flashls.engine.remote.connection import server_message
+from flashls.engine.remote.connection import ServerBusy, retry_after, server_message
 from flashls.engine.remote.window import ServerPrompts
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService, Rejected
@@ -57,6 +57,7 @@ class Behaviour:
     # What llama-server's /props names: a file whose name tells no FIM format gets /infill.
     model_path: str = "/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     total_slots: int = 1  # llama-server's /props
+    retry_after: str | None = None  # a Retry-After header on error replies
 
 
 class FakeServer:
@@ -114,7 +115,8 @@ class FakeServer:
                 if fake.refuse(self):
                     return
                 if fake.behaviour.status != 200:
-                    fake.send_json(self, fake.behaviour.status, fake.behaviour.error_body)
+                    fake.send_json(self, fake.behaviour.status, fake.behaviour.error_body,
+                                   fake.behaviour.retry_after)
                     return
                 fake.stream(self, body)
 
@@ -130,9 +132,12 @@ class FakeServer:
         return True
 
     @staticmethod
-    def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+    def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any,
+                  retry_after: str | None = None) -> None:
         data = json.dumps(payload).encode()
         handler.send_response(status)
+        if retry_after is not None:
+            handler.send_header("Retry-After", retry_after)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
@@ -701,3 +706,27 @@ def test_a_server_streaming_past_max_tokens_is_cut_off(
     engine.close()
     assert (result.text, result.finish) == ("a" * 7, "length")
     assert server.disconnected.wait(5)
+
+
+def test_a_busy_server_is_not_asked_again_before_its_retry_after(
+        serve: Callable[..., FakeServer]) -> None:
+    server = serve("llama-server", status=429, retry_after="1",
+                   error_body={"error": {"message": "too many requests"}})
+    engine = engine_for(server)
+    with pytest.raises(ServerBusy, match=r"429.*asking again after 1 s"):
+        engine.generate(request(), CancelToken())
+    for _ in range(5):  # keystrokes meanwhile: nothing is sent
+        with pytest.raises(ServerBusy):
+            engine.generate(request(), CancelToken())
+    assert len(server.posts) == 1
+    server.behaviour.status = 200
+    time.sleep(1.1)
+    assert engine.generate(request(), CancelToken()).text == WHOLE
+    engine.close()
+    assert len(server.posts) == 2
+
+
+def test_retry_after_takes_seconds_or_a_date_within_bounds() -> None:
+    assert (retry_after(None), retry_after("3"), retry_after("100000")) == (1.0, 3.0, 60.0)
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert retry_after("soon") == 1.0

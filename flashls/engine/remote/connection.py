@@ -6,6 +6,7 @@ What is sent and how replies are read is each server's wire format (`wire`).
 
 from __future__ import annotations
 
+import email.utils
 import html
 import json
 import logging
@@ -29,6 +30,34 @@ CONNECT_TIMEOUT_S = 3.0
 RETRY_PAUSES_S = (0.2, 0.5)
 # How much of a server's error message a one-line error quotes.
 MESSAGE_CHARS = 160
+# Statuses that ask the client to wait (Retry-After), the wait without one, and the most
+# a server may ask for.
+BUSY_STATUSES = (429, 503)
+DEFAULT_RETRY_S = 1.0
+MAX_RETRY_S = 60.0
+
+
+class ServerBusy(EngineError):
+    """The server answered 429 or 503: ask again after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), bounded."""
+    if not value:
+        return DEFAULT_RETRY_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return DEFAULT_RETRY_S
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_S)
 
 # What an API key may hold to travel in an `Authorization: Bearer` header.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
@@ -155,8 +184,12 @@ class Connection:
                 body = b""
             finally:
                 response.close()
-            raise EngineError(self.status_error(response.status_code, response.reason_phrase,
-                                                request.url.path, body))
+            message = self.status_error(response.status_code, response.reason_phrase,
+                                        request.url.path, body)
+            if response.status_code in BUSY_STATUSES:
+                wait = retry_after(response.headers.get("Retry-After"))
+                raise ServerBusy(f"{message}; asking again after {wait:g} s", wait)
+            raise EngineError(message)
         return response
 
     def status_error(self, status: int, reason: str, path: str, body: bytes) -> str:

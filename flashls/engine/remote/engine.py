@@ -19,7 +19,7 @@ from flashls.engine.base import (
     GenerationResult,
     Timings,
 )
-from flashls.engine.remote.connection import Connection, read_api_key
+from flashls.engine.remote.connection import Connection, ServerBusy, read_api_key
 from flashls.engine.remote.stream import End, ReplyStream
 from flashls.engine.remote.window import ServerPrompts, prompt_text
 from flashls.engine.remote.wire import (
@@ -101,6 +101,9 @@ class RemoteEngine:
         self._connection: Connection | None = None
         self._suspended: _Reading | None = None
         self._prompts = ServerPrompts()
+        # The last 429/503 and until when (monotonic) nothing is sent: it is raised again.
+        self._busy: ServerBusy | None = None
+        self._busy_until = 0.0
 
     def describe(self) -> str:
         """Kind, endpoint, and the model and prompt format where flashls picks them."""
@@ -131,9 +134,18 @@ class RemoteEngine:
         self._connection = connection
         log.info("using %s", self.describe())
 
+    def _wait_if_busy(self) -> None:
+        """Raise the server's last 429/503 again while its Retry-After lasts."""
+        if self._busy is not None and time.monotonic() < self._busy_until:
+            raise self._busy
+
+    def _note_busy(self, busy: ServerBusy) -> None:
+        self._busy, self._busy_until = busy, time.monotonic() + busy.retry_after_s
+
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Stream the middle for `request`; the reply is left open if the deadline cuts it."""
         self.load()
+        self._wait_if_busy()
         self._abandon()
         window, (path, body) = self._window(request, cancel)
         result = self._read(self._send(path, body, window), cancel, may_suspend=True)
@@ -159,6 +171,7 @@ class RemoteEngine:
         """Have the server evaluate the prompt into its cache (llama-server); tokens it
         evaluated. 0 for kinds without a prompt-only request, which cache by themselves."""
         self.load()
+        self._wait_if_busy()
         self._abandon()
         call = self._wire.prefill(request)
         if call is None:
@@ -249,6 +262,10 @@ class RemoteEngine:
         had_text, tokens_before = bool(reading.text), reading.tokens
         try:
             text, finish = self._follow(reading, cancel, may_suspend)
+        except ServerBusy as busy:
+            reading.stream.close()
+            self._note_busy(busy)
+            raise
         except EngineError:
             reading.stream.close()
             raise
