@@ -97,6 +97,7 @@ class FlashServer(LanguageServer):
         self._warm_timers: dict[str, asyncio.TimerHandle] = {}
         self.workspace_roots: list[str] = []  # folder URIs, from `initialize` on
         self._watching_files = False  # registered for workspace/didChangeWatchedFiles
+        self._engine_failing = False  # the last completion failed with an EngineError
 
     def ensure_service(self) -> CompletionService:
         """The completion service, created on first use with the current settings."""
@@ -280,6 +281,13 @@ class FlashServer(LanguageServer):
             log.debug("no alternatives for %s: %s", uri, error)
             return []
 
+    def _answering_again(self) -> None:
+        """After failures, say once in the log (not a dialog) that the engine answers."""
+        message = f"flashls: {self.ensure_service().worker.engine.describe()} answers again"
+        log.info(message)
+        self.window_log_message(types.LogMessageParams(type=types.MessageType.Info,
+                                                       message=message))
+
     async def suggest(self, uri: str, position: types.Position) -> Completion | None:
         """The pipeline's answer for a cursor, or None when there is nothing to show."""
         self.cancel_warm_up(uri)
@@ -292,9 +300,13 @@ class FlashServer(LanguageServer):
             log.debug("no completion for %s: %s", uri, reason)
             return None
         except EngineError as error:
+            self._engine_failing = True
             self.status("error", str(error))
             self.tell(types.MessageType.Error, str(error))
             return None
+        if self._engine_failing:
+            self._engine_failing = False
+            self._answering_again()
         self.status("ready", completion.finish, completion.timings.get("total_ms"), uri=uri,
                     line=position.line, character=position.character,
                     source=completion.source, timings=completion.timings)

@@ -619,3 +619,29 @@ async def test_a_focus_past_any_position_is_ignored_quietly(client: LanguageClie
             "textDocument": {"uri": uri}, "position": {"line": line, "character": 0}})
     assert await inline(client, uri, 0, 12) == ["_done(1)"]
     assert client.messages == []  # no window/showMessage
+
+
+async def test_the_user_is_told_once_when_the_server_fails_and_once_when_it_is_back() -> None:
+    from tests.test_remote_engines import Behaviour, FakeServer
+
+    remote = FakeServer("llama-server", Behaviour(status=500, error_body={"error": {
+        "message": "out of memory"}}))
+    lsp = await ClientServerConfig(server_command=[
+        *SERVE, "--engine", "llama-server", "--endpoint", remote.endpoint]).start()
+    try:
+        await lsp.initialize_session(initialize_params())  # type: ignore[attr-defined]
+        uri = open_document(lsp, "total = comp\n")  # type: ignore[arg-type]
+        for _ in range(3):  # keystrokes while the server fails
+            assert await inline(lsp, uri, 0, 12) == []  # type: ignore[arg-type]
+        remote.behaviour.status = 200
+        assert await inline(lsp, uri, 0, 12)  # type: ignore[arg-type]
+        assert await inline(lsp, uri, 0, 12)  # type: ignore[arg-type]
+        errors = [m.message for m in lsp.messages]  # type: ignore[attr-defined]
+        assert len(errors) == 1 and "500" in errors[0] and "out of memory" in errors[0]
+        back = [m.message for m in lsp.log_messages  # type: ignore[attr-defined]
+                if "answers again" in m.message]
+        assert len(back) == 1
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)
+        remote.close()
