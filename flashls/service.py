@@ -542,6 +542,8 @@ class CompletionService:
                 return False
             until = min(deadline, show_at if now < show_at else now + 0.02)
             await asyncio.wait({finished}, timeout=None if until == float("inf") else until - now)
+        if job.future.cancelled():  # dropped by the worker before it ran (superseded)
+            raise asyncio.CancelledError
         return True
 
     @staticmethod

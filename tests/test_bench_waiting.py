@@ -156,7 +156,8 @@ def test_a_cut_answer_is_finished_announced_and_asked_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # 40 ms a fake token and a 100 ms budget: every first answer is cut after 2-3 tokens.
     monkeypatch.setenv("FLASHLS_FAKE_TOKEN_MS", "40")
-    payload = _run(tmp_path, capsys, *FAKE, "--server-arg=--time-budget-ms=100")
+    payload = _run(tmp_path, capsys, *FAKE, "--server-arg=--time-budget-ms=100",
+                   "--server-arg=--partial-answer-ms=0")  # cut answers, not partial ones
     holes = pick_holes(read_rows(str(PACKAGED_DATA_DIR), "multiline"), 3, seed=0)
     summary = payload["summary"]
     assert (summary["rows"], summary["cut"], summary["finished"], summary["unfinished"]) == \
