@@ -34,14 +34,13 @@ class Exclusions:
     """Decides whether a document (by URI) or a workspace file (by path) is excluded."""
 
     def __init__(self, extra: Iterable[str] = (), roots: Iterable[str] = ()) -> None:
-        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_PATTERNS, *extra])
+        self._extra = tuple(extra)
+        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_PATTERNS, *self._extra])
         self._roots = [_path_of(root) for root in roots]
 
     def with_roots(self, roots: Iterable[str]) -> Exclusions:
         """The same patterns, relative to these workspace folder URIs."""
-        copy = Exclusions.__new__(Exclusions)
-        copy._spec, copy._roots = self._spec, [_path_of(root) for root in roots]
-        return copy
+        return Exclusions(self._extra, roots)
 
     def excludes_uri(self, uri: str) -> bool:
         """Whether the document at `uri` is excluded; documents that are not files
