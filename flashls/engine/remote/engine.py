@@ -315,8 +315,10 @@ class RemoteEngine:
                 if cut is not None:
                     reading.stream.close()
                     return reading.text[:cut], "stop"
-                if reading.tokens >= request.max_tokens and not chunk.final:
-                    reading.stream.close()  # a server that streams on past what was asked
-                    return reading.text, "length"
+                if reading.tokens > request.max_tokens:
+                    # A server streaming on past what was asked (one that keeps to it ends
+                    # with a final event, which carries its counts): cut at the asked length.
+                    reading.stream.close()
+                    return reading.text[:len(reading.text) - len(chunk.text)], "length"
             if chunk.final:
                 return reading.text, reading.finish or "eos"
