@@ -57,7 +57,7 @@ class CompletionContext:
     # language, or text after the cursor on its line.
     statement_depth: int | None = None
     # Where the prefix's text starts in the document and the outer context put before it
-    # (`WindowHead`); empty for a prefix that starts at the document's start.
+    # (`WindowHead`); None for a context not made by `build_context`.
     head: WindowHead | None = None
 
 
