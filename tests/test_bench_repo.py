@@ -32,9 +32,6 @@ from flashls.bench.repo import (
     server_command,
 )
 from flashls.bench.repo_fim import (
-    FIM_MIDDLE,
-    FIM_PREFIX,
-    FIM_SUFFIX,
     PLAIN_FIM,
     PREFIX_BUDGET_TOKENS,
     SUFFIX_BUDGET_TOKENS,
@@ -348,8 +345,9 @@ def long_site(tmp_path: Path) -> Site:
 
 
 def _parts(prompt: str) -> tuple[str, str]:
-    assert prompt.startswith(FIM_PREFIX) and prompt.endswith(FIM_MIDDLE)
-    prefix, suffix = prompt[len(FIM_PREFIX):-len(FIM_MIDDLE)].split(FIM_SUFFIX)
+    start, hole, end = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"  # Qwen2.5-Coder's
+    assert prompt.startswith(start) and prompt.endswith(end)
+    prefix, suffix = prompt[len(start):-len(end)].split(hole)
     return prefix, suffix
 
 

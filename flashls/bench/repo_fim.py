@@ -16,6 +16,7 @@ import httpx
 from flashls.bench.llama_server import free_port, llama_server_command, serving
 from flashls.bench.repo_sites import Site, line_before_cursor, masked_lines
 from flashls.bench.trace import split_lines
+from flashls.fim import format_named
 
 PLAIN_FIM = "plain-fim"
 # The window: about the last 1,300 tokens before the cursor and the first 400 after it, cut
@@ -24,11 +25,11 @@ PREFIX_BUDGET_TOKENS = 1300
 SUFFIX_BUDGET_TOKENS = 400
 N_PREDICT = 48
 CTX_TOKENS = 4096
-# Qwen2.5-Coder's fill-in-the-middle markers (the default model's).
-FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
+# The default model's fill-in-the-middle format (Qwen2.5-Coder's), as flashls renders it.
+QWEN = format_named("qwen")
 SAMPLING: dict[str, Any] = {"n_predict": N_PREDICT, "temperature": 0, "top_k": 1,
                             "cache_prompt": True, "stream": False}
-WARMUP_PROMPT = f"{FIM_PREFIX}def add(left, right):\n    return {FIM_SUFFIX}\n{FIM_MIDDLE}"
+WARMUP_PROMPT = QWEN.render("def add(left, right):\n    return ", "\n")
 
 TokenCounter = Callable[[str], Awaitable[int]]
 
@@ -99,16 +100,11 @@ async def first_lines(text: str, budget_tokens: int, count: TokenCounter) -> str
     return "".join(lines[:low])
 
 
-def fim_prompt(prefix: str, suffix: str) -> str:
-    """Qwen2.5-Coder's plain fill-in-the-middle prompt."""
-    return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"
-
-
 async def site_prompt(site: Site, count: TokenCounter) -> str:
     """The site's prompt: the window cut to the budgets around the cursor."""
     before, after = split_at_cursor(site)
-    return fim_prompt(await last_lines(before, PREFIX_BUDGET_TOKENS, count),
-                      await first_lines(after, SUFFIX_BUDGET_TOKENS, count))
+    return QWEN.render(await last_lines(before, PREFIX_BUDGET_TOKENS, count),
+                       await first_lines(after, SUFFIX_BUDGET_TOKENS, count))
 
 
 # The server
