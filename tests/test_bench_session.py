@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from flashls.bench import session
+from flashls.bench import llama_server, session
 from flashls.bench.client import LspClient
 from flashls.bench.latency import initialize_server
 from flashls.bench.session_drive import SessionDriver, suggestion_text
@@ -560,7 +560,7 @@ async def test_the_llama_server_runs_the_default_model_on_a_free_port(
         seen.update(command=command, endpoint=endpoint, ready=ready_path, timeout=timeout_s)
         yield
 
-    monkeypatch.setattr(session, "serving", recorded)
+    monkeypatch.setattr(llama_server, "serving", recorded)
     monkeypatch.setattr(session, "llama_server_binary", lambda configured: "/opt/llama-server")
     monkeypatch.setattr(session, "model_file",
                         lambda model: model or "/models/default.gguf")

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -85,6 +85,19 @@ async def serving(name: str, command: Sequence[str], endpoint: str, ready_path: 
             yield
         finally:
             await _stop(process)
+
+
+@contextlib.asynccontextmanager
+async def started_on_free_port(name: str, command_for: Callable[[int], list[str]],
+                               ready_path: str, timeout_s: float,
+                               ) -> AsyncIterator[tuple[list[str], str]]:
+    """`serving` the command made for a free loopback port; yields the command and its
+    base URL."""
+    port = free_port()
+    command = command_for(port)
+    endpoint = f"http://127.0.0.1:{port}"
+    async with serving(name, command, endpoint, ready_path, timeout_s):
+        yield command, endpoint
 
 
 async def _start(command: Sequence[str], log: IO[bytes]) -> asyncio.subprocess.Process:

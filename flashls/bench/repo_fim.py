@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from flashls.bench.llama_server import free_port, llama_server_command, serving
+from flashls.bench.llama_server import llama_server_command, started_on_free_port
 from flashls.bench.repo_sites import Site, line_before_cursor, masked_lines
 from flashls.bench.trace import split_lines
 from flashls.fim import format_named
@@ -120,10 +120,8 @@ def fim_server_command(server: FimServer, port: int) -> list[str]:
 async def started(server: FimServer, startup_timeout_s: float,
                   ) -> AsyncIterator[tuple[list[str], str]]:
     """llama-server running until the block ends; its command and base URL."""
-    port = free_port()
-    command = fim_server_command(server, port)
-    endpoint = f"http://127.0.0.1:{port}"
-    async with serving("llama-server", command, endpoint, "/health", startup_timeout_s):
+    async with started_on_free_port("llama-server", lambda port: fim_server_command(
+            server, port), "/health", startup_timeout_s) as (command, endpoint):
         yield command, endpoint
 
 

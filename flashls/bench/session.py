@@ -31,11 +31,10 @@ from flashls.bench.latency import (
     wait_until_ready,
 )
 from flashls.bench.llama_server import (
-    free_port,
     llama_server_binary,
     llama_server_command,
     model_file,
-    serving,
+    started_on_free_port,
 )
 from flashls.bench.session_drive import SessionDriver, SessionLog
 from flashls.bench.session_editor import EDITORS, Timing
@@ -173,13 +172,14 @@ def make_plan(config: SessionConfig) -> SessionPlan:
 async def llama_server(config: SessionConfig) -> AsyncIterator[str]:
     """A llama-server with the default model on a free loopback port, one slot, until the
     block ends; yields its URL."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    command = llama_server_command(llama_server_binary(""), model_file(""), port, 1,
-                                   LLAMA_SERVER_CTX, config.llama_server_threads,
-                                   LLAMA_SERVER_BATCH)
-    async with serving("llama-server", command, endpoint, "/health",
-                       config.startup_timeout_s):
+    binary, model = llama_server_binary(""), model_file("")
+
+    def command(port: int) -> list[str]:
+        return llama_server_command(binary, model, port, 1, LLAMA_SERVER_CTX,
+                                    config.llama_server_threads, LLAMA_SERVER_BATCH)
+
+    async with started_on_free_port("llama-server", command, "/health",
+                                    config.startup_timeout_s) as (_, endpoint):
         yield endpoint
 
 

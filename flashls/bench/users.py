@@ -35,11 +35,10 @@ from flashls.bench.latency import (
     wait_until_ready,
 )
 from flashls.bench.llama_server import (
-    free_port,
     llama_server_binary,
     llama_server_command,
     model_file,
-    serving,
+    started_on_free_port,
 )
 from flashls.bench.replay import (
     STATUS_NOTIFICATION,
@@ -127,12 +126,11 @@ async def shared_server(config: UsersConfig, name: str) -> AsyncIterator[SharedS
     if config.endpoint:
         yield SharedServer(config.engine, config.engine, config.endpoint.rstrip("/"))
         return
-    port = free_port()
-    command = shared_server_command(config, name, model_file(config.model), port)
-    server = SharedServer(name, ENGINES[name], f"http://127.0.0.1:{port}", tuple(command))
-    async with serving(name, command, server.endpoint, READY_PATHS[name],
-                       config.startup_timeout_s):
-        yield server
+    model = model_file(config.model)
+    async with started_on_free_port(
+            name, lambda port: shared_server_command(config, name, model, port),
+            READY_PATHS[name], config.startup_timeout_s) as (command, endpoint):
+        yield SharedServer(name, ENGINES[name], endpoint, tuple(command))
 
 
 # What the server says about itself
