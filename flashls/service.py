@@ -45,6 +45,13 @@ def context_sources(settings: Settings) -> frozenset[str]:
     return frozenset(part.strip() for part in settings.context_sources.split(","))
 
 
+def exclusions_of(settings: Settings, roots: list[str]) -> Exclusions:
+    """The settings' exclusions and silenced documents, relative to these folder URIs."""
+    return Exclusions(split_patterns(settings.exclude_files), roots,
+                      disabled_files=split_patterns(settings.disabled_files),
+                      disabled_languages=split_patterns(settings.disabled_languages))
+
+
 def indexes_workspace(settings: Settings) -> bool:
     """Whether a source on reads the workspace's files (through the index)."""
     return bool(context_sources(settings) & INDEXED_SOURCES)
@@ -141,6 +148,16 @@ def _result(future: concurrent.futures.Future[QueuedResult]) -> GenerationResult
     return value if isinstance(value, GenerationResult) else None
 
 
+def _on_the_loop(future: concurrent.futures.Future[QueuedResult]
+                 ) -> asyncio.Future[QueuedResult]:
+    """`future` as an awaitable for `asyncio.wait`. Its outcome is read from `future`
+    itself (by `_settle`), so the copy's exception is marked read here: asyncio would
+    otherwise log "Future exception was never retrieved" for each failed job."""
+    copy = asyncio.wrap_future(future)
+    copy.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return copy
+
+
 def _own_cancellation() -> bool:
     """Whether the running task itself is being cancelled (not just a future it awaited)."""
     task = asyncio.current_task()
@@ -176,7 +193,7 @@ class CompletionService:
         self.worker = ModelWorker(engine)
         self.trees = SyntaxTrees()
         self.windows = WindowHeads()
-        self.exclusions = Exclusions(split_patterns(settings.exclude_files))
+        self.exclusions = exclusions_of(settings, [])
         self.cache = SuggestionCache(settings.cache_entries)
         self._jobs: dict[str, _Job] = {}
         self.crossfile = CrossFileContext(context_sources(settings),
@@ -187,21 +204,33 @@ class CompletionService:
         self.on_finished: Callable[[CompletionRequest], None] | None = None
 
     def update_settings(self, settings: Settings) -> None:
-        """Take settings that need no new engine; a new cache size applies at once, new
-        exclusions to the workspace index at once (it is read again) and to an open
-        document at its next edit."""
+        """Take settings that need no new engine; a new cache size, new exclusions and
+        silenced documents apply at once (the workspace index is read again)."""
         if settings.cache_entries != self.settings.cache_entries:
             self.cache.resize(settings.cache_entries)
         self.crossfile.sources = context_sources(settings)
         self.crossfile.budget_tokens = settings.context_budget_tokens
-        self.exclusions = Exclusions(split_patterns(settings.exclude_files),
-                                     self.crossfile.roots)
-        if settings.exclude_files != self.settings.exclude_files and self._indexer is not None:
+        self.exclusions = exclusions_of(settings, self.crossfile.roots)
+        if settings.exclude_files != self.settings.exclude_files:
+            self._drop_excluded()
+        self.settings = settings
+        self._start_indexer()
+
+    def _drop_excluded(self) -> None:
+        """The exclusions changed: forget what files excluded now gave other files'
+        prompts, and read the workspace again without them (`_start_indexer`)."""
+        if self._indexer is not None:
             self._indexer.stop()
             self._indexer = None
             self.crossfile.reset_index()
-        self.settings = settings
-        self._start_indexer()
+        self._forget_excluded()
+
+    def _forget_excluded(self) -> None:
+        """Drop what excluded documents gave: their trees and every context source's text."""
+        for uri in self.crossfile.documents():
+            if self.exclusions.excludes_uri(uri):
+                self.trees.close(uri)
+                self.crossfile.forget(uri)
 
     def replace_engine(self, engine: Engine, settings: Settings) -> None:
         """Swap in a new engine (a model setting changed): the old worker's job is
@@ -228,6 +257,7 @@ class CompletionService:
                  and root not in self.crossfile.roots]
         self.crossfile.roots += added
         self.exclusions = self.exclusions.with_roots(self.crossfile.roots)
+        self._forget_excluded()  # an added folder's `.flashlsignore` may name open files
         if self._indexer is not None:
             self._indexer.remove_roots([_path(root) for root in removed])
             self._indexer.add_roots([_path(root) for root in added])
@@ -302,8 +332,14 @@ class CompletionService:
 
     def prepare(self, request: CompletionRequest) -> tuple[CompletionContext, int]:
         """The context for a request and the cursor's string offset; raises Rejected."""
-        if self.exclusions.excludes_uri(request.uri):
-            raise Rejected("the document is excluded (a secret file, or `exclude_files`)")
+        if self.exclusions.refresh():  # a `.flashlsignore` changed
+            self._drop_excluded()
+            self._start_indexer()
+        silent = self.exclusions.why_silent(request.uri, request.language_id)
+        if silent:
+            if self.crossfile.enabled and not self.exclusions.excludes_uri(request.uri):
+                self.crossfile.visited(request.uri, request.line)  # context for other files
+            raise Rejected(silent)
         if len(request.text) > self.settings.max_file_bytes:
             raise Rejected(f"document is larger than max_file_bytes "
                            f"({self.settings.max_file_bytes})")
@@ -531,7 +567,7 @@ class CompletionService:
         """Wait for `job` to finish (True) or until the request should be answered with
         what it has generated so far (False): at `deadline`, or after `partial_answer_ms`
         once that is a whole word beyond what `request` typed since the job began."""
-        finished = asyncio.wrap_future(job.future)
+        finished = _on_the_loop(job.future)
         partial = self.settings.partial_answer_ms / 1000
         # The generation's age counts, not this request's: a keystroke that joins one
         # already showing words beyond what it typed is answered at once.

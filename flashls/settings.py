@@ -36,11 +36,13 @@ def _setting(
     maximum: int | None = None,
     choices: tuple[str, ...] = (),
     scope: str | None = None,
+    listed: bool = False,
 ) -> Any:
     """A schema field; `scope` is VS Code's (`machine`: user settings only, never a
-    workspace's, which could otherwise send the code or a secret to a server it names)."""
+    workspace's, which could otherwise send the code or a secret to a server it names);
+    a `listed` string is comma-separated, and a list of strings is taken as one."""
     metadata = {"description": description, "minimum": minimum, "maximum": maximum,
-                "choices": choices, "scope": scope}
+                "choices": choices, "scope": scope, "listed": listed}
     return field(default=default, metadata=metadata)
 
 
@@ -179,9 +181,21 @@ class Settings:
     exclude_files: str = _setting(
         "", "Files never sent to any engine, added to the built-in list of secret files "
         "(`.env*`, `*.pem`, `*.key`, `id_rsa*`, `*secret*`, `*credential*`, `.git/`, "
-        "`.npmrc`, `.pypirc`, `*.kdbx`, ...): comma-separated gitignore patterns, relative "
-        "to the workspace folder; no suggestion is offered in them and no context source "
-        "takes text from them. `!pattern` takes a file back.")
+        "`.npmrc`, `.pypirc`, `*.kdbx`, ...) and to each workspace folder's "
+        "`.flashlsignore` file (gitignore syntax, read again when it changes): "
+        "comma-separated gitignore patterns, relative to the workspace folder; no "
+        "suggestion is offered in them and no context source takes text from them. "
+        "`!pattern` takes a file back.", listed=True)
+    disabled_languages: str = _setting(
+        "", "Languages where no suggestion is offered, by the id the editor gives a "
+        "document (LSP `languageId`: VS Code's language ids, Neovim's filetypes), "
+        "comma-separated, e.g. `markdown,plaintext`; unlike `exclude_files`, their files "
+        "still serve as context for other files. Taking a language out of the list turns "
+        "its suggestions back on.", listed=True)
+    disabled_files: str = _setting(
+        "", "Files where no suggestion is offered: comma-separated gitignore patterns, "
+        "relative to the workspace folder, e.g. `docs/,*.lock`; unlike `exclude_files`, "
+        "their text still serves as context for other files.", listed=True)
     max_file_bytes: int = _setting(
         2_000_000, "Documents larger than this get no completions.", minimum=1024,
         maximum=1_000_000_000)
@@ -208,6 +222,10 @@ def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
     kind = _field_type(spec)
     if value is None:
         raise ValueError("expected a value, got null")
+    if spec.metadata["listed"] and isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        value = ",".join(value)
     if kind is str and not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     if kind is bool and not isinstance(value, (bool, str)):

@@ -87,3 +87,19 @@ def test_budgets_that_outgrow_the_context_are_refused() -> None:
     # Shrinking n_ctx alone under the default budgets is refused as well.
     small, problems = settings.merge(fitting, {"nCtx": 1024})
     assert small.n_ctx == 8192 and problems
+
+
+def test_list_settings_take_a_comma_separated_string_or_a_list_of_strings() -> None:
+    merged, problems = settings.merge(Settings(), {"disabledLanguages": ["markdown", "text"],
+                                                   "disabledFiles": "docs/, *.lock"})
+    assert (merged.disabled_languages, merged.disabled_files, problems) == (
+        "markdown,text", "docs/, *.lock", [])
+    kept, problems = settings.merge(merged, {"disabledLanguages": ["markdown", 3],
+                                             "excludeFiles": {"private/": True}})
+    assert kept == merged and len(problems) == 2
+    assert "list of strings" in problems[0]
+    from_env, problems = settings.from_environment({"FLASHLS_DISABLED_LANGUAGES": "markdown"})
+    assert (from_env.disabled_languages, problems) == ("markdown", [])
+    # A list is only taken where the schema says the setting is one.
+    same, problems = settings.merge(Settings(), {"model": ["a.gguf"]})
+    assert same == Settings() and problems

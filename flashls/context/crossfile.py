@@ -362,6 +362,13 @@ class CrossFileContext:
         self.yanks.forget(key)
         self.index.remove(key)
 
+    def documents(self) -> set[str]:
+        """Every document something is kept from: open, visited, entered, yanked or
+        indexed."""
+        return {*self._open, *(key for key, _ in self.recent.places()),
+                *(key for key, _ in self.ring.chunks()),
+                *(key for key, _ in self.yanks.entries()), *self.index.files()}
+
     def visited(self, key: str, line: int) -> None:
         """The user edits, asks or rests at `line` of `key`."""
         if "recent" in self.sources:
