@@ -31,6 +31,7 @@ from flashls.engine.base import (
     Timings,
 )
 from flashls.engine.kv import Cancelled, KvLayout, Memory
+from flashls.engine.llama_log import LLAMA_LOG
 from flashls.engine.names import NameRule, word_length
 from flashls.fim import FimFormat, UnknownFormat, detect_format, format_named
 from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
@@ -121,7 +122,9 @@ class _AbortHook:
         """Abort decodes while `token` is cancelled, for the duration of the block."""
         self.token = token
         try:
-            yield
+            # An abort makes llama.cpp log errors: asked for, so not errors here.
+            with LLAMA_LOG.failures_expected_while(lambda: token.cancelled):
+                yield
         finally:
             self.token = None
 
@@ -164,6 +167,7 @@ class LlamaEngine:
             raise EngineError(str(error)) from error
         started = time.monotonic()
         threads = self._settings.n_threads or default_thread_count()
+        LLAMA_LOG.install()
         try:
             llm = llama_cpp.Llama(
                 model_path=str(self.model_path), n_ctx=self._settings.n_ctx,
