@@ -373,8 +373,11 @@ def run_command(name: str, arguments: argparse.Namespace,
                 write: Callable[[dict[str, Any], Path], tuple[Path, Path]],
                 describe: Callable[[Any, dict[str, Any]], str]) -> int:
     """The body of every `flashls bench NAME` handler: config from the options, the run,
-    what `describe` says of it (headline and table), and the JSON and PNG written."""
+    what `describe` says of it (headline and table), and the JSON and PNG written.
+    Without matplotlib it stops before running, rather than after with no PNG."""
     try:
+        if (missing := report.plotting_missing()) is not None:
+            raise BenchError(missing)
         config = make_config(arguments)
         payload = asyncio.run(run(config))
     except BenchError as error:

@@ -618,6 +618,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> RepoConfig:
 def handler(arguments: argparse.Namespace) -> int:
     """Run the benchmark, writing the JSON after every site; print the table, plot."""
     try:
+        if (missing := report.plotting_missing()) is not None:
+            raise BenchError(missing)
         config = config_from_arguments(arguments)
         json_path, plot_path = report.report_paths(Path(config.out_dir), "repo")
         json_path.parent.mkdir(parents=True, exist_ok=True)

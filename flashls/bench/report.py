@@ -230,6 +230,17 @@ def _comparison_lines(comparison: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def plotting_missing() -> str | None:
+    """What to install to draw the PNGs, when matplotlib (the `bench` extra, which the
+    language server does without) is missing; None when it is there."""
+    try:
+        import matplotlib  # noqa: F401 - imported to see that it can be
+    except ImportError:
+        return ("the report's PNG needs matplotlib, which is not installed; install it "
+                "with: pip install 'flashls[bench]'")
+    return None
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """The whole run, config and per-request records included."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import bisect
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,33 @@ from flashls.models import ModelUnavailable, check_model_file, resolve_model_pat
 from flashls.settings import PROMPT_MARKER_TOKENS, Settings
 
 log = logging.getLogger(__name__)
+
+# The llama-cpp-python releases checked to have the private parts this engine swaps and
+# reads (`Llama._ctx`, `._batch`, `._model`, `_internals.LlamaContext`, the context
+# parameters' `kv_unified`): pinned in pyproject.toml, checked when this module loads.
+LLAMA_CPP_OLDEST = "0.3.16"
+LLAMA_CPP_NEWEST = "0.3.36"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """`0.3.36` (any suffix aside) as (0, 3, 36); () for what is no such version."""
+    parts = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(part) for part in parts.groups()) if parts else ()
+
+
+def llama_cpp_problem(found: str) -> str | None:
+    """Why llama-cpp-python `found` cannot run this engine, or None when it can."""
+    oldest, newest = LLAMA_CPP_OLDEST, LLAMA_CPP_NEWEST
+    if _release(oldest) <= _release(found) <= _release(newest):
+        return None
+    return (f"flashls needs llama-cpp-python {oldest} to {newest} (its engine uses "
+            f"llama-cpp-python's private internals); found {found}. Install one in that "
+            f"range: pip install 'llama-cpp-python>={oldest},<={newest}', or run "
+            f"scripts/install.sh, which builds {newest} for this CPU")
+
+
+if (_problem := llama_cpp_problem(llama_cpp.__version__)) is not None:
+    raise ImportError(_problem)
 
 # Prompt tokens decoded per llama_decode call: small enough that a cancel is noticed
 # within ~0.3 s on 2 cores, large enough to keep the matrix kernels efficient.
