@@ -14,6 +14,7 @@ import bisect
 import colorsys
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
              suggestion_timeout_ms: int, attach_timeout_ms: int = 30_000,
              mode: str = "auto", first_file: Path | None = None, rest_ms: int = 0,
              typed: str | None = None, wait_finished: bool = False, type_along: int = 0,
-             cycle: bool = False, yank: bool = False,
+             cycle: bool = False, yank: bool = False, accept_keys: list[str] | None = None,
              server_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the driver script in headless Neovim and return its report.
 
@@ -86,7 +87,8 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
     also for `flashls/suggestionFinished` and the ghost text asked for after it;
     `type_along`: after the first ghost text, type that many of its characters, 100 ms
     apart; `cycle`: press <M-]> once it shows and accept the suggestion it cycles to;
-    `yank`: first yank the file's first two lines."""
+    `yank`: first yank the file's first two lines; `accept_keys`: press these (instead of
+    <Tab>) one after another, each once a suggestion shows."""
     assert NVIM is not None
     result_path = tmp_path / "report.json"
     steps = {
@@ -97,6 +99,7 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
         "FLASHLS_NVIM_TYPE_ALONG": str(type_along),
         "FLASHLS_NVIM_CYCLE": "1" if cycle else "0",
         "FLASHLS_NVIM_YANK": "1" if yank else "0",
+        "FLASHLS_NVIM_ACCEPT_KEYS": json.dumps(accept_keys) if accept_keys else None,
     }
     env = {
         **os.environ,
@@ -117,7 +120,8 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
         **(server_env or {}),
     }
     waits_ms = (attach_timeout_ms * (2 if first_file else 1) + rest_ms + type_along * 100
-                + suggestion_timeout_ms * (2 if wait_finished else 1))
+                + suggestion_timeout_ms * (2 if wait_finished else 1)
+                + suggestion_timeout_ms * max(len(accept_keys or []) - 1, 0))
     budget_s = waits_ms / 1000 + 30
     process = subprocess.run([NVIM, "--headless", "--clean", "-u", str(DRIVER)], env=env,
                              cwd=tmp_path, capture_output=True, text=True, timeout=budget_s,
@@ -228,6 +232,58 @@ def test_live_ghost_text_shows_and_accepts_a_block(tmp_path: Path) -> None:
     assert report["cursor_after"] == [2 + block.count("\n"), len(last)]
 
 
+def block_edit(tmp_path: Path) -> Edit:
+    """An empty line after `def f(x):`, where the suggestion is a block."""
+    lines = ["def f(x):", "    ", "", "print(f(1))"]
+    path = tmp_path / "block.py"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Edit(path, lines, 2, 4)
+
+
+@requires_nvim
+@pytest.mark.parametrize("mode", ["auto", "builtin"])
+def test_accept_word_takes_one_word_at_a_time(tmp_path: Path, cut_line: Edit,
+                                              mode: str) -> None:
+    """<C-Right> takes the suggestion's next word, then its next run of punctuation; the
+    rest stays on screen (live mode) or comes back (builtin mode) for the next key."""
+    report = run_nvim(tmp_path, cut_line, ["--engine", "fake"], suggestion_timeout_ms=15_000,
+                      mode=mode, accept_keys=["<C-Right>", "<C-Right>"])
+    suggestion = fake_middle(cut_line.original[cut_line.line - 1]).splitlines()[0]
+    assert suggestion == "fake_completion(1)"
+    first, second = report["accepted"]
+    row = cut_line.line - 1
+    head = cut_line.original[row]
+    assert first["lines"][row] == head + "fake_completion"
+    assert first["cursor"] == [cut_line.line, len(head + "fake_completion")]
+    if mode == "auto":
+        assert first["ghost_after"] == "(1)"
+    assert second["shown"] == "(1)"
+    assert second["lines"][row] == head + "fake_completion("
+    assert first["lines"][:row] == cut_line.original[:row]
+    assert first["lines"][row + 1:] == cut_line.original[row + 1:]
+
+
+@requires_nvim
+@pytest.mark.parametrize("mode", ["auto", "builtin"])
+def test_accept_line_takes_a_block_line_by_line(tmp_path: Path, mode: str) -> None:
+    """<S-Tab> takes the rest of the suggestion's line and leaves the cursor at its end;
+    pressed again, the line break and the next line."""
+    edit = block_edit(tmp_path)
+    report = run_nvim(tmp_path, edit, ["--engine", "fake"], suggestion_timeout_ms=15_000,
+                      mode=mode, accept_keys=["<S-Tab>", "<S-Tab>"])
+    block = fake_middle("    ").rstrip()
+    assert block == "fake_completion(1)\n    return 2"
+    first, second = report["accepted"]
+    assert first["shown"] == block
+    assert first["lines"] == ["def f(x):", "    fake_completion(1)", "", "print(f(1))"]
+    assert first["cursor"] == [2, len("    fake_completion(1)")]
+    if mode == "auto":
+        assert first["ghost_after"] == "\n    return 2"
+    assert second["lines"] == ["def f(x):", "    fake_completion(1)", "    return 2", "",
+                               "print(f(1))"]
+    assert second["cursor"] == [3, len("    return 2")]
+
+
 @requires_nvim
 def test_fake_engine_suggestion_inside_a_line_keeps_the_rest(tmp_path: Path) -> None:
     """Mid-line, after a half-typed name, the suggestion goes in before the text that follows."""
@@ -291,6 +347,30 @@ def test_default_model_completes_a_cut_line(tmp_path: Path, cut_line: Edit,
     assert "\n" not in text, f"a mid-expression suggestion should stay on its line: {text!r}"
     # What a user would notice: the accepted text finishes the expression into valid Python.
     ast.parse(cut_line.path.read_text(encoding="utf-8"))
+
+
+@requires_nvim
+@pytest.mark.model
+def test_default_model_suggestion_is_taken_a_word_then_the_line(
+        tmp_path: Path, cut_line: Edit, model_path: Path) -> None:
+    """With the real default model: <C-Right> takes one word (or run of punctuation) of what
+    shows and leaves the rest on screen; <S-Tab> then takes the rest of the line, which
+    finishes `y = 0.30*r +` into Python that parses."""
+    server_args = ["--model", str(model_path), "--n-threads", "2", "--time-budget-ms", "60000",
+                   "--partial-answer-ms", "0"]
+    report = run_nvim(tmp_path, cut_line, server_args, attach_timeout_ms=60_000,
+                      suggestion_timeout_ms=90_000, accept_keys=["<C-Right>", "<S-Tab>"])
+    first, second = report["accepted"]
+    row = cut_line.line - 1
+    head = cut_line.original[row]
+    word = first["lines"][row][len(head):]
+    assert re.fullmatch(r"[ \t]*(?:\w+|[^\w\s]+)", word), (word, first["shown"])
+    assert first["shown"].startswith(word) and first["shown"] != word
+    assert first["ghost_after"] == first["shown"][len(word):]
+    line = second["lines"][row][len(head) + len(word):]
+    assert second["shown"].split("\n")[0] == line and line.strip()
+    assert second["lines"][row + 1:] == cut_line.original[row + 1:]
+    ast.parse("\n".join(second["lines"]))
 
 
 @pytest.fixture
@@ -385,3 +465,45 @@ def test_tab_still_inserts_indent_when_there_is_no_suggestion(tmp_path: Path) ->
     # Python's ftplugin sets expandtab and softtabstop=4: the Tab becomes spaces.
     assert path.read_text(encoding="utf-8") == "x = 1   z\n"
 
+
+
+@requires_nvim
+def test_accept_word_and_line_keys_do_their_own_work_without_a_suggestion(
+        tmp_path: Path) -> None:
+    """With suggestions off, <C-Right> and <S-Tab> do in insert mode what they do in a
+    Neovim without flashls."""
+    keys = r'call feedkeys("I\<C-Right>z\<S-Tab>w\<Esc>", "mx")'
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
+           "CMD": json.dumps([*SERVER, "--engine", "fake", "--no-enable"])}
+    setup = ("lua require('flashls').setup({ config = { cmd = vim.json.decode(vim.env.CMD) } })")
+    wait = ("lua assert(vim.wait(20000, function() local c = vim.lsp.get_clients({ bufnr = 0 })[1]"
+            " return c and c.initialized end), 'flashls did not attach')")
+    written = {}
+    assert NVIM is not None
+    for name, commands in (("plain", []), ("flashls", ["-c", setup])):
+        path = tmp_path / name / "plain.py"
+        path.parent.mkdir()
+        path.write_text("x = 1\n", encoding="utf-8")
+        waiting = ["-c", wait] if commands else []
+        process = subprocess.run(
+            [NVIM, "--headless", "--clean", "--cmd", f"set rtp^={DRIVER.parents[1]}",
+             *commands, "-c", f"edit {path}", *waiting, "-c", keys, "-c", "write",
+             "-c", "qall!"], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert process.returncode == 0, process.stderr
+        written[name] = path.read_text(encoding="utf-8")
+    assert written["flashls"] == written["plain"] != "x = 1\n"
+    assert "z" in written["plain"] and "w" in written["plain"]
+
+
+def test_readme_names_the_plugins_default_keys() -> None:
+    """Each key option's default in `lua/flashls.lua` is the key the README's table gives."""
+    source = (ROOT / "editors" / "nvim" / "lua" / "flashls.lua").read_text(encoding="utf-8")
+    block = source[source.index("M.defaults = {"):]
+    defaults = dict(re.findall(r"^\s+(\w+_key) = '([^']+)',", block[:block.index("}")], re.M))
+    assert set(defaults) == {"accept_key", "accept_word_key", "accept_line_key", "next_key",
+                             "prev_key"}
+    readme = (ROOT / "editors" / "nvim" / "README.md").read_text(encoding="utf-8")
+    for option in ("accept_key", "accept_word_key", "accept_line_key"):
+        assert f"| `{defaults[option]}` | `{option}` |" in readme, option
+    assert f"| `{defaults['next_key']}` / `{defaults['prev_key']}` | `next_key` / `prev_key` |" \
+        in readme

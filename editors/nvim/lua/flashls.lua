@@ -1,5 +1,5 @@
 --- flashls for Neovim: enables the `flashls` server (config in `lsp/flashls.lua`),
---- shows its suggestions as ghost text and maps a key to accept them.
+--- shows its suggestions as ghost text and maps keys to accept them (all, a word, a line).
 ---
 --- Modes:
 --- - `live` (the default, Neovim 0.10+): ghost text drawn by `flashls.ghost`, asked for at
@@ -17,6 +17,8 @@ M.enabled = true
 ---@class flashls.Options
 ---@field mode? 'auto'|'live'|'builtin'|'popup' `auto` is `live`; `ghost` is an old name of `builtin`.
 ---@field accept_key? string|false Insert-mode key accepting the ghost text (default `<Tab>`).
+---@field accept_word_key? string|false Accept its next word (default `<C-Right>`).
+---@field accept_line_key? string|false Accept the rest of its line (default `<S-Tab>`).
 ---@field next_key? string|false Show the next suggestion (default `<M-]>`).
 ---@field prev_key? string|false Show the previous suggestion (default `<M-[>`).
 ---@field config? vim.lsp.Config Merged over `lsp/flashls.lua` (cmd, settings, ...).
@@ -25,6 +27,8 @@ M.enabled = true
 M.defaults = {
   mode = 'auto',
   accept_key = '<Tab>',
+  accept_word_key = '<C-Right>',
+  accept_line_key = '<S-Tab>',
   next_key = '<M-]>',
   prev_key = '<M-[>',
   config = nil,
@@ -48,19 +52,34 @@ local function mode_of(opts)
   return 'live'
 end
 
---- Live mode: the accept/next/prev keys on `flashls.ghost`; the accept key falls back to
---- itself when no suggestion shows.
+--- The accept keys and what each takes of the suggestion (nil: all of it).
+---@param opts flashls.Options
+---@return { key: string, unit?: 'word'|'line', desc: string }[]
+local function accept_keys(opts)
+  local keys = {}
+  for _, entry in ipairs({
+    { opts.accept_key, nil, 'flashls: accept the suggestion' },
+    { opts.accept_word_key, 'word', 'flashls: accept the next word of the suggestion' },
+    { opts.accept_line_key, 'line', 'flashls: accept the rest of the line of the suggestion' },
+  }) do
+    if entry[1] then
+      keys[#keys + 1] = { key = entry[1], unit = entry[2], desc = entry[3] }
+    end
+  end
+  return keys
+end
+
+--- Live mode: the accept/next/prev keys on `flashls.ghost`; an accept key does what it
+--- does without flashls when no suggestion shows.
 ---@param bufnr integer
 ---@param opts flashls.Options
 local function map_live_keys(bufnr, opts)
-  if opts.accept_key then
-    local key = opts.accept_key
-    vim.keymap.set('i', key, function()
-      if ghost.visible(bufnr) then
-        return '<Cmd>lua require("flashls.ghost").accept()<CR>'
-      end
-      return key
-    end, { buffer = bufnr, expr = true, desc = 'flashls: accept the suggestion' })
+  for _, accept in ipairs(accept_keys(opts)) do
+    local command = ('<Cmd>lua require("flashls.ghost").accept(nil, %s)<CR>'):format(
+      accept.unit and ("'" .. accept.unit .. "'") or 'nil')
+    vim.keymap.set('i', accept.key, function()
+      return ghost.visible(bufnr) and command or accept.key
+    end, { buffer = bufnr, expr = true, desc = accept.desc })
   end
   for key, count in pairs({ [opts.next_key or ''] = 1, [opts.prev_key or ''] = -1 }) do
     if key ~= '' then
@@ -71,16 +90,45 @@ local function map_live_keys(bufnr, opts)
   end
 end
 
+--- Builtin mode: takes the next `unit` of Neovim's current inline completion at the
+--- cursor (its text after what was typed since it was asked for); false if none shows.
+--- Neovim hides the rest and asks again after its debounce.
+---@param unit 'word'|'line'
+---@return boolean
+local function accept_builtin_part(unit)
+  return vim.lsp.inline_completion.get({ on_accept = function(item)
+    local text = item.insert_text
+    text = type(text) == 'string' and text or text.value
+    local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+    row = row - 1
+    local typed = ''
+    if item.range then
+      local start_row, start_col = unpack(item.range.start:to_extmark())
+      if start_row == row and start_col <= col then
+        typed = vim.api.nvim_buf_get_text(0, row, start_col, row, col, {})[1]
+      end
+    end
+    local rest = vim.startswith(text, typed) and text:sub(#typed + 1) or text
+    ghost.insert(vim.api.nvim_get_current_buf(), row, col, ghost.part(rest, unit))
+  end })
+end
+
 --- Builtin mode: the accept/next/prev keys on `vim.lsp.inline_completion`.
 ---@param bufnr integer
 ---@param opts flashls.Options
 local function map_keys(bufnr, opts)
-  if opts.accept_key then
-    vim.keymap.set('i', opts.accept_key, function()
-      if not vim.lsp.inline_completion.get() then
-        return opts.accept_key
+  for _, accept in ipairs(accept_keys(opts)) do
+    vim.keymap.set('i', accept.key, function()
+      local accepted
+      if accept.unit then
+        accepted = accept_builtin_part(accept.unit)
+      else
+        accepted = vim.lsp.inline_completion.get()
       end
-    end, { buffer = bufnr, expr = true, desc = 'flashls: accept the suggestion' })
+      if not accepted then
+        return accept.key
+      end
+    end, { buffer = bufnr, expr = true, desc = accept.desc })
   end
   if opts.next_key then
     vim.keymap.set('i', opts.next_key, function()
@@ -288,6 +336,32 @@ function M.setup(opts)
   end
   vim.lsp.config('flashls', opts.config)
   vim.lsp.enable('flashls')
+end
+
+--- Accepts the next word of the suggestion shown in the current buffer (live or builtin
+--- mode); false if none shows. For mappings of your own:
+--- `vim.keymap.set('i', '<M-w>', require('flashls').accept_word)`.
+---@return boolean
+function M.accept_word()
+  return M.accept_part('word')
+end
+
+--- Accepts the rest of the current line of the suggestion shown in the current buffer;
+--- false if none shows.
+---@return boolean
+function M.accept_line()
+  return M.accept_part('line')
+end
+
+--- Accepts the next `word` or `line` of the suggestion shown in the current buffer.
+---@param unit 'word'|'line'
+---@return boolean
+function M.accept_part(unit)
+  local bufnr = vim.api.nvim_get_current_buf()
+  if ghost.attached(bufnr) then
+    return ghost.accept(bufnr, unit)
+  end
+  return has_inline_completion() and accept_builtin_part(unit)
 end
 
 --- Turns ghost text on or off in every buffer flashls serves.

@@ -43,6 +43,9 @@ local params = {
   cycle = env.FLASHLS_NVIM_CYCLE == '1',
   -- Before anything else in the file: yank its first two lines (`2yy`) in normal mode.
   yank = env.FLASHLS_NVIM_YANK == '1',
+  -- Keys that accept the suggestion, pressed one after another (a JSON list; `<Tab>` when
+  -- unset), each once a suggestion shows; after each, what it left on screen is noted.
+  accept_keys = env.FLASHLS_NVIM_ACCEPT_KEYS and vim.json.decode(env.FLASHLS_NVIM_ACCEPT_KEYS),
 }
 
 local clock_start = vim.uv.hrtime()
@@ -368,6 +371,34 @@ local function type_along(bufnr)
   return true
 end
 
+--- Presses FLASHLS_NVIM_ACCEPT_KEYS in turn, each once a suggestion shows, noting what it
+--- took (the buffer's change) and what showed at once after it.
+local function accept_with_keys(bufnr)
+  report.stage = 'accept'
+  report.accepted = {}
+  for index, key in ipairs(params.accept_keys) do
+    if index > 1 and not wait_until(params.suggestion_timeout_ms, function()
+      return ghost_text(bufnr)
+    end) then
+      return fail('no ghost text to accept with ' .. key)
+    end
+    local shown = ghost_text(bufnr)
+    local changedtick = vim.b[bufnr].changedtick
+    vim.api.nvim_feedkeys(vim.keycode(key), 'm', false)
+    if not wait_until(5000, function()
+      return vim.b[bufnr].changedtick ~= changedtick
+    end) then
+      return fail(key .. ' did not change the buffer')
+    end
+    table.insert(report.accepted, {
+      key = key, shown = shown, cursor = vim.api.nvim_win_get_cursor(0),
+      lines = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false),
+      ghost_after = ghost_text(bufnr) or vim.NIL,
+    })
+  end
+  return true
+end
+
 --- The ghost-text path: wait for the answer to a request made after the keystroke (or after
 --- entering insert mode) to show, accept it with <Tab>.
 local function accept_ghost_text(bufnr)
@@ -404,6 +435,9 @@ local function accept_ghost_text(bufnr)
     end
   end
   report.ghost_text = ghost_text(bufnr)
+  if params.accept_keys then
+    return accept_with_keys(bufnr)
+  end
 
   report.stage = 'accept'
   local changedtick = vim.b[bufnr].changedtick

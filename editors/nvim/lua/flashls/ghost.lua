@@ -210,20 +210,59 @@ function M.visible(bufnr)
   return state and state.suggestion and remaining(bufnr, state.suggestion) or nil
 end
 
---- Inserts what is left of the suggestion at the cursor and moves past it; false if none.
+--- The first `word` or `line` of a suggestion's `text`. A word is the blanks before it and
+--- a run of word characters (letters, digits, `_`, any non-ASCII) or of other characters;
+--- at a line break, the break and the next line's indent. A line runs to the first line
+--- break after something other than blanks, without that break (so that the cursor stays
+--- at the end of the line taken).
+---@param text string
+---@param unit 'word'|'line'
+---@return string
+function M.part(text, unit)
+  if unit == 'line' then
+    local first = text:find('%S')
+    local newline = first and text:find('\n', first, true)
+    return newline and text:sub(1, newline - 1) or text
+  end
+  return text:match('^\n[ \t]*') or text:match('^[ \t]*[%w_\128-\255]+')
+    or text:match('^[ \t]*[^%w_%s\128-\255]+') or text:match('^[ \t]+') or text
+end
+
+--- Inserts `text` at (`row`, `col`) of the current window's buffer and puts the cursor
+--- after it; the new cursor (0-based row, byte column).
+---@param bufnr integer
+---@param row integer
+---@param col integer
+---@param text string
+---@return integer, integer
+function M.insert(bufnr, row, col, text)
+  local lines = vim.split(text, '\n', { plain = true })
+  api.nvim_buf_set_text(bufnr, row, col, row, col, lines)
+  local last = #lines == 1 and col + #lines[1] or #lines[#lines]
+  api.nvim_win_set_cursor(0, { row + #lines, last })
+  return row + #lines - 1, last
+end
+
+--- Inserts what is left of the suggestion at the cursor, or only its next `unit` (`word`
+--- or `line`), and moves past it; false if none shows. What is left of it after a part
+--- stays on screen, also when the part ended on another line.
 ---@param bufnr? integer
+---@param unit? 'word'|'line'
 ---@return boolean
-function M.accept(bufnr)
+function M.accept(bufnr, unit)
   bufnr = bufnr or api.nvim_get_current_buf()
   local rest = M.visible(bufnr)
   local row, col = cursor(bufnr)
   if not (rest and row) then
     return false
   end
-  local lines = vim.split(rest, '\n', { plain = true })
-  api.nvim_buf_set_text(bufnr, row, col, row, col, lines)
-  local last = #lines == 1 and col + #lines[1] or #lines[#lines]
-  api.nvim_win_set_cursor(0, { row + #lines, last })
+  local taken = unit and M.part(rest, unit) or rest
+  local new_row, new_col = M.insert(bufnr, row, col, taken)
+  if new_row ~= row and #taken < #rest then
+    -- Typing along is followed on the suggestion's own line only: anchor the rest here.
+    states[bufnr].suggestion =
+      { row = new_row, col = new_col, texts = { rest:sub(#taken + 1) }, index = 1 }
+  end
   M.render(bufnr)
   return true
 end
