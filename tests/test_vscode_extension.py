@@ -103,3 +103,17 @@ def test_build_script_packages_a_vsix_with_its_runtime(tmp_path: Path,
     assert not any(name.startswith("extension/node_modules/@vscode/vsce/") for name in names)
     assert not any(name.startswith("extension/scripts/") for name in names)
     assert packaged["contributes"] == package["contributes"]
+
+
+def test_accept_line_is_bound_only_while_a_suggestion_shows(package: dict[str, Any]) -> None:
+    """VS Code binds accept-word (Ctrl/Cmd+Right) but not accept-line: the extension binds
+    Shift+Tab to it while a suggestion shows, so Shift+Tab outdents otherwise; the README
+    names both keys."""
+    bindings = {binding["command"]: binding for binding in package["contributes"]["keybindings"]}
+    line = bindings["editor.action.inlineSuggest.acceptNextLine"]
+    assert line["key"] == "shift+tab"
+    conditions = {part.strip() for part in line["when"].split("&&")}
+    assert {"inlineSuggestionVisible", "!suggestWidgetVisible", "!inSnippetMode"} <= conditions
+    readme = (EXTENSION / "README.md").read_text(encoding="utf-8")
+    assert "| `Shift+Tab` | `editor.action.inlineSuggest.acceptNextLine`" in readme
+    assert "`editor.action.inlineSuggest.acceptNextWord` (VS Code's)" in readme
