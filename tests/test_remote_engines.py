@@ -34,6 +34,7 @@ from flashls.engine.remote.window import ServerPrompts
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService, Rejected
 from flashls.settings import Settings, merge
+from tests.http_servers import EMPTY_200, HANG, HEALTHY, FaultyLlamaServer
 
 KINDS = ("llama-server", "openai", "ollama")
 PIECES = ("total", " = a", " + b", "\n", "return", " total\n")
@@ -730,3 +731,59 @@ def test_retry_after_takes_seconds_or_a_date_within_bounds() -> None:
     assert (retry_after(None), retry_after("3"), retry_after("100000")) == (1.0, 3.0, 60.0)
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after("soon") == 1.0
+
+
+def test_replies_abandoned_before_their_headers_free_their_connections_at_once() -> None:
+    """A server that hangs is sent a request at each keystroke; each is abandoned at the
+    next. Their connections close at once (not at `remote_timeout_ms`), so when the server
+    answers again the next request does not wait behind a full pool of hung ones."""
+    stand_in = FaultyLlamaServer()
+    engine = RemoteEngine(Settings(engine="llama-server", endpoint=stand_in.endpoint))
+    engine.load()
+    stand_in.fault = HANG
+    for _ in range(12):  # more than the pool's 8 connections
+        cut = engine.generate(request(), CancelToken(time.monotonic() + 0.1))
+        assert (cut.text, cut.finish) == ("", "deadline")
+    deadline = time.monotonic() + 2
+    while stand_in.held > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stand_in.held == 1  # the server saw each client go but the last (left to read on)
+    stand_in.fault = HEALTHY
+    answer = engine.generate(request(), CancelToken(time.monotonic() + 1.5))
+    engine.close()
+    stand_in.close()
+    assert answer.text == "".join(stand_in.pieces)
+
+
+def test_a_server_silent_across_requests_fails_at_remote_timeout_ms() -> None:
+    """No single request waits `remote_timeout_ms`, but together they have: the server is
+    not answering, and the call says so instead of answering nothing again."""
+    stand_in = FaultyLlamaServer()
+    engine = RemoteEngine(Settings(engine="llama-server", endpoint=stand_in.endpoint,
+                                   remote_timeout_ms=600))
+    engine.load()
+    stand_in.fault = HANG
+    for _ in range(2):
+        assert engine.generate(request(), CancelToken(time.monotonic() + 0.2)).text == ""
+    with pytest.raises(EngineError, match=r"sent nothing for 0.6 s \(`remote_timeout_ms`\)"):
+        for _ in range(3):
+            engine.generate(request(), CancelToken(time.monotonic() + 0.2))
+    stand_in.fault = HEALTHY
+    assert engine.generate(request(), CancelToken(time.monotonic() + 1.5)).text
+    assert engine.generate(request(), CancelToken(time.monotonic() + 0.2)).finish != "deadline"
+    engine.close()
+    stand_in.close()
+
+
+@pytest.mark.parametrize("body", [b"", b'data: {"content": "total", "stop": false}\n\n'])
+def test_a_reply_that_ends_before_its_last_event_is_an_error(body: bytes) -> None:
+    stand_in = FaultyLlamaServer()
+    engine = RemoteEngine(Settings(engine="llama-server", endpoint=stand_in.endpoint))
+    engine.load()
+    stand_in.fault = EMPTY_200
+    stand_in.empty_body = body
+    with pytest.raises(EngineError, match="ended a reply before its last event") as failed:
+        engine.generate(request(), CancelToken())
+    engine.close()
+    stand_in.close()
+    assert "\n" not in str(failed.value)

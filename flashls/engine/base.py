@@ -16,6 +16,11 @@ class EngineError(Exception):
     """A model could not be loaded or run; the message is meant for the user."""
 
 
+class EngineBusy(EngineError):
+    """The engine asks to be left alone for a while (a server's 429 or 503): it passes by
+    itself, so the user is told in the log and the status bar, not in a dialog."""
+
+
 class CancelToken:
     """Set by whoever no longer wants the answer; engines check it between steps."""
 

@@ -19,12 +19,15 @@ from typing import Any
 
 import httpx
 
-from flashls.engine.base import EngineError
+from flashls.engine.base import EngineBusy, EngineError
 from flashls.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3.0
+# The start-up check's longest wait: servers answer it at once, even while busy, and a
+# hung check holds the engine's one thread (requests wait behind it).
+PROBE_TIMEOUT_S = 5.0
 # Connect errors (refused, name not resolved) are retried this often, after these pauses:
 # a server restarting behind a load balancer comes back within a second.
 RETRY_PAUSES_S = (0.2, 0.5)
@@ -37,7 +40,7 @@ DEFAULT_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 
 
-class ServerBusy(EngineError):
+class ServerBusy(EngineBusy):
     """The server answered 429 or 503: ask again after `retry_after_s` seconds."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
@@ -61,6 +64,8 @@ def retry_after(value: str | None) -> float:
 
 # What an API key may hold to travel in an `Authorization: Bearer` header.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+# httpx's `trace` request extension: told of each step of a request (httpcore's events).
+Trace = Callable[[str, dict[str, Any]], None]
 # Another engine's HTTP errors would name the wrong fix; each wire format can explain the
 # statuses that mean something for its kind (llama-server's 501: a model without FIM).
 Explain = Callable[[int, str], "str | None"]
@@ -128,9 +133,21 @@ def shorten(text: str) -> str:
     return line if len(line) <= MESSAGE_CHARS else line[:MESSAGE_CHARS - 3] + "..."
 
 
+def _read_timeout(error: httpx.HTTPError, default: float) -> float:
+    """The read timeout the failed request had (httpx keeps it in its extensions)."""
+    try:
+        return float(error.request.extensions["timeout"]["read"])
+    except (RuntimeError, KeyError, TypeError, ValueError):
+        return default
+
+
 class Connection:
-    """One server's base URL, reached through one pooled `httpx.Client` (thread-safe: a
-    reply left open for `resume` is read on while the next request is sent)."""
+    """One server's base URL, reached through one `httpx.Client` (thread-safe: a reply
+    left open for `resume` is read on while the next request is sent).
+
+    Every request gets a connection of its own (none is kept alive for the next): a reply
+    is abandoned by shutting its socket down, which `trace` hands over when it connects,
+    and a kept-alive connection, reused without connecting, would hand over none."""
 
     def __init__(self, label: str, endpoint: str, api_key: str | None, read_timeout_s: float,
                  explain: Explain) -> None:
@@ -142,19 +159,25 @@ class Connection:
         self._client = httpx.Client(
             base_url=endpoint, headers=headers,
             timeout=httpx.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=2))
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=0))
 
     def open(self, path: str, body: dict[str, Any],
-             abandoned: Callable[[], bool] = lambda: False) -> httpx.Response:
+             abandoned: Callable[[], bool] = lambda: False,
+             trace: Trace | None = None) -> httpx.Response:
         """POST `body` and return the streamed reply once its headers are in (the caller
         reads and closes it); raises EngineError (connect errors are retried unless
-        `abandoned` turned true meanwhile)."""
-        request = self._client.build_request("POST", path, json=body)
+        `abandoned` turned true meanwhile). `trace` is told of each step (httpcore's
+        events: the connection made, the reply's headers in)."""
+        request = self._client.build_request(
+            "POST", path, json=body, extensions={} if trace is None else {"trace": trace})
         return self._send(request, abandoned)
 
     def get_json(self, path: str) -> Any:
         """GET `path` and parse its JSON body; raises EngineError."""
-        response = self._send(self._client.build_request("GET", path), lambda: False)
+        timeout = httpx.Timeout(min(self._read_timeout_s, PROBE_TIMEOUT_S),
+                                connect=CONNECT_TIMEOUT_S)
+        response = self._send(self._client.build_request("GET", path, timeout=timeout),
+                              lambda: False)
         try:
             return json.loads(response.read())
         except ValueError as error:
@@ -222,10 +245,17 @@ class Connection:
             return EngineError(f"cannot connect to {self.label}: no answer within "
                                f"{CONNECT_TIMEOUT_S:g} s")
         if isinstance(error, httpx.ReadTimeout):
-            return EngineError(f"{self.label} sent nothing for {self._read_timeout_s:g} s "
-                               f"(`remote_timeout_ms`)")
+            return self.silent(_read_timeout(error, self._read_timeout_s))
         return EngineError(f"{self.label}: the connection failed: "
                            f"{shorten(str(error) or type(error).__name__)}")
+
+    def silent(self, seconds: float | None = None) -> EngineError:
+        """The error for a server that has sent nothing for `seconds` (by default
+        `remote_timeout_ms`)."""
+        if seconds is not None and seconds != self._read_timeout_s:
+            return EngineError(f"{self.label} sent nothing for {seconds:g} s")
+        return EngineError(f"{self.label} sent nothing for {self._read_timeout_s:g} s "
+                           f"(`remote_timeout_ms`)")
 
     def close(self) -> None:
         """Close the pooled connections."""

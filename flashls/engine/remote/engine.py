@@ -104,6 +104,10 @@ class RemoteEngine:
         # The last 429/503 and until when (monotonic) nothing is sent: it is raised again.
         self._busy: ServerBusy | None = None
         self._busy_until = 0.0
+        # Seconds calls have waited since the server last answered anything: replies cut
+        # by their deadline or cancelled before a byte came. At `remote_timeout_ms` the
+        # server counts as not answering, though no single reply waited that long.
+        self._silent_s = 0.0
 
     def describe(self) -> str:
         """Kind, endpoint, and the model and prompt format where flashls picks them."""
@@ -249,8 +253,9 @@ class RemoteEngine:
               ) -> _Reading:
         connection = self._connection
         assert connection is not None
-        stream = ReplyStream(lambda abandoned: connection.open(path, body, abandoned),
-                             self._wire.events, connection.transport_error)
+        stream = ReplyStream(
+            lambda abandoned, trace: connection.open(path, body, abandoned, trace),
+            self._wire.events, connection.transport_error)
         return _Reading(request, stream)
 
     def _read(self, reading: _Reading, cancel: CancelToken, *,
@@ -269,12 +274,22 @@ class RemoteEngine:
         except EngineError:
             reading.stream.close()
             raise
+        finally:
+            self._note_silence(reading, time.perf_counter() - started)
+        if finish == "deadline" and self._silent_s * 1000 >= self._settings.remote_timeout_ms:
+            self._abandon()
+            assert self._connection is not None
+            raise self._connection.silent()
         ended = time.perf_counter()
         prompt_done = started if had_text else (reading.first_text_at or ended)
         return GenerationResult(text, finish, Timings(
             prompt_ms=(prompt_done - started) * 1000, generate_ms=(ended - prompt_done) * 1000,
             prompt_tokens=reading.prompt_tokens, evaluated_tokens=reading.evaluated_tokens,
             generated_tokens=reading.tokens - tokens_before))
+
+    def _note_silence(self, reading: _Reading, seconds: float) -> None:
+        """Count a call's wait as silence unless the server answered it."""
+        self._silent_s = 0.0 if reading.stream.heard else self._silent_s + seconds
 
     def _poll(self, reading: _Reading, cancel: CancelToken,
               until_deadline: bool) -> Chunk | End | None:
@@ -306,7 +321,10 @@ class RemoteEngine:
             if chunk is None:
                 continue
             if isinstance(chunk, End):
-                return reading.text, reading.finish or "eos"
+                if reading.finish is None:  # every kind's last event says why it ended
+                    raise EngineError(f"{self.label} ended a reply before its last event "
+                                      f"(an empty or cut-off reply)")
+                return reading.text, reading.finish
             reading.take(chunk)
             if chunk.text:
                 if request.on_token is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from flashls.engine.base import EngineError
+from flashls.engine.remote.connection import Trace
 
 
 class End:
@@ -33,25 +34,28 @@ class ReplyStream:
     Invariants:
     - only the reader thread touches the httpx response (sends, reads, closes it); `close`
       from another thread only marks the stream abandoned and shuts the socket down, which
-      wakes a blocked read at once and tells the server the client is gone (that is what
-      cancels generation on llama-server, vLLM, llama_cpp.server and Ollama);
+      wakes a blocked read at once, whether the reply's headers came or not, and tells the
+      server the client is gone (that is what cancels generation on llama-server, vLLM,
+      llama_cpp.server and Ollama);
+    - the socket is known from the moment it connects (`Connection.open`'s trace); one
+      that connects after `close` is shut down at once;
     - the queue holds the reply's events in order, then exactly one End or EngineError,
       unless the stream was abandoned (then nothing more is queued);
-    - an abandoned stream's response is closed by the reader as soon as it has one (a
-      server still evaluating the prompt has sent no headers yet: its connection is closed
-      when they come).
+    - `heard` turns true once the server answered (a reply's headers, an error status
+      included) and stays true.
     """
 
-    def __init__(self, send: Callable[[Callable[[], bool]], httpx.Response],
+    def __init__(self, send: Callable[[Callable[[], bool], Trace], httpx.Response],
                  events: Callable[[httpx.Response], Iterator[dict[str, Any]]],
                  describe_error: Callable[[httpx.HTTPError], EngineError]) -> None:
         self._send = send
         self._events = events
         self._describe_error = describe_error
         self._items: queue.Queue[Item] = queue.Queue()
-        self._lock = threading.Lock()  # orders `_response` against `_abandoned`
-        self._response: httpx.Response | None = None
+        self._lock = threading.Lock()  # orders `_socket` against `_abandoned`
+        self._socket: socket.socket | None = None
         self._abandoned = False
+        self.heard = False
         self._thread = threading.Thread(target=self._read, name="flashls-remote-reply",
                                         daemon=True)
         self._thread.start()
@@ -73,18 +77,30 @@ class ReplyStream:
         """Abandon the reply: the server sees the connection close and stops generating."""
         with self._lock:
             self._abandoned = True
-            response = self._response
-        if response is not None:
-            _shut_down(response)
+            connected = self._socket
+        if connected is not None:
+            _shut_down(connected)
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's steps of the request, on the reader thread: keep the socket once
+        connected (TLS replaces the plain one), note the server's answer."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            connected = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(connected, socket.socket):
+                with self._lock:
+                    self._socket = connected
+                    abandoned = self._abandoned
+                if abandoned:
+                    _shut_down(connected)
+        elif event == "http11.receive_response_headers.complete":
+            self.heard = True
 
     def _read(self) -> None:
         response: httpx.Response | None = None
         try:
-            response = self._send(lambda: self._abandoned)
-            with self._lock:
-                self._response = response
-                abandoned = self._abandoned
-            if not abandoned:
+            response = self._send(lambda: self._abandoned, self._trace)
+            if not self._abandoned:
                 for event in self._events(response):
                     if self._abandoned:
                         break
@@ -105,11 +121,8 @@ class ReplyStream:
             self._items.put(item)
 
 
-def _shut_down(response: httpx.Response) -> None:
-    """Shut the reply's socket down through httpcore's public `network_stream` extension;
-    closing it alone would not wake the reader blocked on it."""
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # already closed by the other side
-            sock.shutdown(socket.SHUT_RDWR)
+def _shut_down(connected: socket.socket) -> None:
+    """Shut the reply's socket down; closing it alone would not wake the reader blocked
+    on it."""
+    with contextlib.suppress(OSError):  # already closed, by either side
+        connected.shutdown(socket.SHUT_RDWR)
