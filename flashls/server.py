@@ -29,7 +29,7 @@ from flashls.documents import (
     Range,
     column_units,
 )
-from flashls.engine.base import Engine, EngineError
+from flashls.engine.base import Engine, EngineBusy, EngineError
 from flashls.logs import set_log_level
 from flashls.protocol import FlashProtocol, strict_converter
 from flashls.service import (
@@ -97,7 +97,8 @@ class FlashServer(LanguageServer):
         self._warm_timers: dict[str, asyncio.TimerHandle] = {}
         self.workspace_roots: list[str] = []  # folder URIs, from `initialize` on
         self._watching_files = False  # registered for workspace/didChangeWatchedFiles
-        self._engine_failing = False  # the last completion failed with an EngineError
+        # The error that began the engine's outage, until it answers again (None: it works).
+        self._outage: str | None = None
 
     def ensure_service(self) -> CompletionService:
         """The completion service, created on first use with the current settings."""
@@ -105,6 +106,8 @@ class FlashServer(LanguageServer):
             self.service = CompletionService(self.config, make_engine(self.engine_kind,
                                                                       self.config))
             self.service.on_finished = self._finished
+            self.service.on_engine_failed = self.engine_failed
+            self.service.on_engine_answered = self.engine_answered
             self.service.open_workspace(self.workspace_roots)
         return self.service
 
@@ -211,13 +214,14 @@ class FlashServer(LanguageServer):
         future.add_done_callback(lambda done: loop.call_soon_threadsafe(self._loaded, done))
 
     def _loaded(self, future: Any) -> None:
+        if future.cancelled():  # the worker stopped first (an engine reload, an exit)
+            return
         error = future.exception()
         if error is None:
             engine = self.ensure_service().worker.engine
             self.status("ready", f"ready: {engine.describe()}")
         else:
-            self.status("error", str(error))
-            self.tell(types.MessageType.Error, str(error))
+            self.engine_failed(error)
 
     def _request(self, uri: str, position: types.Position) -> CompletionRequest | None:
         """The request for a cursor in an open, in-sync document; None otherwise (an
@@ -281,12 +285,34 @@ class FlashServer(LanguageServer):
             log.debug("no alternatives for %s: %s", uri, error)
             return []
 
-    def _answering_again(self) -> None:
-        """After failures, say once in the log (not a dialog) that the engine answers."""
+    def engine_failed(self, error: Exception) -> None:
+        """Keep the status bar on the engine's error, and tell the user once an outage:
+        in a dialog, or only in the log for a busy server (that passes by itself)."""
+        message = str(error)
+        self.status("error", message)
+        if self._outage is not None:
+            log.debug("the engine still fails: %s", message)
+            return
+        self._outage = message
+        busy = isinstance(error, EngineBusy)
+        log.log(logging.WARNING if busy else logging.ERROR, message)
+        if busy:
+            self.window_log_message(types.LogMessageParams(type=types.MessageType.Warning,
+                                                           message=message))
+        else:
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
+                                                             message=message))
+
+    def engine_answered(self) -> None:
+        """After an outage, say once in the log (not a dialog) that the engine answers."""
+        if self._outage is None:
+            return
+        self._outage = None
         message = f"flashls: {self.ensure_service().worker.engine.describe()} answers again"
         log.info(message)
         self.window_log_message(types.LogMessageParams(type=types.MessageType.Info,
                                                        message=message))
+        self.status("ready", message)
 
     async def suggest(self, uri: str, position: types.Position) -> Completion | None:
         """The pipeline's answer for a cursor, or None when there is nothing to show."""
@@ -300,16 +326,12 @@ class FlashServer(LanguageServer):
             log.debug("no completion for %s: %s", uri, reason)
             return None
         except EngineError as error:
-            self._engine_failing = True
-            self.status("error", str(error))
-            self.tell(types.MessageType.Error, str(error))
+            self.engine_failed(error)
             return None
-        if self._engine_failing:
-            self._engine_failing = False
-            self._answering_again()
-        self.status("ready", completion.finish, completion.timings.get("total_ms"), uri=uri,
-                    line=position.line, character=position.character,
-                    source=completion.source, timings=completion.timings)
+        if self._outage is None:  # else the status bar keeps the error until it answers
+            self.status("ready", completion.finish, completion.timings.get("total_ms"),
+                        uri=uri, line=position.line, character=position.character,
+                        source=completion.source, timings=completion.timings)
         log.debug("completion %r %s", completion.text, completion.timings)
         return completion if completion.text else None
 

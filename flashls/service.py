@@ -24,6 +24,7 @@ from flashls.context.workspace import WorkspaceIndexer
 from flashls.engine.base import (
     CancelToken,
     Engine,
+    EngineError,
     GenerationRequest,
     GenerationResult,
     RepoContext,
@@ -36,6 +37,8 @@ from flashls.settings import Settings
 log = logging.getLogger(__name__)
 
 INDEX_MAX_BYTES = 256 * 1024 * 1024  # workspace text read for definitions, at most
+# How long past its deadline a request waits for the engine to return what it has.
+ANSWER_GRACE_S = 0.25
 
 
 def context_sources(settings: Settings) -> frozenset[str]:
@@ -202,6 +205,11 @@ class CompletionService:
         # Called with the request whose cut suggestion a continuation has just finished,
         # so the editor can ask again and show all of it (the answer is in the cache).
         self.on_finished: Callable[[CompletionRequest], None] | None = None
+        # Called when any job (a request's or background work) fails with an EngineError,
+        # and when a generation comes back from the engine with something: the server
+        # tells the user once that the engine stopped answering and once that it is back.
+        self.on_engine_failed: Callable[[EngineError], None] | None = None
+        self.on_engine_answered: Callable[[], None] | None = None
 
     def update_settings(self, settings: Settings) -> None:
         """Take settings that need no new engine; a new cache size, new exclusions and
@@ -464,6 +472,7 @@ class CompletionService:
         if self._jobs.get(uri) is job:
             del self._jobs[uri]
         result = _result(job.future)
+        self._report(job.future, result)
         if job.kind == WARM or result is None or result.finish == "cancelled":
             return
         cut = result.finish == "deadline"
@@ -487,6 +496,20 @@ class CompletionService:
         if result.timings.short_window and not taken:
             self._submit(_Job(WARM, job.request, job.context, job.cursor, CancelToken(),
                               job.short))
+
+    def _report(self, future: concurrent.futures.Future[QueuedResult],
+                result: GenerationResult | None) -> None:
+        """Tell the listeners whether the engine failed or answered; a generation cut by
+        its deadline before it produced anything is neither (a silent server is the
+        engine's to judge: it fails once silent for too long)."""
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, EngineError):
+            if self.on_engine_failed is not None:
+                self.on_engine_failed(error)
+        elif (result is not None and result.finish != "cancelled"
+              and (result.text or result.finish != "deadline")
+              and self.on_engine_answered is not None):
+            self.on_engine_answered()
 
     def _watch(self, job: _Job) -> None:
         """When `job` answered a request with nothing, tell the editor to ask again as
@@ -609,7 +632,9 @@ class CompletionService:
         if previous is not None:
             previous.token.cancel()
         self._yield_background(request.uri)
-        deadline = time.monotonic() + self.settings.time_budget_ms / 1000
+        # The budget counts from the request's arrival, also after a joined job failed.
+        deadline = (time.monotonic() + self.settings.time_budget_ms / 1000
+                    - (time.perf_counter() - started))
         return None, CancelToken(deadline)
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -629,11 +654,15 @@ class CompletionService:
         self._submit(job)
         job.waiting += 1
         try:
-            if not await self._wait(job, request, cursor, float("inf")):
-                job.answered, job.blank = (request, cursor), False
+            # The engine answers at the deadline itself; past it (plus a grace), something
+            # holds the model's thread (a load, a connect) and the request is answered.
+            if not await self._wait(job, request, cursor,
+                                    (token.deadline or float("inf")) + ANSWER_GRACE_S):
+                text = clean(job.progress.text, context, cut_short=True)
+                job.answered, job.blank = (request, cursor), not text
                 self._watch(job)
-                return Completion(clean(job.progress.text, context, cut_short=True), "model",
-                                  "partial", {"total_ms": (time.perf_counter() - started) * 1000})
+                return Completion(text, "model", "partial" if text else "deadline",
+                                  {"total_ms": (time.perf_counter() - started) * 1000})
             queued = job.future.result()
         except asyncio.CancelledError:
             if _own_cancellation():

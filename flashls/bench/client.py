@@ -161,6 +161,13 @@ class LspClient:
         finally:
             await self.kill()
 
+    async def exited(self, timeout_s: float) -> int | None:
+        """The process's exit status once it has ended, or None if it runs on after
+        `timeout_s` seconds."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._process.wait(), timeout_s)
+        return self._process.returncode
+
     async def kill(self) -> None:
         """Stop the process now if it is still running, and release the pipes."""
         if self._closed:
