@@ -108,6 +108,8 @@ class FlashServer(LanguageServer):
             self.service.on_finished = self._finished
             self.service.on_engine_failed = self.engine_failed
             self.service.on_engine_answered = self.engine_answered
+            self.service.on_notice = lambda message: self.tell(types.MessageType.Warning,
+                                                               message)
             self.service.open_workspace(self.workspace_roots)
         return self.service
 

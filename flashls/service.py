@@ -210,6 +210,8 @@ class CompletionService:
         # tells the user once that the engine stopped answering and once that it is back.
         self.on_engine_failed: Callable[[EngineError], None] | None = None
         self.on_engine_answered: Callable[[], None] | None = None
+        # Called with a warning the user should see (a workspace folder not read).
+        self.on_notice: Callable[[str], None] | None = None
 
     def update_settings(self, settings: Settings) -> None:
         """Take settings that need no new engine; a new cache size, new exclusions and
@@ -268,7 +270,7 @@ class CompletionService:
         self._forget_excluded()  # an added folder's `.flashlsignore` may name open files
         if self._indexer is not None:
             self._indexer.remove_roots([_path(root) for root in removed])
-            self._indexer.add_roots([_path(root) for root in added])
+            self._refused(self._indexer.add_roots([_path(root) for root in added]))
         else:
             self._start_indexer()
 
@@ -290,7 +292,18 @@ class CompletionService:
         self._indexer = WorkspaceIndexer(self.crossfile.index, self.settings.index_max_files,
                                          INDEX_MAX_BYTES, is_open=self.crossfile.is_open,
                                          usages=usages, excluded=self._excluded_path)
-        self._indexer.start([_path(root) for root in self.crossfile.roots])
+        self._refused(self._indexer.start([_path(root) for root in self.crossfile.roots]))
+
+    def _refused(self, roots: list[Path]) -> None:
+        """Tell the user about workspace folders the index will not read."""
+        for root in roots:
+            message = (f"flashls does not read {root} for context from other files: a "
+                       f"workspace folder this wide would read the whole disk or home; open "
+                       f"a project folder instead")
+            if self.on_notice is None:
+                log.warning(message)
+            else:
+                self.on_notice(message)
 
     def close(self) -> None:
         """Cancel every job, stop the model worker and free its model."""

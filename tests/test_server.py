@@ -499,6 +499,33 @@ async def test_the_server_asks_to_watch_source_files_and_takes_workspace_changes
         await stop_server(lsp)
 
 
+async def test_a_workspace_folder_as_wide_as_the_disk_or_home_is_refused_out_loud() -> None:
+    """The index will not read `/` or the home folder; the user is told once a folder, in
+    a warning they see, whether the folder came with `initialize` or was added later."""
+    lsp = await ClientServerConfig(server_command=FAKE).start()
+    home = types.WorkspaceFolder(uri=Path.home().as_uri(), name="home")
+    try:
+        await lsp.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
+            capabilities=client_capabilities("neovim"),
+            workspace_folders=[types.WorkspaceFolder(uri="file:///", name="disk")],
+            initialization_options={"flashls": {"contextSources": "definitions"}}))
+        for _ in range(2):  # added twice: told once
+            lsp.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+                event=types.WorkspaceFoldersChangeEvent(added=[home], removed=[])))
+        uri = open_document(lsp, "total = comp\n")  # type: ignore[arg-type]
+        assert await inline(lsp, uri, 0, 12) == ["_done(1)"]  # type: ignore[arg-type]
+        for _ in range(50):
+            if len(lsp.messages) >= 2:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.1)
+        told = [(m.type, m.message) for m in lsp.messages]  # type: ignore[attr-defined]
+        assert [kind for kind, _ in told] == [types.MessageType.Warning] * 2
+        assert "does not read / " in told[0][1] and f"does not read {Path.home()} " in told[1][1]
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)
+
+
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=FAKE))
 async def one_candidate_client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
     await lsp_client.initialize_session(initialize_params({"flashls": {"candidates": 1}}))

@@ -156,19 +156,19 @@ class WorkspaceIndexer:
         self._thread: threading.Thread | None = None
         self.stats = IndexStats()
 
-    def start(self, roots: list[Path]) -> None:
-        """Index `roots` in the background (the workspace folders at start-up)."""
-        self.add_roots(roots)
+    def start(self, roots: list[Path]) -> list[Path]:
+        """Index `roots` in the background (the workspace folders at start-up); those
+        refused (see `refused_root`), for the caller to tell the user."""
+        return self.add_roots(roots)
 
-    def add_roots(self, roots: list[Path]) -> None:
-        """Walk folders not walked yet."""
+    def add_roots(self, roots: list[Path]) -> list[Path]:
+        """Walk folders not walked yet; those refused (see `refused_root`)."""
+        refused = [root for root in roots if refused_root(root)]
         for root in roots:
-            if refused_root(root):
-                log.warning("not indexing %s: a workspace folder this wide would read the "
-                            "whole disk or home; open a project folder instead", root)
-            elif root not in self._roots:
+            if root not in refused and root not in self._roots:
                 self._roots.append(root)
                 self._queue(_Task("walk", root))
+        return refused
 
     def remove_roots(self, roots: list[Path]) -> None:
         """Forget what was read from these folders (open files stay)."""
