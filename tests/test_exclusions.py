@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,10 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from flashls.engine.base import CancelToken, GenerationRequest, GenerationResult
 from flashls.engine.fake import FakeEngine
+from flashls.engine.remote import RemoteEngine
 from flashls.exclusions import Exclusions, split_patterns
 from flashls.service import CompletionRequest, CompletionService, Rejected
-from flashls.settings import Settings
+from flashls.settings import Settings, merge
 from tests.conftest import SERVE
 from tests.test_server import inline, insert, open_document, stop_server
 
@@ -76,34 +79,80 @@ async def _until(check: Callable[[], bool], seconds: float = 20) -> bool:
     return check()
 
 
-@pytest.mark.parametrize("sources", ["recent", "ring", "definitions,recent", "usages"])
-async def test_no_prompt_carries_a_secret_file(tmp_path: Path, sources: str) -> None:
+ENGINES = ("fake", "llama-server", "openai", "ollama")
+# Each source, and what of a file that is not secret it puts into prompts: the proof that
+# the source is at work in the test, so that nothing secret in them means something.
+SOURCE_CONTROLS = {"definitions": ("definitions", "def helper"),
+                   "usages": ("usages", "helper(21)"),
+                   "recent": ("recent", "CONTROL_NOTE"),
+                   "yanks": ("recent", "control_yank"),
+                   "ring": ("ring", "CONTROL_NOTE")}
+
+
+@contextlib.contextmanager
+def recorded(kind: str, sources: str) -> Iterator[tuple[CompletionService, Callable[[], str]]]:
+    """A pipeline on `kind` (the fake engine, or a remote engine in front of a stand-in
+    server of that kind) and everything the engine was given or the server was sent."""
+    from tests.test_remote_engines import MODEL, Behaviour, FakeServer
+
+    if kind == "fake":
+        engine = RecordingEngine()
+        pipeline = CompletionService(Settings(context_sources=sources), engine)
+        yield pipeline, lambda: "\n".join(engine.seen)
+        pipeline.close()
+        return
+    server = FakeServer(kind, Behaviour(pieces=("1",)))
+    config, problems = merge(Settings(), {"engine": kind, "endpoint": server.endpoint,
+                                          "remoteModel": MODEL, "contextSources": sources})
+    assert problems == []
+    pipeline = CompletionService(config, RemoteEngine(config))
+    try:
+        yield pipeline, lambda: "\n".join(json.dumps(body) for _, _, body in server.posts)
+    finally:
+        pipeline.close()
+        server.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("source", SOURCE_CONTROLS)
+async def test_no_engine_is_sent_a_secret_file_through_any_source(
+        tmp_path: Path, engine: str, source: str) -> None:
+    """Secret files next to ordinary ones: a module whose definitions the document imports,
+    one using an imported name, a `.env` opened, rested in and yanked from. The ordinary
+    ones reach the engine through `source`; nothing of the secret ones does."""
+    sources, control = SOURCE_CONTROLS[source]
     (tmp_path / "settings_secret.py").write_text(
-        f'SECRET_TOKEN = "{SECRET}"\n\ndef token():\n    return SECRET_TOKEN\n')
+        f'API_KEY = "{SECRET}"\n\ndef token():\n    return API_KEY\n')
     (tmp_path / "helpers.py").write_text("def helper(value):\n    return value * 2\n")
-    engine = RecordingEngine()
-    pipeline = CompletionService(Settings(context_sources=sources), engine)
-    pipeline.open_workspace([tmp_path.as_uri()])
-    if sources in ("definitions,recent", "usages"):  # the workspace index is read
-        assert await _until(lambda: len(pipeline.crossfile.index.files()) >= 1)
-    env = (tmp_path / ".env").as_uri()
-    pipeline.document_changed(env, "dotenv", SECRET + "\n")
-    pipeline.document_opened(env)
-    pipeline.yanked(env, SECRET)
-    with pytest.raises(Rejected, match="excluded"):
-        await pipeline.complete(CompletionRequest(env, "dotenv", SECRET + "\n", 0, 10))
-    assert pipeline.prefill(CompletionRequest(env, "dotenv", SECRET + "\n", 0, 10)) is None
-    app = (tmp_path / "app.py").as_uri()
-    text = ("from settings_secret import token\nfrom helpers import helper\n\n"
-            "value = helper(token())\nprint(val\n")
-    pipeline.document_changed(app, "python", text)
-    pipeline.document_opened(app)
-    answer = await pipeline.complete(CompletionRequest(app, "python", text, 4, 9))
-    assert answer.text
-    assert engine.seen and not any("wJalrXUtnFEMI" in prompt for prompt in engine.seen)
-    assert not any(key.endswith("settings_secret.py")
-                   for key in pipeline.crossfile.index.files())
-    pipeline.close()
+    (tmp_path / "secret_jobs.py").write_text(
+        f'from helpers import helper\n\nrotated = helper("{SECRET}")\n')
+    (tmp_path / "jobs.py").write_text("from helpers import helper\n\ndoubled = helper(21)\n")
+    with recorded(engine, sources) as (pipeline, sent):
+        pipeline.open_workspace([tmp_path.as_uri()])
+        if sources in ("definitions", "usages"):  # the workspace index is read
+            assert await _until(lambda: len(pipeline.crossfile.index.files()) >= 2)
+        env = (tmp_path / ".env").as_uri()
+        pipeline.document_changed(env, "dotenv", SECRET + "\n")
+        pipeline.document_opened(env)
+        pipeline.yanked(env, SECRET)
+        with pytest.raises(Rejected, match="excluded"):
+            await pipeline.complete(CompletionRequest(env, "dotenv", SECRET + "\n", 0, 10))
+        assert pipeline.prefill(CompletionRequest(env, "dotenv", SECRET + "\n", 0, 10)) is None
+        notes = (tmp_path / "notes.py").as_uri()
+        pipeline.document_changed(notes, "python", "CONTROL_NOTE = 1\n")
+        pipeline.document_opened(notes)
+        pipeline.yanked(notes, "control_yank = 2")
+        await pipeline.complete(CompletionRequest(notes, "python", "CONTROL_NOTE = 1\n", 0, 16))
+        app = (tmp_path / "app.py").as_uri()
+        text = ("from settings_secret import API_KEY, token\nfrom helpers import helper\n\n"
+                "value = helper(token())\nprint(val\n")
+        pipeline.document_changed(app, "python", text)
+        pipeline.document_opened(app)
+        answer = await pipeline.complete(CompletionRequest(app, "python", text, 4, 9))
+        assert answer.text
+        assert control in sent()
+        assert "wJalrXUtnFEMI" not in sent()
+        assert not any("secret" in key for key in pipeline.crossfile.index.files())
 
 
 async def test_a_pattern_added_later_drops_what_was_taken(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from flashls.engine.remote import RemoteEngine
 from flashls.engine.remote.connection import ServerBusy, retry_after, server_message
 from flashls.engine.remote.window import ServerPrompts
 from flashls.fim import format_named
-from flashls.service import CompletionRequest, CompletionService, Rejected
+from flashls.service import CompletionRequest, CompletionService
 from flashls.settings import Settings, merge
 from tests.http_servers import EMPTY_200, HANG, HEALTHY, FaultyLlamaServer
 
@@ -667,28 +667,6 @@ def test_a_fast_server_gets_the_full_window_once_its_rate_is_measured() -> None:
         prompts.evaluated("z", Timings(prompt_ms=100, evaluated_tokens=5000))
     assert not prompts.cold(full, short, 1.5)
     assert not ServerPrompts().cold(full, "y" * 30_000, 1.5)  # the short one saves too little
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_no_remote_engine_is_sent_a_secret_file(serve: Callable[..., FakeServer],
-                                                      kind: str) -> None:
-    server = serve(kind, pieces=("1",))
-    config, _ = merge(Settings(), {"engine": kind, "endpoint": server.endpoint,
-                                   "remoteModel": MODEL, "contextSources": "recent"})
-    pipeline = CompletionService(config, RemoteEngine(config))
-    secret = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
-    env = "file:///w/.env"
-    pipeline.document_changed(env, "dotenv", secret + "\n")
-    pipeline.document_opened(env)
-    pipeline.yanked(env, secret)
-    with pytest.raises(Rejected):
-        await pipeline.complete(CompletionRequest(env, "dotenv", secret + "\n", 0, 12))
-    pipeline.document_changed("file:///w/app.py", "python", "total = comp\n")
-    await pipeline.complete(CompletionRequest("file:///w/app.py", "python", "total = comp\n",
-                                              0, 12))
-    pipeline.close()
-    sent = [json.dumps(body) for path, _, body in server.posts]
-    assert sent and not any("wJalrXUtnFEMI" in body for body in sent)
 
 
 def test_an_html_error_page_is_one_plain_line() -> None:
