@@ -422,7 +422,7 @@ def vscode_configuration() -> dict[str, Any]:
 
 
 def markdown_table(names: Iterable[str] | None = None) -> str:
-    """The README's settings table."""
+    """The settings table of docs/settings.md (tests/test_settings.py checks the copy)."""
     rows = ["| setting | type | default | description |", "| --- | --- | --- | --- |"]
     wanted = set(names) if names is not None else None
     for spec in setting_fields():

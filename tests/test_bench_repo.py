@@ -544,10 +544,10 @@ def test_variants_and_the_server_command() -> None:
                             "--x=1"]
 
 
-def test_the_readme_cites_flags_files_and_reports_that_exist() -> None:
+def test_the_benchmarks_doc_cites_flags_files_and_reports_that_exist() -> None:
     checkout = Path(__file__).parents[1]
-    readme = (checkout / "bench" / "README.md").read_text(encoding="utf-8")
-    section = readme.split("# `flashls bench repo`")[1].split("\n# `")[0]
+    doc = (checkout / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    section = doc.split("## `flashls bench repo`")[1].split("\n## ")[0]
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     flags = set(re.findall(r"(?<![=\w-])--[a-z][a-z-]+", section))  # not a flag's value

@@ -41,7 +41,7 @@ def test_environment_then_flags() -> None:
     assert (flagged.max_tokens, flagged.speculative_cache, problems) == (9, False, [])
 
 
-def test_vscode_block_and_readme_table_cover_every_setting() -> None:
+def test_vscode_block_and_settings_table_cover_every_setting() -> None:
     names = [spec.name for spec in settings.setting_fields()]
     block = settings.vscode_configuration()["properties"]
     assert list(block) == [f"flashls.{name}" for name in names]
@@ -50,13 +50,13 @@ def test_vscode_block_and_readme_table_cover_every_setting() -> None:
     assert all(f"`{name}`" in table for name in names)
 
 
-def test_readme_settings_table_is_generated_from_the_schema() -> None:
+def test_the_settings_doc_table_is_generated_from_the_schema() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    start = readme.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
-    end = readme.index("<!-- settings-table:end -->")
-    assert readme[start:end].strip() == settings.markdown_table()
+    doc = (Path(__file__).parents[1] / "docs" / "settings.md").read_text(encoding="utf-8")
+    start = doc.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
+    end = doc.index("<!-- settings-table:end -->")
+    assert doc[start:end].strip() == settings.markdown_table()
 
 
 def test_nulls_and_wrong_types_keep_the_value_with_one_message_each() -> None:
