@@ -18,7 +18,7 @@ from flashls.context.crossfile import (
 )
 from flashls.context.definitions import Definition, DefinitionIndex, parse_source
 from flashls.context.syntax import SyntaxTrees
-from flashls.context.workspace import WorkspaceIndexer, source_files
+from flashls.context.workspace import WorkspaceIndexer, read_regular_file, source_files
 from tests.test_context import SWALLOWED
 
 SHAPES = textwrap.dedent('''\
@@ -435,6 +435,20 @@ def test_the_index_reads_only_regular_files_inside_the_workspace(tmp_path: Path)
     finally:
         indexer.stop()
         listener.close()
+
+
+def test_only_regular_files_are_read_and_none_is_waited_on(tmp_path: Path) -> None:
+    """A device or a FIFO is refused after a non-blocking open, before any read: /dev/zero
+    would never end, a FIFO with no writer would block the open itself."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.py")
+    (tmp_path / "big.py").write_text("x = 1\n" * 100)
+    (tmp_path / "small.py").write_text("x = 1\n")
+    assert read_regular_file(Path("/dev/zero"), 1024) is None
+    assert read_regular_file(tmp_path / "pipe.py", 1024) is None
+    assert read_regular_file(tmp_path / "big.py", 100) is None  # over the limit
+    assert read_regular_file(tmp_path / "small.py", 100) == ("x = 1\n", 6)
 
 
 def test_the_index_refuses_the_whole_disk_and_home(tmp_path: Path) -> None:
