@@ -273,7 +273,8 @@ class FlashServer(LanguageServer):
             self._warmed, uri, done))
 
     def _warmed(self, uri: str, done: Any) -> None:
-        if not done.cancelled() and done.exception() is None:
+        # During an outage the status bar keeps the error until a suggestion comes.
+        if not done.cancelled() and done.exception() is None and self._outage is None:
             self.status("warm", f"evaluated {done.result().value} prompt tokens", uri=uri)
 
     async def alternatives(self, uri: str, position: types.Position, first: str) -> list[str]:

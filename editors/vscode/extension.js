@@ -118,7 +118,9 @@ function clientOptions(packageJSON, names) {
         }
         const started = Date.now();
         const result = await next(document, position, context, token);
-        if (!token.isCancellationRequested) {
+        // An error stays until the server's `flashls/status` says otherwise: a request
+        // answered with nothing while the engine fails is no sign that it is back.
+        if (!token.isCancellationRequested && status.state !== 'error') {
           setStatus({ state: 'ready', latencyMs: Date.now() - started });
         }
         return result;
