@@ -42,3 +42,20 @@ if ! FLASHLS_E2E_DIR="$CACHE_ROOT/e2e" bash editors/vscode/e2e/install.sh >/dev/
   echo "WARNING: installing code-server/Chromium failed; the VS Code e2e test cannot run." >&2
   echo "WARNING: run editors/vscode/e2e/install.sh to see why and to retry." >&2
 fi
+# The Emacs tests' editor (tests/test_editors_emacs.py): Debian's emacs-nox with eglot 1.9
+# and lsp-mode 8.0, and tmux, installed where missing and apt-get may be used (as root, or
+# with sudo needing no password). A failure does not stop the set-up; those tests then
+# skip, or fail in CI.
+emacs_missing=()
+for package in emacs-nox elpa-eglot elpa-lsp-mode tmux; do
+  dpkg -s "$package" >/dev/null 2>&1 || emacs_missing+=("$package")
+done
+if (( ${#emacs_missing[@]} )); then
+  if [[ $(id -u) == 0 ]]; then as_root=(env); else as_root=(sudo -n env); fi
+  if ! { command -v apt-get >/dev/null && "${as_root[@]}" apt-get update -qq &&
+         "${as_root[@]}" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+           --no-install-recommends "${emacs_missing[@]}"; } >/dev/null 2>&1; then
+    echo "WARNING: could not install ${emacs_missing[*]} with apt-get (root or sudo needed);" \
+         "the Emacs tests cannot run." >&2
+  fi
+fi
