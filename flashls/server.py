@@ -450,6 +450,12 @@ def _change(change: types.TextDocumentContentChangeEvent) -> Change:
     return Change(None, change.text)
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: FlashServer, params: types.DidSaveTextDocumentParams) -> None:
+    """Nothing to do: the text is known from `didChange`. Handled so that an editor that
+    saves (eglot sends it whatever the server asks) gets no "unknown method" warning."""
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: FlashServer, params: types.DidCloseTextDocumentParams) -> None:
     """Forget the closed document, its trees and its cached suggestions."""
