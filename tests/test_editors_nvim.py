@@ -356,8 +356,11 @@ def test_default_model_suggestion_is_taken_a_word_then_the_line(
     """With the real default model: <C-Right> takes one word (or run of punctuation) of what
     shows and leaves the rest on screen; <S-Tab> then takes the rest of the line, which
     finishes `y = 0.30*r +` into Python that parses."""
+    # A small prompt window: this is about taking parts of a real suggestion, and it keeps
+    # the test within its waits on a slow or busy machine.
     server_args = ["--model", str(model_path), "--n-threads", "2", "--time-budget-ms", "60000",
-                   "--partial-answer-ms", "0"]
+                   "--partial-answer-ms", "0", "--prefix-budget-tokens", "256",
+                   "--suffix-budget-tokens", "64"]
     report = run_nvim(tmp_path, cut_line, server_args, attach_timeout_ms=60_000,
                       suggestion_timeout_ms=90_000, accept_keys=["<C-Right>", "<S-Tab>"])
     first, second = report["accepted"]
