@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flashls.bench.latency import BenchError
+from flashls.bench.harness import BenchError
 from flashls.bench.repo import (
     DEFAULT_VARIANTS,
     FIXED_SERVER_ARGS,

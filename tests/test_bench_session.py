@@ -22,7 +22,7 @@ import pytest
 
 from flashls.bench import llama_server, session
 from flashls.bench.client import LspClient
-from flashls.bench.latency import initialize_server
+from flashls.bench.harness import initialize_server
 from flashls.bench.session_drive import SessionDriver, suggestion_text
 from flashls.bench.session_editor import (
     DELETE,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flashls.bench.latency import BenchError
+from flashls.bench.harness import BenchError, write_report
 from flashls.bench.replay import RequestRecord
 from flashls.bench.users import (
     UsersConfig,
@@ -30,7 +30,7 @@ from flashls.bench.users import (
     shared_server_command,
     user_seeds,
     wait_for_idle,
-    write_outputs,
+    write_plot,
 )
 from flashls.cli import main
 
@@ -172,7 +172,7 @@ def test_the_table_and_plot_show_every_round_even_one_without_answers(
     table = format_table(payload)
     assert "NO 10000ms" in table  # slots still busy: shown, not hidden
     assert "predicted 40 tokens (10 after the typing ended); the answers held 3" in table
-    json_path, plot_path = write_outputs(payload, tmp_path)
+    json_path, plot_path = write_report(tmp_path, "users", payload, write_plot)
     assert json.loads(json_path.read_text())["rounds"][1]["pooled"]["lost"] == 1
     assert plot_path.read_bytes().startswith(b"\x89PNG")
 

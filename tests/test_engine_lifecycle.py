@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flashls.bench.client import LspClient
-from flashls.bench.latency import initialize_params
+from flashls.bench.harness import initialize_params
 from flashls.engine.base import CancelToken, GenerationRequest
 from flashls.engine.llama import PROMPT_CHUNK, LlamaEngine
 from flashls.settings import Settings

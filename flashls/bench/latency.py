@@ -7,24 +7,19 @@ the numbers from `report.py`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import datetime
-import platform
 import shlex
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flashls import __version__, settings
+from flashls import settings
 from flashls.bench import llama_vscode, report, trace
-from flashls.bench.client import LspClient, ServerError
+from flashls.bench.client import LspClient
+from flashls.bench.harness import BenchError, run_command, run_header, serving
 from flashls.bench.replay import (
-    INLINE_COMPLETION,
     STATUS_NOTIFICATION,
     RequestRecord,
     SitePass,
@@ -40,11 +35,6 @@ LLAMA_VSCODE = llama_vscode.VARIANT
 NAIVE_SETTINGS = ("reuse_kv_prefix", "speculative_cache", "progressive")
 # The naive baseline is a plain FIM call per keystroke: it answers only when done.
 NAIVE_TIME_BUDGET = ["--time-budget-ms", "600000"]
-WARMUP_TEXT = "def add(left, right):\n    return "
-
-
-class BenchError(RuntimeError):
-    """A run that cannot give numbers; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -105,56 +95,6 @@ def server_command(config: BenchConfig, variant: str) -> list[str]:
     return [*base, *config.server_args, *extra]
 
 
-def initialize_params(workspace: str = "", name: str = "") -> dict[str, Any]:
-    """What an editor with inline completion support says about itself; with `workspace`,
-    one that opened that folder (named `name`, by default the folder's own name)."""
-    params: dict[str, Any] = {
-        "processId": None, "clientInfo": {"name": "flashls-bench", "version": __version__},
-        "rootUri": None, "workspaceFolders": None, "initializationOptions": {},
-        "capabilities": {
-            "general": {"positionEncodings": ["utf-16"]},
-            "workspace": {"configuration": True},
-            "textDocument": {
-                "synchronization": {"dynamicRegistration": False, "didSave": False},
-                "inlineCompletion": {"dynamicRegistration": False},
-            },
-            "window": {"workDoneProgress": False},
-        },
-    }
-    if workspace:
-        uri = Path(workspace).absolute().as_uri()
-        params.update(rootUri=uri, rootPath=workspace, workspaceFolders=[
-            {"uri": uri, "name": name or Path(workspace).name}])
-    return params
-
-
-async def initialize_server(client: LspClient, timeout_s: float, workspace: str = "",
-                            name: str = "") -> None:
-    """`initialize` (see `initialize_params`) and `initialized`; fails unless inline
-    completion is advertised."""
-    response = await client.request("initialize", initialize_params(workspace, name),
-                                    timeout_s)
-    if response.error is not None:
-        raise BenchError(f"initialize failed: {response.error}")
-    capabilities = (response.result or {}).get("capabilities", {})
-    if capabilities.get("inlineCompletionProvider") in (None, False):
-        raise BenchError("the server does not advertise inlineCompletionProvider")
-    await client.notify("initialized", {})
-
-
-async def wait_until_ready(client: LspClient, timeout_s: float) -> None:
-    """One request on a scratch document, so model loading is not timed as typing."""
-    uri = (Path(tempfile.gettempdir()) / "flashls-bench-warmup.py").as_uri()
-    await client.notify("textDocument/didOpen", {"textDocument": {
-        "uri": uri, "languageId": "python", "version": 1, "text": WARMUP_TEXT}})
-    response = await client.request(INLINE_COMPLETION, {
-        "textDocument": {"uri": uri}, "position": {"line": 1, "character": 11},
-        "context": {"triggerKind": 2}}, timeout_s)
-    if response.error is not None:
-        raise BenchError(f"warm-up request failed: {response.error}")
-    await client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-
-
 async def _replay_all(client: LspClient, traces: Sequence[trace.Trace], variant: str,
                       config: BenchConfig, rss_samples_mb: list[float | None],
                       ) -> list[RequestRecord]:
@@ -180,23 +120,13 @@ async def run_variant(name: str, traces: Sequence[trace.Trace],
                       config: BenchConfig) -> VariantResult:
     """Start one server, warm it up, replay every trace, shut it down."""
     command = server_command(config, name)
-    started = time.perf_counter()
-    client = await LspClient.start(command)
-    try:
-        await initialize_server(client, config.startup_timeout_s, config.workspace)
-        ready = time.perf_counter()
-        await wait_until_ready(client, config.startup_timeout_s)
-        warm = time.perf_counter()
-        rss_samples_mb = [client.rss_mb()]
-        records = await _replay_all(client, traces, name, config, rss_samples_mb)
-        rss_samples_mb.append(client.rss_mb())
-        await client.close()
-    except (ServerError, BenchError) as error:
-        raise BenchError(client.failure(f"{name} server", command, error)) from error
-    finally:
-        await client.kill()
-    return VariantResult(name, command, (ready - started) * 1000, (warm - ready) * 1000,
-                         records, rss_samples_mb)
+    async with serving(command, f"{name} server", config.startup_timeout_s,
+                       config.workspace) as server:
+        rss_samples_mb = [server.client.rss_mb()]
+        records = await _replay_all(server.client, traces, name, config, rss_samples_mb)
+        rss_samples_mb.append(server.client.rss_mb())
+    return VariantResult(name, command, server.startup_ms, server.warmup_ms, records,
+                         rss_samples_mb)
 
 
 def load_traces(config: BenchConfig) -> list[trace.Trace]:
@@ -249,10 +179,7 @@ def build_payload(config: BenchConfig, traces: Sequence[trace.Trace],
                                  variants[baselines[0]]["summary"])
                   if CANDIDATE in variants and baselines else None)
     return {
-        "benchmark": "latency", "flashls_version": __version__,
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": dataclasses.asdict(config), "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        **run_header("latency", config),
         "sites": [{"path": t.site.path, "line": t.site.line, "text": t.site.body,
                    "keystrokes": len(t.keystrokes)} for t in traces],
         "variants": variants, "comparison": comparison,
@@ -260,10 +187,8 @@ def build_payload(config: BenchConfig, traces: Sequence[trace.Trace],
     }
 
 
-def write_outputs(payload: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """`latency-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    json_path, plot_path = report.report_paths(out_dir, "latency")
-    report.write_json(json_path, payload)
+def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
+    """The latencies' ECDF and median per keystroke of each variant (see `report`)."""
     latencies: dict[str, list[float]] = {name: [] for name in payload["variants"]}
     grouped: dict[str, list[RequestRecord]] = {name: [] for name in payload["variants"]}
     for raw in payload["records"]:
@@ -271,9 +196,8 @@ def write_outputs(payload: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         grouped[record.variant].append(record)
         if record.latency_ms is not None:
             latencies[record.variant].append(record.latency_ms)
-    report.write_plot(plot_path, latencies,
+    report.write_plot(path, latencies,
                       {name: report.median_by_keystroke(rs) for name, rs in grouped.items()})
-    return json_path, plot_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -367,28 +291,6 @@ def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
         startup_timeout_s=arguments.startup_timeout_s)
 
 
-def run_command(name: str, arguments: argparse.Namespace,
-                make_config: Callable[[argparse.Namespace], Any],
-                run: Callable[[Any], Coroutine[Any, Any, dict[str, Any]]],
-                write: Callable[[dict[str, Any], Path], tuple[Path, Path]],
-                describe: Callable[[Any, dict[str, Any]], str]) -> int:
-    """The body of every `flashls bench NAME` handler: config from the options, the run,
-    what `describe` says of it (headline and table), and the JSON and PNG written.
-    Without matplotlib it stops before running, rather than after with no PNG."""
-    try:
-        if (missing := report.plotting_missing()) is not None:
-            raise BenchError(missing)
-        config = make_config(arguments)
-        payload = asyncio.run(run(config))
-    except BenchError as error:
-        print(f"flashls bench {name}: {error}", file=sys.stderr)
-        return 1
-    json_path, plot_path = write(payload, Path(config.out_dir))
-    print(describe(config, payload))
-    print(f"wrote {json_path} and {plot_path}")
-    return 0
-
-
 def _describe(config: BenchConfig, payload: dict[str, Any]) -> str:
     repeated = f" x{config.repeat}" if config.repeat > 1 else ""
     return (f"flashls bench latency: {len(payload['sites'])} sites{repeated}, mode "
@@ -398,4 +300,4 @@ def _describe(config: BenchConfig, payload: dict[str, Any]) -> str:
 def handler(arguments: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the JSON and PNG."""
     return run_command("latency", arguments, config_from_arguments, run_benchmark,
-                       write_outputs, _describe)
+                       write_plot, _describe)

@@ -21,7 +21,7 @@ from typing import IO
 
 import httpx
 
-from flashls.bench.latency import BenchError
+from flashls.bench.harness import BenchError
 from flashls.models import ModelUnavailable, check_model_file, resolve_model_path
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_llama_server.sh"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
-import platform
 import shlex
 import sys
 import time
@@ -22,15 +20,10 @@ from typing import Any
 
 import httpx
 
-from flashls import __version__
 from flashls.bench import report
-from flashls.bench.client import LspClient, Response, ServerError
+from flashls.bench.client import LspClient, Response
+from flashls.bench.harness import BenchError, run_header, serving
 from flashls.bench.infill import write_json
-from flashls.bench.latency import (
-    BenchError,
-    initialize_server,
-    wait_until_ready,
-)
 from flashls.bench.llama_server import llama_server_binary, model_file
 from flashls.bench.replay import (
     INLINE_COMPLETION,
@@ -145,12 +138,6 @@ def server_command(config: RepoConfig, variant_args: Sequence[str],
     return [*base, *FIXED_SERVER_ARGS, *model, *config.server_args, *variant_args]
 
 
-async def initialize_workspace(client: LspClient, root: str, name: str,
-                               timeout_s: float) -> None:
-    """`initialize` with the project as workspace, and `initialized`."""
-    await initialize_server(client, timeout_s, root, name)
-
-
 def _open_params(path: str, text: str) -> dict[str, Any]:
     return {"textDocument": {"uri": Path(path).as_uri(), "languageId": "python",
                              "version": 1, "text": text}}
@@ -214,26 +201,14 @@ async def run_project(config: RepoConfig, variant: str, variant_args: Sequence[s
                       done: Callable[[Site, Answer], None]) -> ServerRun:
     """One server with the sites' project as workspace: warm it up, ask at every site."""
     command = server_command(config, variant_args, variant)
-    started = time.perf_counter()
-    client = await LspClient.start(command)
-    try:
-        await initialize_workspace(client, sites[0].root, sites[0].project,
-                                   config.startup_timeout_s)
-        ready = time.perf_counter()
-        await wait_until_ready(client, config.startup_timeout_s)
-        warm = time.perf_counter()
+    async with serving(command, f"{variant} server", config.startup_timeout_s,
+                       sites[0].root, sites[0].project) as server:
         board = StatusBoard()
-        client.subscribe(STATUS_NOTIFICATION, board.receive)
+        server.client.subscribe(STATUS_NOTIFICATION, board.receive)
         for site in sites:
-            done(site, await ask_site(client, board, site, opened[site],
+            done(site, await ask_site(server.client, board, site, opened[site],
                                       config.request_timeout_s))
-        await client.close()
-    except (ServerError, BenchError) as error:
-        raise BenchError(client.failure(f"{variant} server", command, error)) from error
-    finally:
-        await client.kill()
-    return ServerRun(variant, sites[0].project, command, (ready - started) * 1000,
-                     (warm - ready) * 1000)
+    return ServerRun(variant, sites[0].project, command, server.startup_ms, server.warmup_ms)
 
 
 # The plain-FIM baseline
@@ -342,10 +317,7 @@ class Run:
         """Config, projects, summary per variant and per-site records, ready for JSON."""
         config = self.config
         return {
-            "benchmark": "repo", "flashls_version": __version__,
-            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "complete": complete, "config": dataclasses.asdict(config),
-            "python": sys.version.split()[0], "platform": platform.platform(),
+            **run_header("repo", config), "complete": complete,
             "run_s": time.perf_counter() - self.started,
             "projects": {group[0].project: {"root": root, "sites": len(group)}
                          for root, group in by_project(self.sites).items()},

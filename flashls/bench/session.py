@@ -11,25 +11,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
-import platform
 import shlex
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from flashls import __version__
-from flashls.bench import report, trace
-from flashls.bench.client import LspClient, ServerError
-from flashls.bench.latency import (
-    BenchError,
-    initialize_server,
-    run_command,
-    wait_until_ready,
-)
+from flashls.bench import trace
+from flashls.bench.harness import BenchError, run_command, run_header, serving
 from flashls.bench.llama_server import (
     llama_server_binary,
     llama_server_command,
@@ -197,23 +187,12 @@ async def engine_arguments(config: SessionConfig) -> AsyncIterator[tuple[str, ..
 
 async def run_variant(variant: Variant, plan: SessionPlan, config: SessionConfig) -> VariantRun:
     """Start one server, warm it up, play the session, shut it down."""
-    started = time.perf_counter()
-    client = await LspClient.start(variant.command)
-    try:
-        await initialize_server(client, config.startup_timeout_s, config.workspace)
-        ready = time.perf_counter()
-        await wait_until_ready(client, config.startup_timeout_s)
-        warm = time.perf_counter()
-        driver = SessionDriver(client, plan, config.editor, variant.focus, config.timing,
-                               config.request_timeout_s)
+    async with serving(variant.command, f"{variant.name} server", config.startup_timeout_s,
+                       config.workspace) as server:
+        driver = SessionDriver(server.client, plan, config.editor, variant.focus,
+                               config.timing, config.request_timeout_s)
         log = await driver.run()
-        await client.close()
-    except (ServerError, BenchError) as error:
-        raise BenchError(client.failure(f"{variant.name} server", variant.command,
-                                        error)) from error
-    finally:
-        await client.kill()
-    return VariantRun(variant, (ready - started) * 1000, (warm - ready) * 1000, log)
+    return VariantRun(variant, server.startup_ms, server.warmup_ms, log)
 
 
 async def run_session(config: SessionConfig) -> dict[str, Any]:
@@ -284,10 +263,7 @@ def build_payload(config: SessionConfig, plan: SessionPlan,
     comparison = (compare(variant_payloads[names[0]]["summary"],
                           variant_payloads[names[1]]["summary"]) if len(names) > 1 else None)
     return {
-        "benchmark": "session", "flashls_version": __version__,
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": dataclasses.asdict(config), "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        **run_header("session", config),
         "files": [file.path for file in plan.files], "visits": describe(plan),
         "variants": variant_payloads, "comparison": comparison,
     }
@@ -409,14 +385,6 @@ def format_table(payload: Mapping[str, Any]) -> str:
 
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"x{value:.2f}"
-
-
-def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """`session-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    json_path, plot_path = report.report_paths(out_dir, "session")
-    report.write_json(json_path, payload)
-    write_plot(plot_path, payload)
-    return json_path, plot_path
 
 
 def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
@@ -647,4 +615,4 @@ def _describe(config: SessionConfig, payload: dict[str, Any]) -> str:
 def handler(arguments: argparse.Namespace) -> int:
     """Run the session, print the table, write the JSON and PNG."""
     return run_command("session", arguments, config_from_arguments, run_session,
-                       write_outputs, _describe)
+                       write_plot, _describe)

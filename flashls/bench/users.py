@@ -10,9 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import math
-import platform
 import re
 import sys
 import time
@@ -23,17 +21,16 @@ from typing import Any, TypeVar
 
 import httpx
 
-from flashls import __version__
 from flashls.bench import report, trace
 from flashls.bench.client import LspClient, ServerError
-from flashls.bench.latency import (
-    BenchConfig,
+from flashls.bench.harness import (
     BenchError,
-    initialize_server,
-    load_traces,
+    StartedServer,
     run_command,
-    wait_until_ready,
+    run_header,
+    start_server,
 )
+from flashls.bench.latency import BenchConfig, load_traces
 from flashls.bench.llama_server import (
     llama_server_binary,
     llama_server_command,
@@ -220,29 +217,12 @@ def user_seeds(config: UsersConfig, round_index: int) -> list[int]:
     return list(range(first, first + config.users[round_index]))
 
 
-async def start_user(command: Sequence[str], timeout_s: float) -> LspClient:
-    """A started, initialized and warmed-up `flashls serve`; killed again if it fails or
-    the start is cancelled (another user's failed)."""
-    client = await LspClient.start(command)
-    ready = False
-    try:
-        await initialize_server(client, timeout_s)
-        await wait_until_ready(client, timeout_s)
-        ready = True
-    except (ServerError, BenchError) as error:
-        raise BenchError(client.failure("flashls", command, error)) from error
-    finally:
-        if not ready:
-            await client.kill()
-    return client
-
-
 async def start_users(command: Sequence[str], count: int,
                       timeout_s: float) -> list[LspClient]:
     """`count` users' servers started at once; if one fails, the others are stopped."""
-    outcomes = await asyncio.gather(*(start_user(command, timeout_s) for _ in range(count)),
-                                    return_exceptions=True)
-    clients = [outcome for outcome in outcomes if isinstance(outcome, LspClient)]
+    outcomes = await asyncio.gather(*(start_server(command, "flashls", timeout_s)
+                                      for _ in range(count)), return_exceptions=True)
+    clients = [outcome.client for outcome in outcomes if isinstance(outcome, StartedServer)]
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     if failures:
         await asyncio.gather(*(client.kill() for client in clients))
@@ -381,10 +361,7 @@ async def run_benchmark(config: UsersConfig) -> dict[str, Any]:
                 rounds.append(await run_round(config, server, round_index))
                 _progress(rounds[-1])
     return {
-        "benchmark": "users", "flashls_version": __version__,
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": dataclasses.asdict(config), "python": sys.version.split()[0],
-        "platform": platform.platform(), "servers": servers,
+        **run_header("users", config), "servers": servers,
         "run_s": time.perf_counter() - started, "rounds": rounds,
     }
 
@@ -453,14 +430,6 @@ def _waste_lines(payload: Mapping[str, Any]) -> list[str]:
                      f"{tokens['server_predicted']:.0f} tokens ({after:.0f} after the typing "
                      f"ended); the answers held {tokens['clients_received'] or 0}")
     return ["", *lines] if lines else []
-
-
-def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """`users-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    json_path, plot_path = report.report_paths(out_dir, "users")
-    report.write_json(json_path, payload)
-    write_plot(plot_path, payload)
-    return json_path, plot_path
 
 
 def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
@@ -604,7 +573,7 @@ def _describe(config: UsersConfig, payload: dict[str, Any]) -> str:
 def handler(arguments: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the JSON and PNG."""
     return run_command("users", arguments, config_from_arguments, run_benchmark,
-                       write_outputs, _describe)
+                       write_plot, _describe)
 
 
 def add_users_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

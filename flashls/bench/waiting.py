@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
-import platform
 import random
 import sys
 import tempfile
@@ -20,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flashls import __version__, settings
+from flashls import settings
 from flashls.bench import report
-from flashls.bench.client import LspClient, Response, ServerError
+from flashls.bench.client import LspClient, Response
+from flashls.bench.harness import BenchError, run_command, run_header, serving
 from flashls.bench.infill import DEFAULT_DATA_DIR, InfillError, passes_tests, read_rows
-from flashls.bench.latency import BenchError, initialize_server, run_command, wait_until_ready
 from flashls.bench.replay import (
     INLINE_COMPLETION,
     STATUS_NOTIFICATION,
@@ -292,26 +290,15 @@ def server_command(config: WaitConfig) -> list[str]:
 async def run_server(holes: Sequence[Hole], config: WaitConfig) -> dict[str, Any]:
     """Start one server, warm it up, visit every hole, shut it down."""
     command = server_command(config)
-    started = time.perf_counter()
-    client = await LspClient.start(command)
-    try:
-        await initialize_server(client, config.startup_timeout_s)
-        ready = time.perf_counter()
-        await wait_until_ready(client, config.startup_timeout_s)
-        warm = time.perf_counter()
-        driver = WaitDriver(client, config)
+    async with serving(command, "server", config.startup_timeout_s) as server:
+        driver = WaitDriver(server.client, config)
         places = []
         for index, hole in enumerate(holes):
             places.append(await driver.visit(index, hole))
             _progress("server", index, len(holes), places[-1])
-        await client.close()
-    except (ServerError, BenchError) as error:
-        raise BenchError(client.failure("server", command, error)) from error
-    finally:
-        await client.kill()
-    return {"command": command, "startup_ms": (ready - started) * 1000,
-            "warmup_ms": (warm - ready) * 1000, "places": places,
-            "serve_s": time.perf_counter() - warm}
+    return {"command": command, "startup_ms": server.startup_ms,
+            "warmup_ms": server.warmup_ms, "places": places,
+            "serve_s": time.perf_counter() - server.warm_at}
 
 
 # The plain FIM call
@@ -473,10 +460,7 @@ def build_payload(config: WaitConfig, served: Mapping[str, Any], fim_model: str 
                   summary: Mapping[str, Any], run_s: float) -> dict[str, Any]:
     """Config, server start-up, summary and per-row results, ready for JSON."""
     return {
-        "benchmark": "wait", "flashls_version": __version__,
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": dataclasses.asdict(config), "python": sys.version.split()[0],
-        "platform": platform.platform(), "server_command": served["command"],
+        **run_header("wait", config), "server_command": served["command"],
         "startup_ms": served["startup_ms"], "warmup_ms": served["warmup_ms"],
         "serve_s": served["serve_s"], "fim_model": fim_model, "run_s": run_s,
         "summary": summary, "rows": [dataclasses.asdict(p) for p in served["places"]],
@@ -546,14 +530,6 @@ def format_table(payload: Mapping[str, Any]) -> str:
                   f"{summary['first_after_screen']}; empty first answers: "
                   f"{summary['first_empty']}"]
     return "\n".join(lines)
-
-
-def write_outputs(payload: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """`wait-<timestamp>.json` and the matching `.png` in `out_dir`."""
-    json_path, plot_path = report.report_paths(out_dir, "wait")
-    report.write_json(json_path, payload)
-    write_plot(plot_path, payload)
-    return json_path, plot_path
 
 
 def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
@@ -653,7 +629,7 @@ def _describe(config: WaitConfig, payload: dict[str, Any]) -> str:
 def handler(arguments: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the JSON and PNG."""
     return run_command("wait", arguments, config_from_arguments, run_benchmark,
-                       write_outputs, _describe)
+                       write_plot, _describe)
 
 
 def add_wait_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
