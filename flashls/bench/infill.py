@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flashls import __version__
-from flashls.bench.report import report_paths
+from flashls.bench.report import aligned, fixed, mean, percent, report_paths
 from flashls.engine.base import (
     CancelToken,
     EngineError,
@@ -314,12 +314,8 @@ def run_row(engines: dict[str, Any], row: dict[str, Any],
 # Summary and output
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def _rate(flags: Sequence[bool]) -> float | None:
-    return _mean([1.0 if flag else 0.0 for flag in flags])
+    return mean([1.0 if flag else 0.0 for flag in flags])
 
 
 def summarize(attempts: Sequence[Attempt]) -> dict[str, Any]:
@@ -336,13 +332,13 @@ def summarize(attempts: Sequence[Attempt]) -> dict[str, Any]:
         "first_line_match": _rate([attempt.first_line for attempt in attempts]),
         "agreement_with_full": _rate([attempt.agrees_with_full for attempt in attempts]),
         "pass_at_1": _rate(tested),
-        "mean_evaluated_tokens_per_typed_char": _mean(typed),
-        "mean_ms_per_typed_char": _mean(typed_ms),
-        "mean_final_evaluated_tokens": _mean([a.evaluated_tokens for a in attempts]),
-        "mean_prompt_tokens": _mean([a.prompt_tokens for a in attempts]),
-        "mean_final_prompt_ms": _mean([a.prompt_ms for a in attempts]),
-        "mean_generate_ms": _mean([a.generate_ms for a in attempts]),
-        "mean_generated_tokens": _mean([a.generated_tokens for a in attempts]),
+        "mean_evaluated_tokens_per_typed_char": mean(typed),
+        "mean_ms_per_typed_char": mean(typed_ms),
+        "mean_final_evaluated_tokens": mean([a.evaluated_tokens for a in attempts]),
+        "mean_prompt_tokens": mean([a.prompt_tokens for a in attempts]),
+        "mean_final_prompt_ms": mean([a.prompt_ms for a in attempts]),
+        "mean_generate_ms": mean([a.generate_ms for a in attempts]),
+        "mean_generated_tokens": mean([a.generated_tokens for a in attempts]),
         "finish": finishes,
         "model_s": sum(a.prompt_ms + a.generate_ms + sum(a.typing_ms) for a in attempts) / 1000,
     }
@@ -392,12 +388,6 @@ def run_benchmark(config: InfillConfig,
     return build_payload(config, model, attempts, records, complete=True)
 
 
-def _cell(value: float | None, percent: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:.1f}%" if percent else f"{value:.1f}"
-
-
 def format_table(payload: dict[str, Any]) -> str:
     """The summary as an aligned text table, one variant a row."""
     header = ("variant", "exact", "first line", "= full", "pass@1", "eval tok/char",
@@ -405,16 +395,12 @@ def format_table(payload: dict[str, Any]) -> str:
     lines = [header]
     for name, summary in payload["summary"].items():
         lines.append((
-            name, _cell(summary["exact_match"], True), _cell(summary["first_line_match"], True),
-            _cell(summary["agreement_with_full"], True), _cell(summary["pass_at_1"], True),
-            _cell(summary["mean_evaluated_tokens_per_typed_char"]),
-            _cell(summary["mean_ms_per_typed_char"]), _cell(summary["mean_final_prompt_ms"]),
-            _cell(summary["mean_generate_ms"])))
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.rjust(width) if column else cell.ljust(width)
-                  for column, (cell, width) in enumerate(zip(line, widths, strict=True)))
-        for line in lines)
+            name, percent(summary["exact_match"]), percent(summary["first_line_match"]),
+            percent(summary["agreement_with_full"]), percent(summary["pass_at_1"]),
+            fixed(summary["mean_evaluated_tokens_per_typed_char"]),
+            fixed(summary["mean_ms_per_typed_char"]), fixed(summary["mean_final_prompt_ms"]),
+            fixed(summary["mean_generate_ms"])))
+    return "\n".join(aligned(lines))
 
 
 def result_path(out_dir: Path) -> Path:

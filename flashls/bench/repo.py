@@ -407,14 +407,6 @@ def _progress(index: int, total: int, variant: str, site: Site, answer: Answer) 
 # Output
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 def format_table(payload: Mapping[str, Any]) -> str:
     """One row a variant: sites, the scores, latency and prompt tokens."""
     rows = [("variant", "sites", "exact", "first line", "edit sim", "ident EM", "ident F1",
@@ -422,20 +414,16 @@ def format_table(payload: Mapping[str, Any]) -> str:
              "prompt p90")]
     for name, summary in payload["summary"].items():
         rows.append((name, str(summary["sites"]),
-                     *(_percent(summary[key]) for key in SCORE_NAMES),
-                     _percent(summary.get("exact_match_any")),
+                     *(report.percent(summary[key]) for key in SCORE_NAMES),
+                     report.percent(summary.get("exact_match_any")),
                      "-" if summary.get("candidates") is None
                      else f"{summary['candidates']:.1f}",
-                     _percent(summary.get("over_closed")),
-                     _number(summary["latency_ms"]["p50"]),
-                     _number(summary["latency_ms"]["p90"]),
-                     _number(summary["prompt_tokens"]["p50"]),
-                     _number(summary["prompt_tokens"]["p90"])))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.rjust(width) if column else cell.ljust(width)
-                               for column, (cell, width) in enumerate(zip(row, widths,
-                                                                          strict=True)))
-                     for row in rows)
+                     report.percent(summary.get("over_closed")),
+                     report.fixed(summary["latency_ms"]["p50"], 0),
+                     report.fixed(summary["latency_ms"]["p90"], 0),
+                     report.fixed(summary["prompt_tokens"]["p50"], 0),
+                     report.fixed(summary["prompt_tokens"]["p90"], 0)))
+    return "\n".join(report.aligned(rows))
 
 
 PLOTTED_SCORES = (("exact_match", "exact match"), ("edit_similarity", "edit similarity"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flashls.bench.infill import first_line
-from flashls.bench.report import latency_stats, percentile
+from flashls.bench.report import latency_stats, mean, p50_p90
 
 # A word that does not continue a number or another word (`x1f` in `0x1f` is none).
 IDENTIFIER = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z_][A-Za-z0-9_]*")
@@ -93,20 +93,12 @@ def score(completion: str, target: str) -> Score:
         identifier_f1=identifier_f1(predicted_names, expected_names))
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _p50_p90(values: Sequence[float]) -> dict[str, float | None]:
-    return {"p50": percentile(values, 50), "p90": percentile(values, 90)}
-
-
 def summarize(scores: Sequence[Score], latencies_ms: Sequence[float],
               prompt_tokens: Sequence[float]) -> dict[str, Any]:
     """Mean of each score over the sites, and the latencies' and prompt sizes' spread."""
     summary: dict[str, Any] = {"scored": len(scores)}
     for name in SCORE_NAMES:
-        summary[name] = _mean([float(getattr(one, name)) for one in scores])
+        summary[name] = mean([float(getattr(one, name)) for one in scores])
     summary["latency_ms"] = latency_stats(latencies_ms)
-    summary["prompt_tokens"] = _p50_p90(prompt_tokens)
+    summary["prompt_tokens"] = p50_p90(prompt_tokens)
     return summary

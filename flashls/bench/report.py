@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,20 @@ def latency_stats(latencies: Sequence[float]) -> dict[str, float | None]:
     return stats
 
 
-def _rate(count: int, total: int) -> float | None:
+def rate(count: int, total: int) -> float | None:
+    """count / total; None when there is nothing to count."""
     return count / total if total else None
+
+
+def mean(values: Sequence[float]) -> float | None:
+    """The arithmetic mean; None when empty."""
+    return sum(values) / len(values) if values else None
+
+
+def p50_p90(values: Iterable[float | None]) -> dict[str, float | None]:
+    """Median and 90th percentile of the values present."""
+    present = [value for value in values if value is not None]
+    return {"p50": percentile(present, 50), "p90": percentile(present, 90)}
 
 
 def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
@@ -58,10 +70,10 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     return {
         "requests": len(records), **outcomes, "latency_ms": latency_stats(latencies),
         "eligible": len(eligible), "hits": hits, "partial_hits": partial_hits,
-        "hit_rate": _rate(hits, len(eligible)),
-        "partial_hit_rate": _rate(partial_hits, len(eligible)),
-        "suggestions": suggested, "stale_shown": stale, "stale_rate": _rate(stale, suggested),
-        "fresh_shown": fresh, "fresh_shown_rate": _rate(fresh, len(records)),
+        "hit_rate": rate(hits, len(eligible)),
+        "partial_hit_rate": rate(partial_hits, len(eligible)),
+        "suggestions": suggested, "stale_shown": stale, "stale_rate": rate(stale, suggested),
+        "fresh_shown": fresh, "fresh_shown_rate": rate(fresh, len(records)),
         **server_summary(records),
     }
 
@@ -79,23 +91,18 @@ def server_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
         # human mode also the generation of a cancelled earlier request).
         "cut_by_budget": cut, "continued_hits": continued,
         "joined_hits": sum(r.finish == "joined" for r in answered),
-        "continued_per_cut": _rate(continued, cut),
+        "continued_per_cut": rate(continued, cut),
         "with_status": sum(r.source is not None for r in answered),
-        "cache_hits": cache_hits, "cache_hit_rate": _rate(cache_hits, len(answered)),
+        "cache_hits": cache_hits, "cache_hit_rate": rate(cache_hits, len(answered)),
         "model_answers": len(model),
-        "evaluated_tokens": _p50_p90([r.evaluated_tokens for r in model]),
-        "evaluated_tokens_warm": _p50_p90([r.evaluated_tokens for r in model
-                                           if r.keystroke > 1]),
-        "generated_tokens": _p50_p90([r.generated_tokens for r in model]),
+        "evaluated_tokens": p50_p90([r.evaluated_tokens for r in model]),
+        "evaluated_tokens_warm": p50_p90([r.evaluated_tokens for r in model
+                                          if r.keystroke > 1]),
+        "generated_tokens": p50_p90([r.generated_tokens for r in model]),
         "breakdown_p50_ms": breakdown_p50(model),
         "overhead_share_p50": percentile(
             [share for share in map(overhead_share, model) if share is not None], 50),
     }
-
-
-def _p50_p90(values: Sequence[float | None]) -> dict[str, float | None]:
-    present = [value for value in values if value is not None]
-    return {"p50": percentile(present, 50), "p90": percentile(present, 90)}
 
 
 def breakdown_p50(model_answers: Sequence[RequestRecord]) -> dict[str, float | None]:
@@ -147,16 +154,26 @@ def _difference(ours: float | None, theirs: float | None) -> float | None:
     return ours - theirs if ours is not None and theirs is not None else None
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def fixed(value: float | None, digits: int = 1) -> str:
+    """`value` with `digits` decimals, "-" for none."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _tokens(value: float | None) -> str:
     return "-" if value is None else f"{round(value, 1):g}"
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, "-" for none."""
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as text columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(width) if column else cell.ljust(width)
+                      for column, (cell, width) in enumerate(zip(row, widths, strict=True)))
+            for row in rows]
 
 
 def _table_rows(variant: Mapping[str, Any], human: bool) -> list[tuple[str, str]]:
@@ -168,14 +185,15 @@ def _table_rows(variant: Mapping[str, Any], human: bool) -> list[tuple[str, str]
         rows += [("answered late", str(summary["late"])),
                  ("cancelled", str(summary["cancelled"]))]
     rows += [("timeouts", str(summary["timeout"]))]
-    rows += [(f"{stat} ms", _ms(latency[stat])) for stat in ("p50", "p90", "p99", "max")]
-    rows += [("hit rate", _percent(summary["hit_rate"])),
-             ("partial-hit rate", _percent(summary["partial_hit_rate"]))]
+    rows += [(f"{stat} ms", fixed(latency[stat])) for stat in ("p50", "p90", "p99", "max")]
+    rows += [("hit rate", percent(summary["hit_rate"])),
+             ("partial-hit rate", percent(summary["partial_hit_rate"]))]
     if human:
-        rows += [("fresh shown", _percent(summary["fresh_shown_rate"])),
-                 ("stale shown", _percent(summary["stale_rate"]))]
+        rows += [("fresh shown", percent(summary["fresh_shown_rate"])),
+                 ("stale shown", percent(summary["stale_rate"]))]
     rows += _server_rows(summary)
-    rows += [("startup ms", _ms(variant["startup_ms"])), ("warm-up ms", _ms(variant["warmup_ms"]))]
+    rows += [("startup ms", fixed(variant["startup_ms"])),
+             ("warm-up ms", fixed(variant["warmup_ms"]))]
     rows += _rss_rows(variant.get("rss_mb", {}))
     return rows
 
@@ -183,7 +201,7 @@ def _table_rows(variant: Mapping[str, Any], human: bool) -> list[tuple[str, str]
 def _server_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     """What the servers' flashls/status notifications tell: cache, tokens, where time goes."""
     evaluated, warm = summary["evaluated_tokens"], summary["evaluated_tokens_warm"]
-    rows = [("cache-hit rate", _percent(summary["cache_hit_rate"])),
+    rows = [("cache-hit rate", percent(summary["cache_hit_rate"])),
             ("cut by budget", str(summary["cut_by_budget"])),
             ("continued hits (joined)",
              f'{summary["continued_hits"]} ({summary.get("joined_hits", 0)})'),
@@ -191,15 +209,15 @@ def _server_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("eval tokens p90", _tokens(evaluated["p90"])),
             ("warm eval tokens p50", _tokens(warm["p50"])),
             ("warm eval tokens p90", _tokens(warm["p90"]))]
-    rows += [(f"p50 {stage} ms", _ms(value))
+    rows += [(f"p50 {stage} ms", fixed(value))
              for stage, value in summary["breakdown_p50_ms"].items()]
-    rows += [("overhead share p50", _percent(summary["overhead_share_p50"]))]
+    rows += [("overhead share p50", percent(summary["overhead_share_p50"]))]
     return rows
 
 
 def _rss_rows(rss: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [("RSS warm MB", _ms(rss.get("after_warmup"))),
-            ("RSS growth MB", _ms(rss.get("growth")))]
+    return [("RSS warm MB", fixed(rss.get("after_warmup"))),
+            ("RSS growth MB", fixed(rss.get("growth")))]
 
 
 def format_table(payload: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from flashls.bench.llama_server import (
     model_file,
     started_on_free_port,
 )
+from flashls.bench.report import fixed, percent
 from flashls.bench.session_drive import SessionDriver, SessionLog
 from flashls.bench.session_editor import EDITORS, Timing
 from flashls.bench.session_metrics import (
@@ -298,18 +299,6 @@ GROUP_TITLES = {"new": "new places",
                 "return": "returns (re-type an earlier visit's text)"}
 
 
-def _ms(value: Any) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _mean(value: Any) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _percent(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def _count(value: Any) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -326,10 +315,10 @@ def group_rows(kind: str, group: Mapping[str, Any]) -> list[Row]:
     """The rows of new places, or of returns: keystroke figures, then place figures."""
     rows = [Row(GROUP_TITLES[kind], _count(group["places"])),
             Row("  keystrokes", _count(group["keystrokes"]))]
-    rows += [Row(f"  {name} rate", _percent(group[f"{name}_rate"]), f"{kind}.{name}_rate")
+    rows += [Row(f"  {name} rate", percent(group[f"{name}_rate"]), f"{kind}.{name}_rate")
              for name in ("visible", "strict", "lenient")]
     rows += [Row("  accept chars", _count(group["accept_chars"])),
-             Row("  accept chars / keystroke", _mean(group["accept_chars_per_keystroke"]),
+             Row("  accept chars / keystroke", fixed(group["accept_chars_per_keystroke"], 2),
                  f"{kind}.accept_chars_per_keystroke")]
     if kind == "new":
         rows += [Row(f"  keystroke {typed}: vis/strict/len %",
@@ -337,7 +326,7 @@ def group_rows(kind: str, group: Mapping[str, Any]) -> list[Row]:
                  for typed in TABLE_INDICES]
     rows += [Row(f"  longest blank run {key}", _count(group["blank_run"][key]),
                  f"{kind}.blank_run.{key}") for key in ("p50", "p90", "max")]
-    rows += [Row(f"  first suggestion {key} ms", _ms(group["first_suggestion_ms"][key]),
+    rows += [Row(f"  first suggestion {key} ms", fixed(group["first_suggestion_ms"][key]),
                  f"{kind}.first_suggestion_ms.{key}") for key in ("p50", "p90")]
     places = group["places"]
     return [
@@ -355,15 +344,16 @@ def table_rows(summary: Mapping[str, Any]) -> list[Row]:
         ("cancelled", "cancelled"), ("empty", "empty"), ("errors", "error"),
         ("timeouts", "timeout"), ("from cache", "cache_answers"))]
     return [
-        *rows, Row("latency p50 ms", _ms(requests["latency_ms"]["p50"]), "requests.latency_ms.p50"),
-        Row("latency p90 ms", _ms(requests["latency_ms"]["p90"]), "requests.latency_ms.p90"),
+        *rows,
+        Row("latency p50 ms", fixed(requests["latency_ms"]["p50"]), "requests.latency_ms.p50"),
+        Row("latency p90 ms", fixed(requests["latency_ms"]["p90"]), "requests.latency_ms.p90"),
         Row("eval tokens (answers)", _count(tokens["evaluated_tokens"]),
             "tokens.evaluated_tokens"),
         Row("eval tokens (background)", _count(tokens["background_evaluated_tokens"]),
             "tokens.background_evaluated_tokens"),
-        Row("prompt tokens/s", _ms(tokens["prompt_tokens_per_s"])),
-        Row("RSS before MB", _ms(rss["before"])), Row("RSS after MB", _ms(rss["after"])),
-        Row("RSS peak MB", _ms(rss["peak"])),
+        Row("prompt tokens/s", fixed(tokens["prompt_tokens_per_s"])),
+        Row("RSS before MB", fixed(rss["before"])), Row("RSS after MB", fixed(rss["after"])),
+        Row("RSS peak MB", fixed(rss["peak"])),
         Row("didFocus sent", _count(summary["notifications"].get("textDocument/didFocus", 0)))]
 
 

@@ -9,11 +9,11 @@ Pure functions over logged records; nothing here talks to a server or keeps time
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flashls.bench.report import percentile
+from flashls.bench.report import p50_p90, rate
 
 THROUGHPUT_MIN_TOKENS = 64  # smaller prompt evaluations are dominated by fixed costs
 INDEX_BUCKETS = 12  # keystrokes 1..12 at a place each get their figures, later ones "13+"
@@ -233,23 +233,14 @@ def place_results(visits: Sequence[VisitLog],
     return results
 
 
-def _rate(count: int, total: int) -> float | None:
-    return count / total if total else None
-
-
-def _p50_p90(values: Iterable[float | None]) -> dict[str, float | None]:
-    present = [value for value in values if value is not None]
-    return {"p50": percentile(present, 50), "p90": percentile(present, 90)}
-
-
 def keystroke_figures(views: Sequence[KeystrokeView]) -> dict[str, Any]:
     """Counts and rates of visible, strict and lenient keystrokes, and accept chars."""
     counts = {"keystrokes": len(views), "visible": sum(v.visible for v in views),
               "strict": sum(v.strict for v in views), "lenient": sum(v.lenient for v in views),
               "accept_chars": sum(v.accept_chars for v in views)}
-    return {**counts, **{f"{name}_rate": _rate(counts[name], len(views))
+    return {**counts, **{f"{name}_rate": rate(counts[name], len(views))
                          for name in ("visible", "strict", "lenient")},
-            "accept_chars_per_keystroke": _rate(counts["accept_chars"], len(views))}
+            "accept_chars_per_keystroke": rate(counts["accept_chars"], len(views))}
 
 
 def index_bucket(typed: int) -> str:
@@ -272,7 +263,7 @@ def blank_run_summary(places: Sequence[PlaceResult]) -> dict[str, Any]:
     histogram: dict[str, int] = {}
     for run in sorted(runs):
         histogram[str(run)] = histogram.get(str(run), 0) + 1
-    return {**_p50_p90(float(run) for run in runs), "max": max(runs) if runs else None,
+    return {**p50_p90(float(run) for run in runs), "max": max(runs) if runs else None,
             "histogram": histogram}
 
 
@@ -282,10 +273,10 @@ def group_summary(places: Sequence[PlaceResult]) -> dict[str, Any]:
     return {
         "places": len(places), **keystroke_figures(views), "by_index": by_index(views),
         "blank_run": blank_run_summary(places),
-        "first_suggestion_ms": _p50_p90(p.first_suggestion_ms for p in places),
+        "first_suggestion_ms": p50_p90(p.first_suggestion_ms for p in places),
         "never_shown": sum(p.first_suggestion_ms is None for p in places),
         "first_from_cache": sum(p.first_suggestion_source == "cache" for p in places),
-        "first_answer_tokens": _p50_p90(
+        "first_answer_tokens": p50_p90(
             None if p.first_answer_tokens is None else float(p.first_answer_tokens)
             for p in places)}
 
@@ -311,7 +302,7 @@ def request_summary(requests: Sequence[RequestLog]) -> dict[str, Any]:
         "empty": sum(not r.suggestion for r in answered),
         "cancel_sent": sum(r.cancelled_ms is not None for r in requests),
         "cache_answers": sum(r.source == "cache" for r in answered),
-        "latency_ms": _p50_p90(r.latency_ms for r in answered),
+        "latency_ms": p50_p90(r.latency_ms for r in answered),
     }
 
 

@@ -370,14 +370,10 @@ def _progress(summary: Mapping[str, Any]) -> None:
     pooled = summary["pooled"]
     print(f"{summary['server']}, {summary['users']} users: {pooled['requests']} requests, "
           f"{pooled['answered']} answered, {pooled['lost']} lost, "
-          f"p50 {_ms(pooled['latency_ms']['p50'])} ms", file=sys.stderr, flush=True)
+          f"p50 {report.fixed(pooled['latency_ms']['p50'], 0)} ms", file=sys.stderr, flush=True)
 
 
 # Faces: table, JSON, PNG
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def _rate(counters: Mapping[str, Any] | None, name: str) -> str:
@@ -390,13 +386,6 @@ def _idle(summary: Mapping[str, Any]) -> str:
     return "-" if idle is None else f"{'yes' if idle else 'NO'} {summary['idle_wait_ms']:.0f}ms"
 
 
-def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.rjust(width) if column else cell.ljust(width)
-                      for column, (cell, width) in enumerate(zip(row, widths, strict=True)))
-            for row in rows]
-
-
 def format_table(payload: Mapping[str, Any]) -> str:
     """One line per round (pooled), then one per user."""
     rows = [("server", "users", "requests", "answered", "late", "cancelled", "error", "lost",
@@ -406,7 +395,8 @@ def format_table(payload: Mapping[str, Any]) -> str:
         rows.append((summary["server"], str(summary["users"]), *(
             str(pooled[name]) for name in ("requests", "answered", "late", "cancelled",
                                            "error", "lost")),
-            _ms(pooled["latency_ms"]["p50"]), _ms(pooled["latency_ms"]["p90"]),
+            report.fixed(pooled["latency_ms"]["p50"], 0),
+            report.fixed(pooled["latency_ms"]["p90"], 0),
             str(pooled["fresh_shown"]), _rate(counters, "prompt_tokens_per_s"),
             _rate(counters, "tokens_predicted_per_s"), _idle(summary)))
     users = [("server", "users", "user", "requests", "answered", "cancelled", "lost",
@@ -415,8 +405,9 @@ def format_table(payload: Mapping[str, Any]) -> str:
         for one in summary["per_user"]:
             users.append((summary["server"], str(summary["users"]), str(one["user"]),
                           str(one["requests"]), str(one["answered"]), str(one["cancelled"]),
-                          str(one["lost"]), _ms(one["p50_ms"]), _ms(one["p90_ms"])))
-    return "\n".join([*_aligned(rows), "", *_aligned(users), *_waste_lines(payload)])
+                          str(one["lost"]), report.fixed(one["p50_ms"], 0),
+                          report.fixed(one["p90_ms"], 0)))
+    return "\n".join([*report.aligned(rows), "", *report.aligned(users), *_waste_lines(payload)])
 
 
 def _waste_lines(payload: Mapping[str, Any]) -> list[str]:

@@ -407,22 +407,16 @@ def score_place(place: Place, hole: Hole, screen_ms: float) -> None:
 # Summary and output
 
 
-def _rate(count: int, total: int) -> float | None:
-    return count / total if total else None
-
-
 def _p50_p90(values: Sequence[float | None]) -> dict[str, float | None]:
-    present = [value for value in values if value is not None]
-    return {"p50": report.percentile(present, 50), "p90": report.percentile(present, 90),
-            "count": len(present)}
+    return {**report.p50_p90(values), "count": sum(value is not None for value in values)}
 
 
 def view_summary(verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """Shown, exact and pass@1 counts and rates of one view over all rows."""
     exact, passed = sum(v.exact for v in verdicts), sum(v.passed for v in verdicts)
     return {"rows": len(verdicts), "shown": sum(v.line is not None for v in verdicts),
-            "exact": exact, "passed": passed, "exact_match": _rate(exact, len(verdicts)),
-            "pass_at_1": _rate(passed, len(verdicts))}
+            "exact": exact, "passed": passed, "exact_match": report.rate(exact, len(verdicts)),
+            "pass_at_1": report.rate(passed, len(verdicts))}
 
 
 def latency_summary(places: Sequence[Place]) -> dict[str, dict[str, float | None]]:
@@ -498,14 +492,6 @@ def _progress(kind: str, index: int, total: int, place: Place) -> None:
           flush=True)
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 def format_table(payload: Mapping[str, Any]) -> str:
     """The views' accuracy, the cuts, and the latencies, as aligned text."""
     summary, screen_ms = payload["summary"], payload["config"]["screen_ms"]
@@ -513,16 +499,13 @@ def format_table(payload: Mapping[str, Any]) -> str:
     for view, figures in summary["views"].items():
         rows.append((VIEW_LABELS[view].format(screen_ms=screen_ms),
                      f"{figures['shown']}/{figures['rows']}",
-                     _percent(figures["exact_match"]), _percent(figures["pass_at_1"])))
+                     report.percent(figures["exact_match"]), report.percent(figures["pass_at_1"])))
     rows.append(("latency ms", "rows", "p50", "p90"))
     for name in LATENCIES:
         stats = summary["latency_ms"][name]
-        rows.append((LATENCY_LABELS[name], str(stats["count"]), _ms(stats["p50"]),
-                     _ms(stats["p90"])))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    lines = ["  ".join(cell.rjust(width) if column else cell.ljust(width)
-                       for column, (cell, width) in enumerate(zip(row, widths, strict=True)))
-             for row in rows]
+        rows.append((LATENCY_LABELS[name], str(stats["count"]), report.fixed(stats["p50"], 0),
+                     report.fixed(stats["p90"], 0)))
+    lines = report.aligned(rows)
     lines.insert(len(summary["views"]) + 1, "")
     lines += ["", f"cut by the time budget: {summary['cut']}/{summary['rows']} "
                   f"(suggestionFinished for {summary['finished']}, never for "
