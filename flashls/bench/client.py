@@ -269,6 +269,11 @@ class LspClient:
         self._pending.clear()
 
 
+def as_int(value: Any) -> int | None:
+    """A JSON number as an int; None for anything else (missing, null, text)."""
+    return int(value) if isinstance(value, int | float) else None
+
+
 def read_rss_mb(pid: int) -> float | None:
     """VmRSS of a process from `/proc/<pid>/status`, in MB (10**6 bytes); None if unreadable."""
     try:

@@ -8,17 +8,16 @@ it took: the process's RSS growth and the Python heap the index holds (tracemall
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from flashls import __version__
 from flashls.bench.client import read_rss_mb
+from flashls.bench.harness import run_header
+from flashls.bench.report import report_paths, write_json
 from flashls.context.definitions import DefinitionIndex
 from flashls.context.workspace import WorkspaceIndexer
 from flashls.settings import Settings
@@ -53,18 +52,14 @@ def measure(root: Path, max_files: int, max_bytes: int = DEFAULT_MAX_BYTES) -> d
 
 
 def handler(arguments: argparse.Namespace) -> int:
-    root = Path(arguments.root).expanduser()
+    root = Path(arguments.root).expanduser().resolve()  # the indexer makes file URIs of it
     if not root.is_dir():
         print(f"flashls bench index: {root} is not a folder", file=sys.stderr)
         return 1
     result = measure(root, arguments.max_files)
-    payload = {"benchmark": "index", "flashls_version": __version__,
-               "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-               "python": sys.version.split()[0], "platform": platform.platform(), **result}
-    out = Path(arguments.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"index-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    payload = {**run_header("index"), **result}
+    path = report_paths(Path(arguments.out), "index")[0]
+    write_json(path, payload)
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0

@@ -9,11 +9,9 @@ characters, so that the cached suffix starts a token or more off and is realigne
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -24,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flashls import __version__
-from flashls.bench.report import aligned, fixed, mean, percent, report_paths
+from flashls.bench.harness import run_header
+from flashls.bench.report import aligned, fixed, mean, percent, report_paths, write_json
 from flashls.engine.base import (
     CancelToken,
     EngineError,
@@ -356,11 +354,8 @@ def build_payload(config: InfillConfig, model: str, attempts: dict[str, list[Att
                   records: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
     """Settings, summary per variant and per-row results, ready for JSON."""
     return {
-        "benchmark": "infill", "flashls_version": __version__,
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "complete": complete, "config": asdict(config), "model": model,
+        **run_header("infill", config), "complete": complete, "model": model,
         "variants": {variant.name: asdict(variant) for variant in chosen_variants(config)},
-        "python": sys.version.split()[0], "platform": platform.platform(),
         "summary": {name: summarize(done) for name, done in attempts.items()},
         "rows": records,
     }
@@ -401,19 +396,6 @@ def format_table(payload: dict[str, Any]) -> str:
             fixed(summary["mean_ms_per_typed_char"]), fixed(summary["mean_final_prompt_ms"]),
             fixed(summary["mean_generate_ms"])))
     return "\n".join(aligned(lines))
-
-
-def result_path(out_dir: Path) -> Path:
-    """A new `infill-<timestamp>.json` in `out_dir`, never an earlier run's."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return report_paths(out_dir, "infill")[0]
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Replace `path` with `payload` in one step, so a reader never sees half a file."""
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    scratch.replace(path)
 
 
 # Command line
@@ -475,7 +457,7 @@ def handler(arguments: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the JSON."""
     try:
         config = config_from_arguments(arguments)
-        path = result_path(Path(config.out_dir))
+        path = report_paths(Path(config.out_dir), "infill")[0]
         payload = run_benchmark(config, lambda partial: write_json(path, partial))
     except (InfillError, EngineError) as error:
         print(f"flashls bench infill: {error}", file=sys.stderr)

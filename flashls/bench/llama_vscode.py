@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from flashls.bench.client import as_int
 from flashls.bench.replay import RequestRecord, SitePass, make_record
 from flashls.bench.trace import Keystroke, Trace, split_lines
 
@@ -88,12 +89,8 @@ def server_fields(reply: dict[str, Any], response_ms: float) -> dict[str, Any]:
             if isinstance(value, int | float)}
     return {"response_ms": response_ms, "source": "model", "finish": reply.get("stop_type"),
             "timings": kept,
-            "evaluated_tokens": _count(kept.get("evaluated_tokens")),
-            "generated_tokens": _count(kept.get("generated_tokens"))}
-
-
-def _count(value: float | None) -> int | None:
-    return None if value is None else int(value)
+            "evaluated_tokens": as_int(kept.get("evaluated_tokens")),
+            "generated_tokens": as_int(kept.get("generated_tokens"))}
 
 
 async def post_infill(client: httpx.AsyncClient, body: dict[str, Any],

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response
+from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response, as_int
 from flashls.bench.trace import Keystroke, Position, Trace, utf16_to_index
 
 INLINE_COMPLETION = "textDocument/inlineCompletion"
@@ -97,14 +97,10 @@ def server_fields(status: dict[str, Any] | None, response_ms: float) -> dict[str
     total = timings.get("total_ms")
     fields.update(
         source=status.get("source"), finish=status.get("message"), timings=timings,
-        evaluated_tokens=_count(timings.get("evaluated_tokens")),
-        generated_tokens=_count(timings.get("generated_tokens")),
+        evaluated_tokens=as_int(timings.get("evaluated_tokens")),
+        generated_tokens=as_int(timings.get("generated_tokens")),
         jsonrpc_ms=response_ms - total if total is not None else None)
     return fields
-
-
-def _count(value: float | None) -> int | None:
-    return None if value is None else int(value)
 
 
 def did_open_params(trace: Trace) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import httpx
 from flashls.bench import report
 from flashls.bench.client import LspClient, Response
 from flashls.bench.harness import BenchError, run_header, serving
-from flashls.bench.infill import write_json
 from flashls.bench.llama_server import llama_server_binary, model_file
 from flashls.bench.replay import (
     INLINE_COMPLETION,
@@ -582,12 +581,12 @@ def handler(arguments: argparse.Namespace) -> int:
             raise BenchError(missing)
         config = config_from_arguments(arguments)
         json_path, plot_path = report.report_paths(Path(config.out_dir), "repo")
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = asyncio.run(run_benchmark(config, lambda part: write_json(json_path, part)))
+        payload = asyncio.run(run_benchmark(
+            config, lambda part: report.write_json(json_path, part)))
     except BenchError as error:
         print(f"flashls bench repo: {error}", file=sys.stderr)
         return 1
-    write_json(json_path, payload)
+    report.write_json(json_path, payload)
     write_plot(plot_path, payload)
     projects = ", ".join(f"{name} {figures['sites']}"
                          for name, figures in payload["projects"].items())

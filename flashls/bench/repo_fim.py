@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from flashls.bench.client import as_int
 from flashls.bench.llama_server import llama_server_command, started_on_free_port
 from flashls.bench.repo_sites import Site, line_before_cursor, masked_lines
 from flashls.bench.trace import split_lines
@@ -172,10 +173,6 @@ def reply_from(body: dict[str, Any], latency_ms: float) -> FimReply:
         if isinstance(timings.get(key), int | float)}
     content = body.get("content")
     return FimReply("answered", content if isinstance(content, str) else "", latency_ms,
-                    body.get("stop_type"), _count(body.get("tokens_evaluated")),
-                    _count(kept.get("evaluated_tokens")), _count(kept.get("generated_tokens")),
+                    body.get("stop_type"), as_int(body.get("tokens_evaluated")),
+                    as_int(kept.get("evaluated_tokens")), as_int(kept.get("generated_tokens")),
                     kept)
-
-
-def _count(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) else None

@@ -54,10 +54,6 @@ class Project:
     root: str
     modules: dict[str, Module] = field(compare=False)
 
-    def module_at(self, path: str) -> Module:
-        """The module whose file is `path`."""
-        return next(module for module in self.modules.values() if module.path == path)
-
 
 @dataclass(frozen=True)
 class Site:

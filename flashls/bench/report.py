@@ -260,9 +260,13 @@ def plotting_missing() -> str | None:
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """The whole run, config and per-request records included."""
+    """Replace `path` with `payload` in one step, so a reader of a run still going (they
+    write after every row or site) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    scratch = path.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+    scratch.replace(path)
 
 
 def write_plot(path: Path, latencies: Mapping[str, Sequence[float]],

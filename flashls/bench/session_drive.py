@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response
+from flashls.bench.client import REQUEST_CANCELLED, LspClient, PendingRequest, Response, as_int
 from flashls.bench.replay import (
     INLINE_COMPLETION,
     STATUS_NOTIFICATION,
@@ -211,8 +211,8 @@ class SessionDriver:
                 max(sent.typed, 0)), sent.cursor)[:SUGGESTION_CHARS_KEPT],
             source=status.get("source") if status else None,
             finish=status.get("message") if status else None,
-            evaluated_tokens=_int(timings.get("evaluated_tokens")),
-            prompt_tokens=_int(timings.get("prompt_tokens")),
+            evaluated_tokens=as_int(timings.get("evaluated_tokens")),
+            prompt_tokens=as_int(timings.get("prompt_tokens")),
             prompt_ms=_float(timings.get("prompt_ms")), **base)
 
 
@@ -231,10 +231,6 @@ def _outcome(response: Response | None, arrived_ms: float | None, sent_ms: float
     if error is None:
         return "answered"
     return "cancelled" if error.get("code") == REQUEST_CANCELLED else "error"
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) else None
 
 
 def _float(value: Any) -> float | None:
