@@ -19,7 +19,7 @@ from flashls.bench.harness import BenchError, write_report
 from flashls.bench.replay import RequestRecord
 from flashls.bench.users import (
     UsersConfig,
-    add_users_parser,
+    add_arguments,
     config_from_arguments,
     format_table,
     lost,
@@ -76,8 +76,8 @@ print(describe_shape("circle", circle_area(2.0)))
 
 def parse(*options: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_users_parser(parser.add_subparsers())
-    return parser.parse_args(["users", *options])
+    add_arguments(parser)
+    return parser.parse_args(list(options))
 
 
 def record(user: int, keystroke: int, outcome: str, latency_ms: float | None = None,

@@ -65,16 +65,16 @@ def handler(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def add_index_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `index` to the sub-commands of `flashls bench`."""
-    parser = subparsers.add_parser(
-        "index", help="time and memory of indexing a workspace for other files' definitions",
-        description="Walk a folder as the server walks its workspace (honouring .gitignore) "
-                    "and report the time, files, definitions and memory of the index.")
+HELP = "time and memory of indexing a workspace for other files' definitions"
+DESCRIPTION = ("Walk a folder as the server walks its workspace (honouring .gitignore) "
+               "and report the time, files, definitions and memory of the index.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `flashls bench index`."""
     parser.add_argument("--root", required=True, help="the folder to index")
     parser.add_argument("--max-files", type=int, default=Settings().index_max_files,
                         help="most files read (default: the index_max_files setting's "
                              "default, %(default)s)")
     parser.add_argument("--out", default="bench/results",
                         help="where index-<timestamp>.json goes (default: %(default)s)")
-    parser.set_defaults(func=handler)

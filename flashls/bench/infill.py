@@ -470,12 +470,7 @@ def handler(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def add_infill_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `infill` to the sub-commands of `flashls bench`."""
-    infill = subparsers.add_parser(
-        "infill", help="accuracy cost of KV-cache reuse on HumanEval infilling",
-        description="Fill in HumanEval infilling rows with three engines: full "
-                    "re-evaluation, KV-prefix reuse, and prefix reuse with the cached "
-                    "suffix shifted into place; compare their middles.")
-    add_arguments(infill)
-    infill.set_defaults(func=handler)
+HELP = "accuracy cost of KV-cache reuse on HumanEval infilling"
+DESCRIPTION = ("Fill in HumanEval infilling rows with three engines: full "
+               "re-evaluation, KV-prefix reuse, and prefix reuse with the cached "
+               "suffix shifted into place; compare their middles.")

@@ -200,6 +200,12 @@ def write_plot(path: Path, payload: Mapping[str, Any]) -> None:
                       {name: report.median_by_keystroke(rs) for name, rs in grouped.items()})
 
 
+HELP = "replay typing against `flashls serve` and time each suggestion"
+DESCRIPTION = ("Re-type lines of real files one character at a time, ask for an inline "
+               "completion after each keystroke, and compare flashls with a naive "
+               "baseline (no KV-prefix reuse, no speculative cache).")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `flashls bench latency`."""
     defaults = BenchConfig()

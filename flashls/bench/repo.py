@@ -597,19 +597,14 @@ def handler(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def add_repo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `repo` to the sub-commands of `flashls bench`."""
-    repo = subparsers.add_parser(
-        "repo", help="cross-file completions in real projects, per server variant",
-        description="Mask the rest of lines that use a name defined in another file of the "
-                    "same project (the cursor before the name), open the project as the "
-                    "workspace with a few of its other files open, ask once at the cursor, "
-                    "and score exact match, edit similarity and identifier match for each "
-                    "server variant, and for the plain-fim baseline (one plain "
-                    "fill-in-the-middle request to llama-server). Each site is a cold "
-                    f"prompt evaluated whole: about {SECONDS_PER_SITE} s a site and variant "
-                    "on 2 CPU cores with the default budgets (300 sites x 2 variants: about "
-                    "2.5 hours); shorten with --sites, --limit-per-project or smaller "
-                    "--server-arg budgets.")
-    add_arguments(repo)
-    repo.set_defaults(func=handler)
+HELP = "cross-file completions in real projects, per server variant"
+DESCRIPTION = ("Mask the rest of lines that use a name defined in another file of the "
+               "same project (the cursor before the name), open the project as the "
+               "workspace with a few of its other files open, ask once at the cursor, "
+               "and score exact match, edit similarity and identifier match for each "
+               "server variant, and for the plain-fim baseline (one plain "
+               "fill-in-the-middle request to llama-server). Each site is a cold "
+               f"prompt evaluated whole: about {SECONDS_PER_SITE} s a site and variant "
+               "on 2 CPU cores with the default budgets (300 sites x 2 variants: about "
+               "2.5 hours); shorten with --sites, --limit-per-project or smaller "
+               "--server-arg budgets.")

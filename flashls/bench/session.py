@@ -459,6 +459,12 @@ def _none_shown_height(payload: Mapping[str, Any]) -> float:
     return max([*times, 100.0]) * 1.15
 
 
+HELP = "play an editing session across open files and time what shows"
+DESCRIPTION = ("Open several files, visit places across them (some of them twice), "
+               "delete and re-type each line's tail as VS Code or Neovim would drive "
+               "`flashls serve`, and report how often and how soon a suggestion shows.")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `flashls bench session`."""
     _add_plan_arguments(parser)

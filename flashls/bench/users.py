@@ -567,14 +567,9 @@ def handler(arguments: argparse.Namespace) -> int:
                        write_plot, _describe)
 
 
-def add_users_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `users` to the sub-commands of `flashls bench`."""
-    users = subparsers.add_parser(
-        "users", help="many editors typing at once against one shared inference server",
-        description="Start one llama-server (-np 4) or llama_cpp.server, then for each "
-                    "number of users start that many `flashls serve` pointed at it and "
-                    "let them all re-type lines at a human pace at once; report each "
-                    "user's latency, the server's throughput, lost requests, and whether "
-                    "the server's slots stop once the typing ends.")
-    add_arguments(users)
-    users.set_defaults(func=handler)
+HELP = "many editors typing at once against one shared inference server"
+DESCRIPTION = ("Start one llama-server (-np 4) or llama_cpp.server, then for each "
+               "number of users start that many `flashls serve` pointed at it and "
+               "let them all re-type lines at a human pace at once; report each "
+               "user's latency, the server's throughput, lost requests, and whether "
+               "the server's slots stop once the typing ends.")

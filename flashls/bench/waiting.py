@@ -615,13 +615,8 @@ def handler(arguments: argparse.Namespace) -> int:
                        write_plot, _describe)
 
 
-def add_wait_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `wait` to the sub-commands of `flashls bench`."""
-    wait = subparsers.add_parser(
-        "wait", help="what a user who stops at a cold place and waits sees (HumanEval)",
-        description="Open each single-line HumanEval row as a new file, ask once with the "
-                    "cursor on the emptied line, and when the time budget cuts the answer "
-                    "wait for flashls/suggestionFinished and ask again; score what was on "
-                    "screen and what the user ends with against a plain FIM call.")
-    add_arguments(wait)
-    wait.set_defaults(func=handler)
+HELP = "what a user who stops at a cold place and waits sees (HumanEval)"
+DESCRIPTION = ("Open each single-line HumanEval row as a new file, ask once with the "
+               "cursor on the emptied line, and when the time budget cuts the answer "
+               "wait for flashls/suggestionFinished and ask again; score what was on "
+               "screen and what the user ends with against a plain FIM call.")
