@@ -128,6 +128,14 @@ def test_the_shared_servers_are_started_with_slots_counters_and_a_context_per_sl
     assert "--n_ctx 2048" in " ".join(other)
 
 
+def test_llama_server_args_are_passed_to_the_started_llama_server() -> None:
+    arguments = parse("--llama-server-arg=-ub", "--llama-server-arg=64",
+                      "--llama-server-arg=--cache-reuse", "--llama-server-arg=256")
+    config = config_from_arguments(arguments)
+    command = shared_server_command(config, "llama-server", "/m.gguf", 8012)
+    assert command[-4:] == ["-ub", "64", "--cache-reuse", "256"]
+
+
 def test_no_user_retypes_a_line_of_an_earlier_round() -> None:
     config = UsersConfig(users=(1, 4, 4), seed=10)
     seeds = [user_seeds(config, index) for index in range(3)]

@@ -76,6 +76,7 @@ class UsersConfig:
     interval_ms: float = 150.0
     seed: int = 0
     server_args: tuple[str, ...] = ()
+    llama_server_args: tuple[str, ...] = ()  # appended to the started llama-server's flags
     out_dir: str = "bench/reports"
     request_timeout_s: float = 30.0
     startup_timeout_s: float = 300.0
@@ -109,7 +110,7 @@ def shared_server_command(config: UsersConfig, name: str, model: str, port: int)
     if name == "llama-server":
         return llama_server_command(llama_server_binary(config.llama_server_binary), model,
                                     port, config.parallel, config.ctx_per_slot,
-                                    config.server_threads)
+                                    config.server_threads) + list(config.llama_server_args)
     # llama_cpp.server answers one request at a time: one context is all it uses.
     return [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
             "127.0.0.1", "--port", str(port), "--n_threads", str(config.server_threads),
@@ -516,6 +517,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "user of every round with the next one (default: %(default)s)")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for each user's `flashls serve`, repeatable")
+    parser.add_argument("--llama-server-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for the started llama-server, repeatable, e.g. "
+                             "--llama-server-arg=-ub --llama-server-arg=64")
     parser.add_argument("--out", default=defaults.out_dir, metavar="DIR",
                         help="where the JSON and PNG go (default: %(default)s)")
     parser.add_argument("--request-timeout-s", type=float, default=defaults.request_timeout_s,
@@ -549,7 +553,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> UsersConfig:
         users=parse_user_counts(arguments.users), files=tuple(arguments.files),
         sites=arguments.sites, keystrokes_per_site=arguments.keystrokes_per_site,
         interval_ms=arguments.interval_ms, seed=arguments.seed,
-        server_args=tuple(arguments.server_arg), out_dir=arguments.out,
+        server_args=tuple(arguments.server_arg),
+        llama_server_args=tuple(arguments.llama_server_arg), out_dir=arguments.out,
         request_timeout_s=arguments.request_timeout_s,
         startup_timeout_s=arguments.startup_timeout_s,
         idle_timeout_s=arguments.idle_timeout_s)
