@@ -11,7 +11,6 @@ under tmux and reads the screen.
 from __future__ import annotations
 
 import bisect
-import colorsys
 import json
 import os
 import re
@@ -20,13 +19,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flashls.engine.fake import fake_middle
+from tests.helpers_editors import Edit, cut_colorsys, inserted_at_cursor
 
 pytestmark = pytest.mark.editor
 
@@ -36,8 +35,6 @@ DRIVER = PACKAGE / "test" / "drive.el"
 EMACS = shutil.which("emacs")
 TMUX = shutil.which("tmux")
 CLIENTS = ["eglot", "lsp-mode"]
-SOURCE = Path(colorsys.__file__)
-LINE_TO_CUT = "    y = 0.30*r + 0.59*g + 0.11*b"
 
 
 def require_editor(missing: str | None) -> None:
@@ -56,26 +53,10 @@ def emacs_installed() -> None:
                    "elpa-eglot and elpa-lsp-mode with apt-get (as root or with sudo)")
 
 
-@dataclass
-class Edit:
-    """A copy of a file, its lines as written, and where to type."""
-
-    path: Path
-    original: list[str]
-    line: int  # 1-based
-    col: int  # 0-based, in characters
-
-
 @pytest.fixture
 def cut_line(tmp_path: Path) -> Edit:
     """colorsys.py whose `y = 0.30*r + ...` line stops after the first `+`."""
-    lines = SOURCE.read_text(encoding="utf-8").splitlines()
-    index = lines.index(LINE_TO_CUT)
-    lines[index] = LINE_TO_CUT[:LINE_TO_CUT.index("+") + 1]
-    path = tmp_path / "project" / "colorsys.py"
-    path.parent.mkdir()
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Edit(path, lines, index + 1, len(lines[index]))
+    return cut_colorsys(tmp_path / "project")
 
 
 def server_command(tmp_path: Path, *args: str) -> list[str]:
@@ -145,16 +126,10 @@ def run_emacs(tmp_path: Path, client: str, steps: list[list[Any]], command: list
 
 def inserted_text(edit: Edit, report: dict[str, Any]) -> str:
     """What went in at the cursor, checked against everything around it and the saved file."""
-    before, after = edit.original, report["buffer_lines"][:-1]  # the file ends with "\n"
-    row = edit.line - 1
-    head, tail = before[row][:edit.col], before[row][edit.col:]
-    added = len(after) - len(before)
-    assert after[:row] == before[:row], "lines above the cursor changed"
-    assert after[row + added + 1:] == before[row + 1:], "lines below the cursor changed"
-    changed = "\n".join(after[row:row + added + 1])
-    assert changed.startswith(head) and changed.endswith(tail), changed
+    after = report["buffer_lines"][:-1]  # the file ends with "\n"
+    text = inserted_at_cursor(edit, after)
     assert edit.path.read_text(encoding="utf-8").splitlines() == after, "C-x C-s did not save"
-    return changed[len(head):len(changed) - len(tail)]
+    return text
 
 
 def open_step(edit: Edit) -> list[Any]:

