@@ -22,7 +22,7 @@ from flashls.exclusions import Exclusions, split_patterns
 from flashls.service import CompletionRequest, CompletionService, Rejected
 from flashls.settings import Settings, merge
 from tests.conftest import SERVE
-from tests.test_server import inline, insert, open_document, stop_server
+from tests.test_server import inline, insert, open_document, stop_server, warm_up_at
 
 FAKE = [*SERVE, "--engine", "fake"]
 SECRET = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
@@ -375,15 +375,8 @@ async def test_flashlsignore_keeps_a_file_out_of_completions_and_context_over_ls
 
     async def warmed_at(uri: str, edit: str, version: int) -> object:
         """The warm-up of the prompt before `value = ` after typing `edit` after it."""
-        count = len(warm)
         insert(lsp, uri, 0, 8, edit, version)
-        lsp.protocol.notify("textDocument/didFocus", {
-            "textDocument": {"uri": uri}, "position": {"line": 0, "character": 8}})
-        for _ in range(50):
-            if len(warm) > count:
-                break
-            await asyncio.sleep(0.1)
-        return warm[-1] if len(warm) > count else None
+        return await warm_up_at(lsp, warm, uri, 0, 8)
 
     try:
         await lsp.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]

@@ -555,6 +555,20 @@ async def test_one_candidate_when_set_so_even_when_asked_explicitly(
     assert await _invoked(one_candidate_client, uri, 1, 5) == ["_done(1)"]
 
 
+async def warm_up_at(lsp: LanguageClient, warm: list[object], uri: str, line: int,
+                     character: int) -> object:
+    """Focus `uri` at a place and wait up to 5 s for the warm-up's `flashls/status`
+    message, which the caller's handler appends to `warm`; None if none came."""
+    count = len(warm)
+    lsp.protocol.notify("textDocument/didFocus", {
+        "textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
+    for _ in range(50):
+        if len(warm) > count:
+            break
+        await asyncio.sleep(0.1)
+    return warm[-1] if len(warm) > count else None
+
+
 async def test_yanked_text_reaches_the_prompt_with_the_recent_source() -> None:
     lsp = await ClientServerConfig(server_command=FAKE).start()
     warm: list[object] = []
@@ -565,14 +579,7 @@ async def test_yanked_text_reaches_the_prompt_with_the_recent_source() -> None:
             warm.append(getattr(params, "message", None))
 
     async def focus(uri: str) -> object:
-        count = len(warm)
-        lsp.protocol.notify("textDocument/didFocus", {
-            "textDocument": {"uri": uri}, "position": {"line": 0, "character": 8}})
-        for _ in range(50):
-            if len(warm) > count:
-                break
-            await asyncio.sleep(0.1)
-        return warm[-1] if len(warm) > count else None
+        return await warm_up_at(lsp, warm, uri, 0, 8)
 
     try:
         await lsp.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
