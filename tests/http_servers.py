@@ -101,7 +101,28 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class FaultyLlamaServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 answering on a thread of its own until `close`."""
+
+    _server: ThreadingHTTPServer
+
+    def _serve(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FaultyLlamaServer(LoopbackServer):
     """A llama-server stand-in on 127.0.0.1 whose fault (`fault`, one of the names above)
     can be switched while it runs. It streams `pieces` as `/completion` events, answers
     `/props` and `/health`, counts the POSTs it is sent, and never keeps a thread once the
@@ -117,20 +138,11 @@ class FaultyLlamaServer:
         self.empty_body = b""  # what EMPTY_200 sends: nothing, or events with no last one
         self._closing = threading.Event()
         self._lock = threading.Lock()  # handlers run on threads of their own
-        self._server = _QuietServer(("127.0.0.1", port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self._serve(_QuietServer(("127.0.0.1", port), self._handler()))
 
     def close(self) -> None:
         self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self

@@ -34,7 +34,7 @@ from flashls.engine.remote.window import ServerPrompts
 from flashls.fim import format_named
 from flashls.service import CompletionRequest, CompletionService
 from flashls.settings import Settings, merge
-from tests.http_servers import EMPTY_200, HANG, HEALTHY, FaultyLlamaServer
+from tests.http_servers import EMPTY_200, HANG, HEALTHY, FaultyLlamaServer, LoopbackServer
 
 KINDS = ("llama-server", "openai", "ollama")
 PIECES = ("total", " = a", " + b", "\n", "return", " total\n")
@@ -61,7 +61,7 @@ class Behaviour:
     retry_after: str | None = None  # a Retry-After header on error replies
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """An inference server on 127.0.0.1 speaking one kind's streaming format; it records
     requests, counts the pieces it wrote, and notices a client that went away."""
 
@@ -72,20 +72,9 @@ class FakeServer:
         self.sent = 0  # pieces written in the last reply
         self.disconnected = threading.Event()
         self.sent_at_disconnect: int | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        server.daemon_threads = True
+        self._serve(server)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
