@@ -95,6 +95,9 @@ class FlashServer(LanguageServer):
         self.service: CompletionService | None = None
         self._reported: set[str] = set()
         self._warm_timers: dict[str, asyncio.TimerHandle] = {}
+        # Document URI -> (version, line, character) of the last suggestionFinished sent
+        # for it, until the editor's re-ask there arrives or the document changes.
+        self._told_finished: dict[str, tuple[int, int, int]] = {}
         self.workspace_roots: list[str] = []  # folder URIs, from `initialize` on
         self._watching_files = False  # registered for workspace/didChangeWatchedFiles
         # The error that began the engine's outage, until it answers again (None: it works).
@@ -118,9 +121,21 @@ class FlashServer(LanguageServer):
         document = self.documents.get(request.uri)
         if document is None or document.lf_view() != request.text:
             return
+        self._told_finished[request.uri] = (document.version, request.line,
+                                            request.character)
         self.protocol.notify(FINISHED_NOTIFICATION, {
             "textDocument": {"uri": request.uri, "version": document.version},
             "position": {"line": request.line, "character": request.character}})
+
+    def asks_again(self, uri: str, position: types.Position) -> bool:
+        """Whether a request is the editor's answer to suggestionFinished: at the position
+        it named, the document unchanged since. VS Code can only ask again through its
+        "trigger inline suggestion" command, which arrives as an explicit request; such a
+        re-ask wants the finished suggestion at once, not `candidates` alternatives."""
+        told = self._told_finished.pop(uri, None)
+        document = self.documents.get(uri)
+        return (told is not None and document is not None
+                and told == (document.version, position.line, position.character))
 
     def offers_completion_items(self, params: types.InitializeParams) -> bool:
         """Whether to advertise `completionProvider`: not to editors that show inline
@@ -249,12 +264,15 @@ class FlashServer(LanguageServer):
         negotiated = self.workspace.position_encoding
         return str(getattr(negotiated, "value", negotiated) or "utf-16")
 
-    def schedule_warm_up(self, uri: str, position: types.Position) -> None:
-        """After `warm_up_ms` without edits or requests, evaluate the prompt at `position`."""
+    def schedule_warm_up(self, uri: str, position: types.Position, at_once: bool = False
+                         ) -> None:
+        """After `warm_up_ms` without edits or requests (`at_once`: on the next turn of
+        the loop), evaluate the prompt at `position`."""
         self.cancel_warm_up(uri)
         if self.config.warm_up_ms and self.config.enable:
+            delay = 0.0 if at_once else self.config.warm_up_ms / 1000
             self._warm_timers[uri] = asyncio.get_running_loop().call_later(
-                self.config.warm_up_ms / 1000, self._warm_up, uri, position)
+                delay, self._warm_up, uri, position)
 
     def cancel_warm_up(self, uri: str) -> None:
         """Drop a pending warm-up (a request or a newer edit came first)."""
@@ -479,12 +497,13 @@ def document_digest(ls: FlashServer, params: Any) -> dict[str, Any] | None:
 
 @server.feature(FOCUS_NOTIFICATION)
 def did_focus(ls: FlashServer, params: Any) -> None:
-    """Warm the place the user looks at (after `warm_up_ms`, at background priority): the
-    reading time before the first keystroke evaluates the prompt there."""
+    """Warm the place the user looks at, at once and at background priority: the reading
+    time before the first keystroke evaluates the prompt there. (Clients send it once the
+    cursor has rested, so it needs no idle time of its own.)"""
     uri = _uri_of(params)
     position = _position_of(params)
     if uri is not None and position is not None:
-        ls.schedule_warm_up(uri, position)
+        ls.schedule_warm_up(uri, position, at_once=True)
 
 
 @server.feature(YANK_NOTIFICATION)
@@ -517,12 +536,15 @@ def _uri_of(params: Any) -> str | None:
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: FlashServer, params: types.InlineCompletionParams
                             ) -> list[types.InlineCompletionItem]:
-    """Ghost text at the cursor; asked for explicitly, with `candidates` alternatives."""
+    """Ghost text at the cursor; asked for explicitly, with `candidates` alternatives
+    (not when the editor asks again because a suggestion was finished)."""
+    explicit = (params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+                and not ls.asks_again(params.text_document.uri, params.position))
     completion = await ls.suggest(params.text_document.uri, params.position)
     if completion is None:
         return []
     texts = [completion.text]
-    if params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked:
+    if explicit:
         others = await ls.alternatives(params.text_document.uri, params.position, texts[0])
         texts = [text for text in texts if text] + others or texts
     here = types.Range(start=params.position, end=params.position)
