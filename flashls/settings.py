@@ -161,7 +161,8 @@ class Settings:
         "is ready, else within the keystroke's own budget) instead of asking the model again.")
     warm_up_ms: int = _setting(
         300, "Idle time after an edit before the prompt at the edit is evaluated in the "
-        "background, so the next request finds it ready; 0 turns warm-up off.", minimum=0,
+        "background, so the next request finds it ready (where the editor says the cursor "
+        "rests, textDocument/didFocus, it is evaluated at once); 0 turns warm-up off.", minimum=0,
         maximum=60000)
     reuse_kv_prefix: bool = _setting(
         True, "Keep the model's cache of the last prompt and evaluate only what changed.")
