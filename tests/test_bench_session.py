@@ -634,3 +634,43 @@ def test_the_benchmarks_doc_cites_the_flags_and_figures_that_exist() -> None:
     for label in ("strict rate", "lenient rate", "accept chars", "longest blank run",
                   "keystroke 1: vis/strict/len %", "returns (re-type an earlier visit's text)"):
         assert label in section, label
+
+
+@pytest.mark.parametrize(("editor", "trigger"), [("vscode", 1), ("neovim-live", 1),
+                                                 ("neovim", 2)])
+async def test_the_editor_asks_again_where_a_finished_suggestion_was_announced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, editor: str, trigger: int) -> None:
+    """A suggestion cut by the budget and finished later shows only because the editor asks
+    again on flashls/suggestionFinished: the driver does so as each editor does, and the
+    answer to that re-ask is what the screen holds at the end of the keystroke."""
+    monkeypatch.setenv("FLASHLS_FAKE_TOKEN_MS", "100")
+    plan = build_plan(load_files(_files(tmp_path)), places=2, returns=0, seed=1, max_chars=3)
+    client = await LspClient.start([sys.executable, "-m", "flashls", "serve", "--engine",
+                                    "fake", "--time-budget-ms", "150"])
+    sent: list[dict[str, Any]] = []
+    send = client.send_request
+
+    async def record(method: str, params: Any) -> Any:
+        if method == "textDocument/inlineCompletion":
+            sent.append(params)
+        return await send(method, params)
+
+    client.send_request = record  # type: ignore[method-assign]
+    try:
+        await initialize_server(client, 60)
+        log = await SessionDriver(client, plan, editor, True, Timing(300, 1000, 1500),
+                                  30).run()
+        await client.close()
+    finally:
+        await client.kill()
+    assert log.finished >= 2 and 2 <= log.reasks <= log.finished
+    reasks = [params for params in sent if params["context"]["triggerKind"] == 1]
+    if trigger == 1:
+        assert len(reasks) == log.reasks
+    else:
+        assert reasks == []
+    # At the end of some keystroke the screen held a whole suggestion, which only a re-ask
+    # brought: every keystroke's own request was cut after 150 ms with one or two tokens.
+    whole = [request for request in log.requests if request.suggestion
+             and request.suggestion.endswith(")")]
+    assert whole

@@ -213,7 +213,8 @@ def summarize(run: VariantRun) -> tuple[dict[str, Any], list[PlaceResult]]:
     summary = {**visibility_summary(places), "requests": request_summary(run.log.requests),
                "tokens": token_summary(run.log.statuses),
                "rss_mb": rss_summary(run.log.rss_samples_mb),
-               "notifications": run.log.notifications}
+               "notifications": run.log.notifications,
+               "finished": {"received": run.log.finished, "reasks": run.log.reasks}}
     return summary, places
 
 
@@ -354,7 +355,9 @@ def table_rows(summary: Mapping[str, Any]) -> list[Row]:
         Row("prompt tokens/s", fixed(tokens["prompt_tokens_per_s"])),
         Row("RSS before MB", fixed(rss["before"])), Row("RSS after MB", fixed(rss["after"])),
         Row("RSS peak MB", fixed(rss["peak"])),
-        Row("didFocus sent", _count(summary["notifications"].get("textDocument/didFocus", 0)))]
+        Row("didFocus sent", _count(summary["notifications"].get("textDocument/didFocus", 0))),
+        Row("suggestionFinished received", _count(summary["finished"]["received"])),
+        Row("asked again after it", _count(summary["finished"]["reasks"]))]
 
 
 def format_table(payload: Mapping[str, Any]) -> str:

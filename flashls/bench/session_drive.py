@@ -25,6 +25,7 @@ from flashls.bench.session_editor import (
     DELETE,
     END,
     FOCUS,
+    NEOVIM_DEBOUNCE_MS,
     PASTE,
     REQUEST,
     TYPE,
@@ -47,6 +48,9 @@ from flashls.bench.trace import Position
 
 DID_FOCUS = "textDocument/didFocus"
 DID_CHANGE = "textDocument/didChange"
+# flashls.server's FINISHED_NOTIFICATION; not imported, to keep pygls out of the bench.
+FINISHED_NOTIFICATION = "flashls/suggestionFinished"
+TRIGGER_INVOKED = 1
 TRIGGER_AUTOMATIC = 2
 RSS_SAMPLE_S = 0.1
 SUGGESTION_CHARS_KEPT = 400
@@ -74,6 +78,8 @@ class SessionLog:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     rss_samples_mb: list[float | None] = field(default_factory=list)
     notifications: dict[str, int] = field(default_factory=dict)  # sent, by method
+    finished: int = 0  # flashls/suggestionFinished received
+    reasks: int = 0  # requests sent because of one (the cursor was still where it named)
 
 
 class SessionDriver:
@@ -88,7 +94,11 @@ class SessionDriver:
         self._sent: list[_Sent] = []
         self._versions = {file.uri: 1 for file in plan.files}
         self._origin = time.perf_counter()
+        # Where the cursor is while the user is at a place: (visit, typed, uri, cursor).
+        self._here: tuple[Visit, int, str, Position] | None = None
+        self._reasking: set[asyncio.Task[None]] = set()
         client.subscribe(STATUS_NOTIFICATION, self._status)
+        client.subscribe(FINISHED_NOTIFICATION, self._finished)
 
     def _now_ms(self) -> float:
         return (time.perf_counter() - self._origin) * 1000
@@ -97,6 +107,40 @@ class SessionDriver:
         self._board.receive(params, sequence)
         if isinstance(params, dict):
             self.log.statuses.append({"at_ms": self._now_ms(), **params})
+
+    def _finished(self, params: Any, _sequence: int) -> None:
+        """A suggestion cut short is whole now: ask again if the cursor is still where it
+        names, as each editor does (`_reask`)."""
+        self.log.finished += 1
+        if self._here is None or not isinstance(params, dict):
+            return
+        visit, typed, uri, cursor = self._here
+        document = params.get("textDocument") or {}
+        position = params.get("position") or {}
+        if (document.get("uri") != uri or document.get("version") != self._versions[uri]
+                or position != cursor.to_lsp()):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._reask(visit, typed, uri, cursor, self._versions[uri]))
+        self._reasking.add(task)
+        task.add_done_callback(self._reasking.discard)
+
+    async def _reask(self, visit: Visit, typed: int, uri: str, cursor: Position,
+                     version: int) -> None:
+        """VS Code runs its trigger command and the flashls Neovim plugin's live mode asks
+        at once, both explicitly; Neovim's own inline completion asks through its
+        CursorMovedI autocmd, after its debounce, if nothing changed meanwhile."""
+        trigger = TRIGGER_INVOKED
+        if self.editor == "neovim":
+            await asyncio.sleep(NEOVIM_DEBOUNCE_MS / 1000)
+            trigger = TRIGGER_AUTOMATIC
+        here = self._here
+        if (here is None or here[0] is not visit or here[1] != typed
+                or self._versions[uri] != version):
+            return
+        self.log.reasks += 1
+        await self._cancel_pending()
+        await self._request(visit, typed, uri, cursor, trigger)
 
     async def run(self) -> SessionLog:
         """Open every file, visit every place on the clock, then collect the answers."""
@@ -143,6 +187,7 @@ class SessionDriver:
     async def _act(self, visit: Visit, action: Action) -> None:
         uri = self.plan.uri(visit)
         cursor = Position(visit.line, visit.column(max(action.typed, 0)))
+        self._here = None if action.kind in (END, PASTE) else (visit, action.typed, uri, cursor)
         if action.kind == FOCUS:
             await self._notify(DID_FOCUS, {"textDocument": {"uri": uri},
                                            "position": cursor.to_lsp()})
@@ -169,9 +214,10 @@ class SessionDriver:
             "textDocument": {"uri": uri, "version": self._versions[uri]},
             "contentChanges": [change]})
 
-    async def _request(self, visit: Visit, typed: int, uri: str, cursor: Position) -> None:
+    async def _request(self, visit: Visit, typed: int, uri: str, cursor: Position,
+                       trigger: int = TRIGGER_AUTOMATIC) -> None:
         params = {"textDocument": {"uri": uri}, "position": cursor.to_lsp(),
-                  "context": {"triggerKind": TRIGGER_AUTOMATIC}}
+                  "context": {"triggerKind": trigger}}
         sent_ms = self._now_ms()
         pending = await self.client.send_request(INLINE_COMPLETION, params)
         self._sent.append(_Sent(pending, visit, typed, uri, cursor, sent_ms))
@@ -186,6 +232,10 @@ class SessionDriver:
     async def _collect(self) -> None:
         """Wait (each until its own timeout) for the answers still out, then log them all,
         pairing answers with their statuses in the order the answers arrived."""
+        for task in list(self._reasking):  # the user has left: re-asks still due do not go
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for sent in self._sent:
             remaining = sent.pending.sent_at + self.timeout_s - time.perf_counter()
             await self.client.wait(sent.pending, max(0.0, remaining))
