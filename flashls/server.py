@@ -274,6 +274,12 @@ class FlashServer(LanguageServer):
             self._warm_timers[uri] = asyncio.get_running_loop().call_later(
                 delay, self._warm_up, uri, position)
 
+    def cancel_other_warm_ups(self, uri: str) -> None:
+        """The user works in `uri` now (a request, a focus): a warm-up planned after an
+        edit elsewhere would only take the model from this document's work."""
+        for other in [planned for planned in self._warm_timers if planned != uri]:
+            self.cancel_warm_up(other)
+
     def cancel_warm_up(self, uri: str) -> None:
         """Drop a pending warm-up (a request or a newer edit came first)."""
         timer = self._warm_timers.pop(uri, None)
@@ -338,6 +344,7 @@ class FlashServer(LanguageServer):
     async def suggest(self, uri: str, position: types.Position) -> Completion | None:
         """The pipeline's answer for a cursor, or None when there is nothing to show."""
         self.cancel_warm_up(uri)
+        self.cancel_other_warm_ups(uri)
         request = self._request(uri, position)
         if not self.config.enable or request is None:
             return None
@@ -503,6 +510,7 @@ def did_focus(ls: FlashServer, params: Any) -> None:
     uri = _uri_of(params)
     position = _position_of(params)
     if uri is not None and position is not None:
+        ls.cancel_other_warm_ups(uri)
         ls.schedule_warm_up(uri, position, at_once=True)
 
 

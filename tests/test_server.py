@@ -449,6 +449,36 @@ async def test_a_focus_warms_at_once_an_edit_after_warm_up_ms() -> None:
         await stop_server(lsp)
 
 
+async def test_an_edit_s_warm_up_is_dropped_once_the_user_works_elsewhere() -> None:
+    """An edit plans a warm-up there after `warm_up_ms`; if the user moves to another
+    document first (a focus, a request), that warm-up would only take the model from the
+    document the user is in, so it never runs."""
+    lsp = await ClientServerConfig(server_command=FAKE).start()
+    warm: list[object] = []
+
+    @lsp.feature("flashls/status")
+    def record(ls: LanguageClient, params: object) -> None:
+        if getattr(params, "state", None) == "warm":
+            warm.append(getattr(params, "uri", None))
+
+    try:
+        await lsp.initialize_session(initialize_params(  # type: ignore[attr-defined]
+            {"flashls": {"warmUpMs": 800}}))
+        left = open_document(lsp, "value = \n", uri="file:///work/left.py")
+        here = open_document(lsp, "total = \n", uri="file:///work/here.py")
+        for leave in ("focus", "request"):
+            insert(lsp, left, 0, 8, "1", 2 if leave == "focus" else 3)
+            if leave == "focus":
+                assert await warm_up_at(lsp, warm, here, 0, 8) == here
+            else:
+                assert await inline(lsp, here, 0, 8)
+            await asyncio.sleep(1.5)
+            assert left not in warm
+        await lsp.shutdown_session()  # type: ignore[attr-defined]
+    finally:
+        await stop_server(lsp)
+
+
 async def test_a_finished_cut_suggestion_is_announced_while_the_text_stays(
         hurried_client: LanguageClient) -> None:
     finished: list[object] = []
