@@ -20,6 +20,7 @@ from urllib.request import url2pathname
 from flashls.cache import SuggestionCache
 from flashls.context import CompletionContext, SyntaxTrees, WindowHeads, position_to_offset
 from flashls.context.crossfile import INDEXED_SOURCES, CrossFileContext
+from flashls.context.window import CHARS_PER_TOKEN, estimate_tokens
 from flashls.context.workspace import WorkspaceIndexer
 from flashls.engine.base import (
     CancelToken,
@@ -141,6 +142,16 @@ class _Job:
             return False
         typed, generated = request.text[start:cursor], self.progress.text
         return generated.startswith(typed) or typed.startswith(generated)
+
+
+def _leads_to(job: _Job, context: CompletionContext) -> bool:
+    """Whether `job` is a warm-up evaluating a prompt that `context`'s starts as, up to
+    the line its cursor was on (keystrokes there since): the chunk it is evaluating is
+    then worth finishing. Not while a short window goes first: that serves its own place."""
+    if job.kind != WARM or job.short is not None or job.context.extra != context.extra:
+        return False
+    warmed = job.context.prefix
+    return context.prefix.startswith(warmed[:warmed.rfind("\n") + 1])
 
 
 def _result(future: concurrent.futures.Future[QueuedResult]) -> GenerationResult | None:
@@ -465,14 +476,31 @@ class CompletionService:
         job already; any request for the document cancels it."""
         if request.uri in self._jobs:
             return None
+        opening = self._opening_place(request)
         try:
-            context, cursor = self.prepare(request)
+            context, cursor = self.prepare(opening)
         except Rejected:
             return None
         self._yield_background(request.uri)  # the user looks here now, not there
-        job = _Job(WARM, request, context, cursor, CancelToken(),
-                   self.short_context(request, cursor, context))
+        # The short window first where the next keystroke is likely; an opening place
+        # is warmed for the cursors it shares a prefix with, not for itself.
+        short = self.short_context(request, cursor, context) if opening is request else None
+        job = _Job(WARM, opening, context, cursor, CancelToken(), short)
         return self._submit(job).future
+
+    def _opening_place(self, request: CompletionRequest) -> CompletionRequest:
+        """The place to warm for a cursor at the document's very start, where editors open
+        a file. Its prompt has no prefix, so no later cursor would share any of it; the
+        start of the line where the first window's prefix budget runs out (the document's
+        last line when it all fits) shares its prefix with every cursor above it."""
+        if (request.line, request.character) != (0, 0) or not request.text:
+            return request
+        text = request.text
+        end = len(text)
+        if estimate_tokens(text) > self.settings.prefix_budget_tokens:
+            end = int(self.settings.prefix_budget_tokens * CHARS_PER_TOKEN)
+        line = text.count("\n", 0, text.rfind("\n", 0, end) + 1)  # the line holding `end`
+        return dataclasses.replace(request, line=line, character=0)
 
     def _settle(self, job: _Job) -> None:
         """Take a finished job's result, once: cache what a generation produced, whoever
@@ -633,7 +661,7 @@ class CompletionService:
                 job.token.cancel()
                 del self._jobs[other]
 
-    def _take_over(self, request: CompletionRequest, cursor: int,
+    def _take_over(self, request: CompletionRequest, cursor: int, context: CompletionContext,
                    started: float) -> tuple[Completion | None, CancelToken | None]:
         """A cached answer, or the cancel token of a new generation for `request`, whose
         document's older job is cancelled (a newer keystroke supersedes it)."""
@@ -643,7 +671,7 @@ class CompletionService:
             return cached, None
         previous = self._jobs.pop(request.uri, None)
         if previous is not None:
-            previous.token.cancel()
+            previous.token.cancel(finish_chunk=_leads_to(previous, context))
         self._yield_background(request.uri)
         # The budget counts from the request's arrival, also after a joined job failed.
         deadline = (time.monotonic() + self.settings.time_budget_ms / 1000
@@ -657,7 +685,7 @@ class CompletionService:
         joined = await self._join(request, cursor, started)
         if joined is not None:
             return joined
-        cached, token = self._take_over(request, cursor, started)
+        cached, token = self._take_over(request, cursor, context, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached
@@ -717,7 +745,7 @@ class CompletionService:
         """The same pipeline for callers without an event loop (the CLI); nothing is cached."""
         started = time.perf_counter()
         context, cursor = self.prepare(request)
-        cached, token = self._take_over(request, cursor, started)
+        cached, token = self._take_over(request, cursor, context, started)
         if cached is not None or token is None:
             assert cached is not None
             return cached

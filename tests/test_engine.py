@@ -98,16 +98,26 @@ def test_cancel_stops_within_one_token(engine: LlamaEngine) -> None:
 
 class CancelledOnRead(CancelToken):
     """Cancelled from its `reads`-th look on: the abort callback looks at every graph node,
-    so with a count a few looks in, a decode is stopped midway, whatever the CPU's speed."""
+    so with a count a few looks in, a decode is stopped midway, whatever the CPU's speed.
+    With `finish_chunk` it is cancelled as a warm-up whose chunk is wanted: the abort
+    callback is never told to stop (and does not count as a look)."""
 
-    def __init__(self, reads: int) -> None:
+    def __init__(self, reads: int, finish_chunk: bool = False) -> None:
         super().__init__()
         self._left = reads
+        self._finish_chunk = finish_chunk
+
+    def _looked(self) -> bool:
+        self._left -= 1
+        return self._left < 0
 
     @property
     def cancelled(self) -> bool:
-        self._left -= 1
-        return self._left < 0 or super().cancelled
+        return self._looked() or super().cancelled
+
+    @property
+    def aborting(self) -> bool:
+        return (not self._finish_chunk and self._looked()) or super().aborting
 
 
 def test_a_cancel_stops_a_prompt_chunk_midway_and_the_cache_stays_sound(
@@ -125,6 +135,21 @@ def test_a_cancel_stops_a_prompt_chunk_midway_and_the_cache_stays_sound(
     assert result.timings.prompt_tokens > 2 * 64
     assert result.finish in ("stop", "eos", "length")
     assert_parses_in_place(long_prefix, result.text)
+
+
+def test_a_cancel_that_finishes_its_chunk_keeps_the_chunk_and_stops_there(
+        engine: LlamaEngine) -> None:
+    """A warm-up cancelled by a request whose prompt starts as its own finishes the chunk
+    it is evaluating (the request needs those tokens) and starts no other."""
+    long_prefix = PREFIX.replace("import os", "import os\n" + "\n".join(
+        f"LIMIT_{index} = {index * 3}" for index in range(30)))
+    request = GenerationRequest(long_prefix, SUFFIX, 16, first_line)
+    # Looked at on entry and before the first chunk; cancelled at the look before the
+    # second, while the first was being evaluated.
+    assert engine.prefill(request, CancelledOnRead(2, finish_chunk=True)) == 64
+    result = engine.generate(request, CancelToken())
+    assert result.timings.prompt_tokens > 2 * 64
+    assert result.timings.evaluated_tokens <= result.timings.prompt_tokens - 64 + 8
 
 
 def test_alternatives_start_with_other_tokens_and_leave_the_cache_sound(

@@ -423,6 +423,29 @@ async def test_focus_warms_the_place_the_user_looks_at(client: LanguageClient) -
     assert await inline(client, second, 1, 6) == ["_done(1)"]
 
 
+async def test_a_focus_at_the_document_s_start_warms_its_first_window(
+        client: LanguageClient) -> None:
+    """Editors open a file with the cursor at 0:0, whose prompt has no prefix that a later
+    cursor could share: the warm-up evaluates the document down to the start of the line
+    where the prefix budget runs out (here all of it) instead."""
+    warm: list[object] = []
+
+    @client.feature("flashls/status")
+    def record(ls: LanguageClient, params: object) -> None:
+        if getattr(params, "state", None) == "warm":
+            warm.append(getattr(params, "message", None))
+
+    ended = open_document(client, "import os\nos.pa\n", uri="file:///work/ended.py")
+    assert await warm_up_at(client, warm, ended, 0, 0) == "evaluated 16 prompt tokens"
+    unended = open_document(client, "import os\nos.pa", uri="file:///work/unended.py")
+    assert await warm_up_at(client, warm, unended, 0, 0) == "evaluated 10 prompt tokens"
+    long = "x = 1\n" * 2000  # 12,000 characters: more than the 1,536-token prefix budget
+    opened = open_document(client, long, uri="file:///work/long.py")
+    message = await warm_up_at(client, warm, opened, 0, 0)
+    evaluated = int(str(message).split()[1])  # the fake engine: a token a prefix character
+    assert 4000 < evaluated <= 1536 * 3.2 and evaluated % 6 == 0  # whole lines
+
+
 async def test_a_focus_warms_at_once_an_edit_after_warm_up_ms() -> None:
     """didFocus comes after the cursor rested (the client waits), so its warm-up starts at
     once; `warm_up_ms` is the idle time after an edit."""

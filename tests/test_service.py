@@ -440,3 +440,45 @@ async def test_a_continuation_with_nothing_does_not_hold_the_next_keystroke() ->
     second = await pipeline.complete(typed("_"))
     assert second.text == "_done(1)" and engine.calls == 2  # asked anew, not held
     pipeline.close()
+
+
+class HeldPrefill(FakeEngine):
+    """The fake engine, whose warm-ups run until they are cancelled; their tokens kept."""
+
+    def __init__(self) -> None:
+        super().__init__(token_ms=1)
+        self.warm_tokens: list[CancelToken] = []
+        self.warming = threading.Event()
+
+    def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
+        self.warm_tokens.append(cancel)
+        self.warming.set()
+        deadline = time.monotonic() + 10
+        while not cancel.cancelled and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return 0
+
+
+async def test_a_request_lets_a_warm_up_of_its_own_prompt_finish_its_chunk() -> None:
+    """A request whose prompt starts as a warm-up's (the next keystroke where the cursor
+    rested) stops that warm-up after its prompt chunk, whose tokens it needs; a request
+    elsewhere in the document, or after a warm-up that put a short window first, aborts
+    it at once."""
+    engine = HeldPrefill()
+    pipeline = CompletionService(Settings(), engine)
+    body = "".join(f"value_{index} = {index}\n" for index in range(8))  # no short window
+    rested = CompletionRequest(URI, "python", body + "total = \n", 8, 8)
+    typed = CompletionRequest(URI, "python", body + "total = c\n", 8, 9)
+    elsewhere = CompletionRequest(URI, "python", body + "total = c\n", 2, 0)
+    far = "".join(f"entry_{index} = {index}\n" for index in range(800))
+    for warm, request, finishes in ((rested, typed, True), (rested, elsewhere, False),
+                                    (CompletionRequest(URI, "python", far, 700, 0),
+                                     CompletionRequest(URI, "python", far + "x", 800, 1),
+                                     False)):
+        engine.warming.clear()
+        assert pipeline.prefill(warm) is not None
+        assert await asyncio.to_thread(engine.warming.wait, 5)
+        await pipeline.complete(request)
+        token = engine.warm_tokens[-1]
+        assert token.cancelled and token.aborting is not finishes
+    pipeline.close()

@@ -27,9 +27,12 @@ BLOCK_OPENERS = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen|=)\s*$")
 LINE_GROWTH_TOKENS = 24
 
 
+CHARS_PER_TOKEN = 3.2  # a cheap, slightly generous count of code's tokens
+
+
 def estimate_tokens(text: str) -> int:
-    """A cheap, slightly generous token count for code (about 3.2 characters a token)."""
-    return math.ceil(len(text) / 3.2)
+    """A cheap, slightly generous token count for code (`CHARS_PER_TOKEN`)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,27 @@ class CancelToken:
 
     def __init__(self, deadline: float | None = None) -> None:
         self._event = threading.Event()
+        self._abort = threading.Event()
         self.deadline = deadline
 
-    def cancel(self) -> None:
-        """Ask the engine to stop at its next check."""
+    def cancel(self, finish_chunk: bool = False) -> None:
+        """Ask the engine to stop at its next check. A decode under way is aborted at
+        once, unless `finish_chunk`: then the prompt chunk being evaluated is finished
+        (whoever cancels wants those tokens too, e.g. a request whose prompt starts as the
+        warm-up's does)."""
+        if not finish_chunk:
+            self._abort.set()
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
         """True once `cancel` was called."""
         return self._event.is_set()
+
+    @property
+    def aborting(self) -> bool:
+        """True once `cancel` was called without `finish_chunk`: stop even mid-decode."""
+        return self._abort.is_set()
 
     def expired(self, ahead_s: float = 0.0) -> bool:
         """True once the wall-clock deadline, if any, has passed (or will within `ahead_s`)."""

@@ -133,7 +133,8 @@ class _Decoding:
 class _AbortHook:
     """llama.cpp's abort callback for one context: a decode stops within one graph node
     (milliseconds, not the rest of a prompt chunk) once the running job's cancel token is
-    set, so a warm-up or a superseded generation never holds up the next request.
+    set, so a warm-up or a superseded generation never holds up the next request (unless
+    it was cancelled with `finish_chunk`: the chunk's tokens are wanted).
 
     The callback only reads a flag (no lock), on the model thread, between graph nodes."""
 
@@ -143,7 +144,7 @@ class _AbortHook:
 
     def _aborted(self, _data: Any) -> bool:
         token = self.token
-        return token is not None and token.cancelled
+        return token is not None and token.aborting
 
     @contextlib.contextmanager
     def watching(self, token: CancelToken) -> Iterator[None]:
