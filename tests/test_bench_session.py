@@ -383,11 +383,12 @@ def test_the_plan_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         build_plan(files, places=3, returns=2, seed=0, max_chars=40)
 
 
-def test_vscode_asks_on_landing_and_after_every_edit(tmp_path: Path) -> None:
+def test_vscode_asks_after_every_edit_not_on_landing(tmp_path: Path) -> None:
     visit = build_plan(load_files(_files(tmp_path)), 3, 1, 0, 40).visits[0]
     actions = schedule(visit, Timing(2000, 150, 1000), "vscode", focus=True)
     requests = [a for a in actions if a.kind == REQUEST]
-    assert [a.typed for a in requests] == list(range(-1, visit.typed_chars + 1))
+    assert [a.typed for a in requests] == list(range(visit.typed_chars + 1))
+    assert requests[0].at_ms == 2000.0  # the deletion; the cursor's move asked nothing
     assert [a.typed for a in actions if a.kind == TYPE] == list(range(1, visit.typed_chars + 1))
     focus = [a.at_ms for a in actions if a.kind == FOCUS]
     last_key = max(a.at_ms for a in actions if a.kind == TYPE)
@@ -460,9 +461,7 @@ def test_a_session_runs_and_its_counts_add_up(tmp_path: Path, editor: str,
         assert requests["sent"] == len(variant["requests"]) > 0
         assert requests["answered"] + requests["cancelled"] == requests["sent"]
         assert summary["notifications"].get("textDocument/didFocus", 0) == focus_sent
-        if editor == "vscode":  # landing, deletion, one per keystroke
-            assert requests["sent"] == 3 * 2 + typed
-        elif editor == "neovim-live":  # deletion (entering insert mode), one per keystroke
+        if editor in ("vscode", "neovim-live"):  # deletion, one per keystroke
             assert requests["sent"] == 3 + typed
         else:  # typing at 50 ms never lets the 200 ms debounce run out before the end
             assert requests["sent"] == 3
