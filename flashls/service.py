@@ -595,12 +595,14 @@ class CompletionService:
         Cancelling this request (the next keystroke) leaves the generation running."""
         deadline = time.monotonic() + self.settings.time_budget_ms / 1000
         joined: _Job | None = None
+        partial = False  # answered with a generation's words so far, before the deadline
         while (job := self._joinable(request, cursor)) is not None:
             joined = job
             job.waiting += 1
             try:
                 if not await self._wait(job, request, cursor, deadline):
                     # The budget is spent, or this keystroke is shown what there is so far.
+                    partial = time.monotonic() < deadline
                     job.answered = (request, cursor)
                     job.blank = not self._shows_more(job, request, cursor)
                     self._watch(job)
@@ -622,8 +624,8 @@ class CompletionService:
         in_time = time.monotonic() < deadline
         if hit is None and in_time:
             return None
-        return Completion("" if hit is None else hit.text, "cache",
-                          "joined" if in_time else "deadline",
+        finish = "partial" if partial else "joined" if in_time else "deadline"
+        return Completion("" if hit is None else hit.text, "cache", finish,
                           {"total_ms": (time.perf_counter() - started) * 1000})
 
     async def _wait(self, job: _Job, request: CompletionRequest, cursor: int,

@@ -175,6 +175,21 @@ def test_a_cut_answer_is_finished_announced_and_asked_again(
     assert summary["views"]["waited"]["pass_at_1"] == 0.0
 
 
+def test_partial_answers_are_asked_again_until_the_suggestion_is_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With partial answers (the default) the first answer shows the first words, and the
+    editor is told twice: when words come for a request shown nothing, and at the end. The
+    waiting user ends with the whole line, as the editor asks again each time."""
+    monkeypatch.setenv("FLASHLS_FAKE_TOKEN_MS", "150")
+    payload = _run(tmp_path, capsys, *FAKE, "--server-arg=--time-budget-ms=200")
+    for row in payload["rows"]:
+        assert row["first"]["finish"] in ("partial", "deadline") and row["notifications"] >= 1
+        indent = row["canonical"][:len(row["canonical"]) - len(row["canonical"].lstrip())]
+        assert row["verdicts"]["waited"]["line"] == indent + "fake_completion(1)"
+    assert payload["summary"]["cut"] == 3
+
+
 def test_an_answer_within_budget_is_what_the_user_keeps(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

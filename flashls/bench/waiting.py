@@ -37,7 +37,9 @@ from flashls.engine.base import CancelToken, Engine, EngineError, GenerationRequ
 # flashls.server's FINISHED_NOTIFICATION; not imported, to keep pygls out of the bench.
 FINISHED_NOTIFICATION = "flashls/suggestionFinished"
 DATA = "multiline"  # single-line rows are the one-line middles of this set
-CUT = "deadline"  # the status message of an answer the time budget cut short
+# The status messages of an answer with only part of its suggestion: the time budget cut
+# it, or it showed the words generated so far (partial answers).
+INCOMPLETE = ("deadline", "partial")
 # What each row is scored on: the first answer as on screen at `screen_ms` (nothing if it
 # came later), the first answer whenever it came, what the user who waits ends up seeing,
 # and the plain FIM call.
@@ -212,13 +214,21 @@ class FinishedBoard:
             self.arrivals.setdefault(uri, []).append(time.perf_counter())
             self._event(uri).set()
 
-    async def wait(self, uri: str, timeout_s: float) -> float | None:
-        """When the first notification for `uri` arrived; None if none within `timeout_s`."""
-        try:
-            await asyncio.wait_for(self._event(uri).wait(), timeout_s)
-        except TimeoutError:
-            return None
-        return self.arrivals[uri][0]
+    async def wait(self, uri: str, timeout_s: float, after: float = 0.0) -> float | None:
+        """When the first notification for `uri` that arrived after `after` (a
+        `time.perf_counter()`) came; None if none comes within `timeout_s`."""
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            later = [at for at in self.arrivals.get(uri, []) if at > after]
+            if later:
+                return later[0]
+            remaining = deadline - time.perf_counter()
+            event = self._event(uri)
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), max(0.0, remaining))
+            except TimeoutError:
+                return None
 
 
 class WaitDriver:
@@ -238,7 +248,7 @@ class WaitDriver:
             "uri": uri, "languageId": "python", "version": 1, "text": hole.text}})
         first, sent_at, _ = await self._ask(uri, hole)
         place = Place(hole.task_id, uri, hole.cursor.line, hole.canonical, first,
-                      cut=first.finish == CUT, final_ms=first.response_ms)
+                      cut=first.finish in INCOMPLETE, final_ms=first.response_ms)
         if place.cut:
             await self._wait_for_the_rest(place, hole, sent_at)
         await self.client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
@@ -246,15 +256,21 @@ class WaitDriver:
         return place
 
     async def _wait_for_the_rest(self, place: Place, hole: Hole, sent_at: float) -> None:
-        """Wait for suggestionFinished, then ask again at the same place, as the editor does."""
+        """At each suggestionFinished, ask again at the same place, as the editor does,
+        until an answer is whole or `wait_s` from the first request has passed."""
         place.final_ms = None
-        finished_at = await self.finished.wait(place.uri, self.config.wait_s)
-        if finished_at is None:
-            return
-        place.finished_ms = (finished_at - sent_at) * 1000
-        place.second, _, arrived_at = await self._ask(place.uri, hole)
-        if arrived_at is not None:
-            place.final_ms = (arrived_at - sent_at) * 1000
+        deadline, asked_at = sent_at + self.config.wait_s, sent_at
+        while True:
+            finished_at = await self.finished.wait(
+                place.uri, deadline - time.perf_counter(), after=asked_at)
+            if finished_at is None:
+                return
+            place.finished_ms = (finished_at - sent_at) * 1000
+            place.second, asked_at, arrived_at = await self._ask(place.uri, hole)
+            if arrived_at is not None:
+                place.final_ms = (arrived_at - sent_at) * 1000
+            if place.second.finish not in INCOMPLETE:
+                return
 
     async def _ask(self, uri: str, hole: Hole) -> tuple[Answer, float, float | None]:
         """One inline completion at the hole: the answer, when it was sent and answered."""
