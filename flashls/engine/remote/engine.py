@@ -172,12 +172,16 @@ class RemoteEngine:
         return request, call
 
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
-        """Have the server evaluate the prompt into its cache (llama-server); tokens it
-        evaluated. 0 for kinds without a prompt-only request, which cache by themselves."""
+        """Have the server evaluate into its cache the prompt the next request here would
+        be sent (llama-server): the short window while the full one is too slow for the
+        time budget, since a slot caches one prompt and a full one begun would displace
+        the short one; tokens it evaluated. 0 for kinds without a prompt-only request,
+        which cache by themselves."""
         self.load()
         self._wait_if_busy()
         self._abandon()
-        call = self._wire.prefill(request)
+        budget = CancelToken(time.monotonic() + self._settings.time_budget_ms / 1000)
+        call = self._wire.prefill(self._window(request, budget)[0])
         if call is None:
             return 0
         result = self._read(self._send(*call, request), cancel, may_suspend=False)
