@@ -22,7 +22,7 @@ ROOT = Path(__file__).parents[1]
 REPORTS = ROOT / "bench" / "reports"
 # A report is cited by its name: kind-YYYYMMDD-HHMMSS, under gpu-h200/ for that machine's.
 REPORT_NAME = re.compile(r"(?<![\w-])((?:gpu-h200/)?(?:latency|session|repo|infill|wait|users"
-                         r"|index|llama-bench|build)-\d{8}-\d{6})(?![\d-])")
+                         r"|index|llama-bench|build|e2e)-\d{8}-\d{6})(?![\d-])")
 ABBREVIATED = re.compile(r"`-\d{6}`")  # `-081307` for a report: not traceable by name
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
