@@ -166,8 +166,7 @@ class FlashServer(LanguageServer):
             return
         if any(name in ENGINE_SETTINGS for name in changed):
             log.info("engine settings changed (%s): reloading", ", ".join(changed))
-            for uri in list(self._warm_timers):
-                self.cancel_warm_up(uri)
+            self.cancel_warm_ups()
             self.service.replace_engine(make_engine(self.engine_kind, merged), merged)
             self.preload()
         else:
@@ -274,11 +273,11 @@ class FlashServer(LanguageServer):
             self._warm_timers[uri] = asyncio.get_running_loop().call_later(
                 delay, self._warm_up, uri, position)
 
-    def cancel_other_warm_ups(self, uri: str) -> None:
-        """The user works in `uri` now (a request, a focus): a warm-up planned after an
-        edit elsewhere would only take the model from this document's work."""
-        for other in [planned for planned in self._warm_timers if planned != uri]:
-            self.cancel_warm_up(other)
+    def cancel_warm_ups(self) -> None:
+        """Drop every pending warm-up: the user works somewhere now (a request, a focus),
+        and a warm-up planned after an edit elsewhere would only take the model from it."""
+        for uri in list(self._warm_timers):
+            self.cancel_warm_up(uri)
 
     def cancel_warm_up(self, uri: str) -> None:
         """Drop a pending warm-up (a request or a newer edit came first)."""
@@ -343,8 +342,7 @@ class FlashServer(LanguageServer):
 
     async def suggest(self, uri: str, position: types.Position) -> Completion | None:
         """The pipeline's answer for a cursor, or None when there is nothing to show."""
-        self.cancel_warm_up(uri)
-        self.cancel_other_warm_ups(uri)
+        self.cancel_warm_ups()
         request = self._request(uri, position)
         if not self.config.enable or request is None:
             return None
@@ -510,7 +508,7 @@ def did_focus(ls: FlashServer, params: Any) -> None:
     uri = _uri_of(params)
     position = _position_of(params)
     if uri is not None and position is not None:
-        ls.cancel_other_warm_ups(uri)
+        ls.cancel_warm_ups()
         ls.schedule_warm_up(uri, position, at_once=True)
 
 

@@ -20,7 +20,7 @@ from urllib.request import url2pathname
 from flashls.cache import SuggestionCache
 from flashls.context import CompletionContext, SyntaxTrees, WindowHeads, position_to_offset
 from flashls.context.crossfile import INDEXED_SOURCES, CrossFileContext
-from flashls.context.window import CHARS_PER_TOKEN, estimate_tokens
+from flashls.context.window import CHARS_PER_TOKEN
 from flashls.context.workspace import WorkspaceIndexer
 from flashls.engine.base import (
     CancelToken,
@@ -496,9 +496,7 @@ class CompletionService:
         if (request.line, request.character) != (0, 0) or not request.text:
             return request
         text = request.text
-        end = len(text)
-        if estimate_tokens(text) > self.settings.prefix_budget_tokens:
-            end = int(self.settings.prefix_budget_tokens * CHARS_PER_TOKEN)
+        end = min(len(text), int(self.settings.prefix_budget_tokens * CHARS_PER_TOKEN))
         line = text.count("\n", 0, text.rfind("\n", 0, end) + 1)  # the line holding `end`
         return dataclasses.replace(request, line=line, character=0)
 
