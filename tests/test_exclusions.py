@@ -22,7 +22,14 @@ from flashls.exclusions import Exclusions, split_patterns
 from flashls.service import CompletionRequest, CompletionService, Rejected
 from flashls.settings import Settings, merge
 from tests.conftest import SERVE
-from tests.test_server import inline, insert, open_document, stop_server, warm_up_at
+from tests.test_server import (
+    inline,
+    insert,
+    open_document,
+    record_warm_ups,
+    stop_server,
+    warm_up_at,
+)
 
 FAKE = [*SERVE, "--engine", "fake"]
 SECRET = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
@@ -366,12 +373,7 @@ async def test_flashlsignore_keeps_a_file_out_of_completions_and_context_over_ls
         tmp_path: Path) -> None:
     (tmp_path / ".flashlsignore").write_text("private/\n")
     lsp = await ClientServerConfig(server_command=FAKE).start()
-    warm: list[object] = []
-
-    @lsp.feature("flashls/status")
-    def record(ls: LanguageClient, params: object) -> None:
-        if getattr(params, "state", None) == "warm":
-            warm.append(getattr(params, "message", None))
+    warm = record_warm_ups(lsp)
 
     async def warmed_at(uri: str, edit: str, version: int) -> object:
         """The warm-up of the prompt before `value = ` after typing `edit` after it."""

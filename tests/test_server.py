@@ -428,12 +428,7 @@ async def test_a_focus_at_the_document_s_start_warms_its_first_window(
     """Editors open a file with the cursor at 0:0, whose prompt has no prefix that a later
     cursor could share: the warm-up evaluates the document down to the start of the line
     where the prefix budget runs out (here all of it) instead."""
-    warm: list[object] = []
-
-    @client.feature("flashls/status")
-    def record(ls: LanguageClient, params: object) -> None:
-        if getattr(params, "state", None) == "warm":
-            warm.append(getattr(params, "message", None))
+    warm = record_warm_ups(client)
 
     ended = open_document(client, "import os\nos.pa\n", uri="file:///work/ended.py")
     assert await warm_up_at(client, warm, ended, 0, 0) == "evaluated 16 prompt tokens"
@@ -450,12 +445,7 @@ async def test_a_focus_warms_at_once_an_edit_after_warm_up_ms() -> None:
     """didFocus comes after the cursor rested (the client waits), so its warm-up starts at
     once; `warm_up_ms` is the idle time after an edit."""
     lsp = await ClientServerConfig(server_command=FAKE).start()
-    warm: list[object] = []
-
-    @lsp.feature("flashls/status")
-    def record(ls: LanguageClient, params: object) -> None:
-        if getattr(params, "state", None) == "warm":
-            warm.append(getattr(params, "message", None))
+    warm = record_warm_ups(lsp)
 
     try:
         await lsp.initialize_session(initialize_params(  # type: ignore[attr-defined]
@@ -477,12 +467,7 @@ async def test_an_edit_s_warm_up_is_dropped_once_the_user_works_elsewhere() -> N
     document first (a focus, a request), that warm-up would only take the model from the
     document the user is in, so it never runs."""
     lsp = await ClientServerConfig(server_command=FAKE).start()
-    warm: list[object] = []
-
-    @lsp.feature("flashls/status")
-    def record(ls: LanguageClient, params: object) -> None:
-        if getattr(params, "state", None) == "warm":
-            warm.append(getattr(params, "uri", None))
+    warm = record_warm_ups(lsp, "uri")
 
     try:
         await lsp.initialize_session(initialize_params(  # type: ignore[attr-defined]
@@ -640,6 +625,18 @@ async def test_one_candidate_when_set_so_even_when_asked_explicitly(
     assert await _invoked(one_candidate_client, uri, 1, 5) == ["_done(1)"]
 
 
+def record_warm_ups(lsp: LanguageClient, field: str = "message") -> list[object]:
+    """The `field` of every warm-up's `flashls/status` message to `lsp`, as they come."""
+    warm: list[object] = []
+
+    @lsp.feature("flashls/status")
+    def record(ls: LanguageClient, params: object) -> None:
+        if getattr(params, "state", None) == "warm":
+            warm.append(getattr(params, field, None))
+
+    return warm
+
+
 async def warm_up_at(lsp: LanguageClient, warm: list[object], uri: str, line: int,
                      character: int) -> object:
     """Focus `uri` at a place and wait up to 5 s for the warm-up's `flashls/status`
@@ -656,12 +653,7 @@ async def warm_up_at(lsp: LanguageClient, warm: list[object], uri: str, line: in
 
 async def test_yanked_text_reaches_the_prompt_with_the_recent_source() -> None:
     lsp = await ClientServerConfig(server_command=FAKE).start()
-    warm: list[object] = []
-
-    @lsp.feature("flashls/status")
-    def record(ls: LanguageClient, params: object) -> None:
-        if getattr(params, "state", None) == "warm":
-            warm.append(getattr(params, "message", None))
+    warm = record_warm_ups(lsp)
 
     async def focus(uri: str) -> object:
         return await warm_up_at(lsp, warm, uri, 0, 8)
