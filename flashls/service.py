@@ -20,7 +20,7 @@ from urllib.request import url2pathname
 from flashls.cache import SuggestionCache
 from flashls.context import CompletionContext, SyntaxTrees, WindowHeads, position_to_offset
 from flashls.context.crossfile import INDEXED_SOURCES, CrossFileContext
-from flashls.context.window import CHARS_PER_TOKEN
+from flashls.context.density import TokenDensity
 from flashls.context.workspace import WorkspaceIndexer
 from flashls.engine.base import (
     CancelToken,
@@ -207,6 +207,7 @@ class CompletionService:
         self.worker = ModelWorker(engine)
         self.trees = SyntaxTrees()
         self.windows = WindowHeads()
+        self.density = TokenDensity(lambda text: self.worker.engine.count_tokens(text))
         self.exclusions = exclusions_of(settings, [])
         self.cache = SuggestionCache(settings.cache_entries)
         self._jobs: dict[str, _Job] = {}
@@ -260,6 +261,7 @@ class CompletionService:
         self.close()
         self.worker = ModelWorker(engine)
         self.cache = SuggestionCache(settings.cache_entries)
+        self.density.reset()
         self.settings = settings
 
     def open_workspace(self, roots: list[str]) -> None:
@@ -356,6 +358,7 @@ class CompletionService:
         """Forget what was kept for a closed document."""
         self.trees.close(uri)
         self.windows.forget(uri)
+        self.density.forget(uri)
         self.crossfile.document_closed(uri)
         self.cache.forget(uri)
         job = self._jobs.pop(uri, None)
@@ -403,7 +406,8 @@ class CompletionService:
         return self.windows.context(
             request.uri, request.text, cursor, language_id=request.language_id,
             tree=self.trees.tree(request.uri), prefix_budget=prefix_budget,
-            suffix_budget=suffix_budget, multiline=self.settings.multiline)
+            suffix_budget=suffix_budget, multiline=self.settings.multiline,
+            density=self.density.of(request.uri, request.text, cursor))
 
     def short_context(self, request: CompletionRequest, cursor: int,
                        context: CompletionContext) -> CompletionContext | None:
@@ -496,7 +500,8 @@ class CompletionService:
         if (request.line, request.character) != (0, 0) or not request.text:
             return request
         text = request.text
-        end = min(len(text), int(self.settings.prefix_budget_tokens * CHARS_PER_TOKEN))
+        density = self.density.of(request.uri, text, 0)
+        end = min(len(text), int(self.settings.prefix_budget_tokens * density))
         line = text.count("\n", 0, text.rfind("\n", 0, end) + 1)  # the line holding `end`
         return dataclasses.replace(request, line=line, character=0)
 

@@ -96,13 +96,14 @@ class Settings:
         True, "Load the model when the server starts (and after a model setting changes) "
         "instead of on the first request.")
     prefix_budget_tokens: int = _setting(
-        1536, "Most tokens of text before the cursor put into the prompt.", minimum=16,
-        maximum=65536)
+        1536, "Most tokens of text before the cursor put into the prompt, counted with the "
+        "model's tokenizer (the local engine) or estimated at 3.2 characters a token.",
+        minimum=16, maximum=65536)
     suffix_budget_tokens: int = _setting(
-        512, "Most tokens of text after the cursor put into the prompt.", minimum=0,
-        maximum=65536)
+        512, "Most tokens of text after the cursor put into the prompt, counted as "
+        "`prefix_budget_tokens`.", minimum=0, maximum=65536)
     cold_window_tokens: int = _setting(
-        192, "At a place whose prompt cannot be evaluated within `time_budget_ms`, answer "
+        144, "At a place whose prompt cannot be evaluated within `time_budget_ms`, answer "
         "first from a window of this many tokens around the cursor (three quarters before "
         "it), then evaluate the full window in the background for the next keystrokes; 0 "
         "turns this off.", minimum=0, maximum=65536)

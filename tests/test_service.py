@@ -208,6 +208,29 @@ async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> 
     off.close()
 
 
+class CountingEngine(WindowEngine):
+    """The window engine with a tokenizer of five characters a token."""
+
+    def count_tokens(self, text: str) -> int | None:
+        return len(text) // 5
+
+
+async def test_the_budgets_count_the_engine_s_tokens_when_it_has_a_tokenizer() -> None:
+    text = "\n".join(f"value_{index} = {index}" for index in range(2000)) + "\ntotal = comp\n"
+    request = CompletionRequest(URI, "python", text, 2000, len("total = comp"))
+    settings = Settings(prefix_budget_tokens=400, suffix_budget_tokens=0)
+    counted = CompletionService(settings, CountingEngine())
+    estimated = CompletionService(settings, WindowEngine())
+    try:
+        wide, _ = counted.prepare(request)
+        narrow, _ = estimated.prepare(request)
+        assert 400 * 5 * 0.75 < len(wide.prefix) <= 400 * 5
+        assert len(narrow.prefix) <= 400 * 3.2 and len(wide.prefix) > 1.3 * len(narrow.prefix)
+    finally:
+        counted.close()
+        estimated.close()
+
+
 async def test_a_partial_answer_shows_whole_words_and_the_generation_goes_on() -> None:
     """With partial_answer_ms, a request is answered with the whole words generated so far
     while the generation continues; the keystroke that types along it joins it."""

@@ -27,12 +27,14 @@ BLOCK_OPENERS = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen|=)\s*$")
 LINE_GROWTH_TOKENS = 24
 
 
-CHARS_PER_TOKEN = 3.2  # a cheap, slightly generous count of code's tokens
+# A cheap, slightly generous count of code's tokens, where the model's tokenizer has not
+# measured the document (`density.py`): Qwen2.5-Coder's gives 4.0-5.0 characters a token.
+CHARS_PER_TOKEN = 3.2
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap, slightly generous token count for code (`CHARS_PER_TOKEN`)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """A token count for code at `chars_per_token` characters a token."""
+    return math.ceil(len(text) / chars_per_token)
 
 
 @dataclass(frozen=True)
@@ -122,14 +124,15 @@ def _line_start(text: str, offset: int) -> int:
     return text.rfind("\n", 0, offset) + 1
 
 
-def _window_start(text: str, line_start: int, budget: int) -> tuple[int, int]:
+def _window_start(text: str, line_start: int, budget: int,
+                  density: float) -> tuple[int, int]:
     """(offset, lines back) of the earliest whole line whose text up to the cursor fits."""
     used = 0
     start = line_start
     lines_back = 0
     while start > 0:
         previous = text.rfind("\n", 0, start - 1) + 1
-        cost = estimate_tokens(text[previous:start])
+        cost = estimate_tokens(text[previous:start], density)
         if used + cost > budget:
             break
         used += cost
@@ -147,8 +150,8 @@ def _anchor_step(lines: int) -> int:
     return step
 
 
-def _anchored_prefix_start(text: str, line_start: int, budget: int) -> int:
-    start, lines_back = _window_start(text, line_start, budget)
+def _anchored_prefix_start(text: str, line_start: int, budget: int, density: float) -> int:
+    start, lines_back = _window_start(text, line_start, budget, density)
     if start == 0:
         return 0
     # Drop lines until the first line's number is a multiple of the anchor step.
@@ -159,17 +162,17 @@ def _anchored_prefix_start(text: str, line_start: int, budget: int) -> int:
     return start
 
 
-def _suffix_end(text: str, cursor: int, budget: int) -> int:
+def _suffix_end(text: str, cursor: int, budget: int, density: float) -> int:
     line_end = text.find("\n", cursor)
     if line_end < 0:
         return len(text)
-    used = estimate_tokens(text[cursor:line_end])
+    used = estimate_tokens(text[cursor:line_end], density)
     end = line_end
     rows = 0
     while end < len(text):
         next_end = text.find("\n", end + 1)
         next_end = len(text) if next_end < 0 else next_end
-        cost = estimate_tokens(text[end:next_end])
+        cost = estimate_tokens(text[end:next_end], density)
         if used + cost > budget:
             break
         used += cost
@@ -188,7 +191,7 @@ def _lines_of(source: bytes, first_row: int, last_row: int) -> list[str]:
 
 
 def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
-                   window_row: int, budget: int) -> str:
+                   window_row: int, budget: int, density: float) -> str:
     """Imports and enclosing headers that lie above the window, as far as `budget` allows."""
     spec = SPECS.get(language_id)
     if spec is None or window_row == 0:
@@ -211,7 +214,7 @@ def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
     kept: list[str] = []
     used = 0
     for line in headers[::-1] + pieces[::-1]:
-        used += estimate_tokens(line) + 1
+        used += estimate_tokens(line, density) + 1
         if used > budget:
             break
         kept.append(line)
@@ -230,9 +233,11 @@ def _wants_multiline(text: str, line_start: int, line_prefix: str, line_suffix: 
 
 def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter.Tree | None,
                   prefix_budget: int, suffix_budget: int, multiline: str,
-                  head: WindowHead | None = None) -> CompletionContext:
-    """Prefix and suffix for the cursor at string offset `cursor`, within the token budgets;
-    with `head` (a window start before the cursor's line), the prefix starts there."""
+                  head: WindowHead | None = None,
+                  density: float = CHARS_PER_TOKEN) -> CompletionContext:
+    """Prefix and suffix for the cursor at string offset `cursor`, within the token budgets
+    counted at `density` characters a token; with `head` (a window start before the
+    cursor's line), the prefix starts there."""
     line_start = _line_start(text, cursor)
     line_end = text.find("\n", cursor)
     line_end = len(text) if line_end < 0 else line_end
@@ -242,12 +247,13 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
     if tree is not None:
         cursor_byte = len(text[:cursor].encode("utf-8", errors="surrogatepass"))
     if (head is None or head.start > line_start
-            or estimate_tokens(head.outer) + estimate_tokens(text[head.start:cursor])
+            or estimate_tokens(head.outer, density)
+            + estimate_tokens(text[head.start:cursor], density)
             > prefix_budget + LINE_GROWTH_TOKENS):
         head = _window_head(text, line_start, line_prefix, language_id, tree, cursor_byte,
-                            prefix_budget)
+                            prefix_budget, density)
     start, outer = head.start, head.outer
-    suffix = text[cursor:_suffix_end(text, cursor, suffix_budget)]
+    suffix = text[cursor:_suffix_end(text, cursor, suffix_budget, density)]
     wants = {"always": True, "never": False}.get(
         multiline, _wants_multiline(text, line_start, line_prefix, line_suffix))
     indent = line_prefix[:len(line_prefix) - len(line_prefix.lstrip())]
@@ -266,18 +272,19 @@ def build_context(text: str, cursor: int, *, language_id: str, tree: tree_sitter
 
 def _window_head(text: str, line_start: int, line_prefix: str, language_id: str,
                  tree: tree_sitter.Tree | None, cursor_byte: int,
-                 prefix_budget: int) -> WindowHead:
+                 prefix_budget: int, density: float) -> WindowHead:
     """Whole lines before the cursor's within the budget, anchored; the enclosing scopes'
     headers before them when the window starts below them (a quarter of the budget)."""
     outer_budget = prefix_budget // 4
-    window_budget = prefix_budget - estimate_tokens(line_prefix)
-    start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0))
+    window_budget = prefix_budget - estimate_tokens(line_prefix, density)
+    start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0),
+                                   density)
     outer = ""
     if tree is not None and start > 0:
         outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
-                               outer_budget)
+                               outer_budget, density)
     if not outer:
-        start = _anchored_prefix_start(text, line_start, max(window_budget, 0))
+        start = _anchored_prefix_start(text, line_start, max(window_budget, 0), density)
     return WindowHead(start, outer)
 
 
@@ -294,7 +301,7 @@ class WindowHeads:
 
     def context(self, uri: str, text: str, cursor: int, *, language_id: str,
                 tree: tree_sitter.Tree | None, prefix_budget: int, suffix_budget: int,
-                multiline: str) -> CompletionContext:
+                multiline: str, density: float = CHARS_PER_TOKEN) -> CompletionContext:
         """`build_context`, with the head kept for this line when there is one."""
         line_start = _line_start(text, cursor)
         digest = hashlib.blake2b(text[:line_start].encode("utf-8", errors="surrogatepass"),
@@ -303,7 +310,7 @@ class WindowHeads:
         head = kept[2] if kept is not None and kept[:2] == (line_start, digest) else None
         context = build_context(text, cursor, language_id=language_id, tree=tree,
                                 prefix_budget=prefix_budget, suffix_budget=suffix_budget,
-                                multiline=multiline, head=head)
+                                multiline=multiline, head=head, density=density)
         if context.head is not None:
             self._kept[(uri, prefix_budget)] = (line_start, digest, context.head)
         return context

@@ -148,5 +148,9 @@ class Engine(Protocol):
         `generate` takes; llama-server: sampled completions; none where the engine cannot
         give them)."""
 
+    def count_tokens(self, text: str) -> int | None:
+        """How many tokens the model's tokenizer makes of `text`, from any thread; None
+        where the engine has no tokenizer at hand (a remote server, a model not loaded)."""
+
     def close(self) -> None:
         """Free the model; the engine is not used again."""

@@ -57,6 +57,10 @@ class FakeEngine:
         """Names itself."""
         return "fake engine"
 
+    def count_tokens(self, text: str) -> int | None:
+        """No tokenizer: windows are counted at the default estimate."""
+        return None
+
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
         """Emit the fixed middle token by token, honouring cancel, deadline and stop rules."""
         self.load()

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -164,6 +165,7 @@ class LlamaEngine:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._llm: Any = None
+        self._vocabulary_lock = threading.Lock()  # `count_tokens` against `close`
         self._format: FimFormat | None = None
         self._kv: KvLayout | None = None
         self._suspended: _Decoding | None = None
@@ -746,9 +748,17 @@ class LlamaEngine:
         assert word is not None
         return self._allowed(rule, word, logits, pool, healed if candidates else b"", count)
 
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text`; None before the model is loaded. Called from the event loop
+        while a decode may run on the model thread: llama.cpp's tokenizer only reads the
+        vocabulary, and `close` waits for a count in progress."""
+        with self._vocabulary_lock:
+            return None if self._llm is None else len(self._tokenize(text))
+
     def close(self) -> None:
         """Free the model and its context now (an engine reload), not at garbage collection."""
-        llm, self._llm = self._llm, None
+        with self._vocabulary_lock:
+            llm, self._llm = self._llm, None
         self._kv, self._suspended = None, None
         self._pieces, self._sorted_pieces, self._sorted_ids = [], [], []
         self._ends_word = np.zeros(0, dtype=bool)

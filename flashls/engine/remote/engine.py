@@ -120,6 +120,11 @@ class RemoteEngine:
             details.append(f"{DEFAULT_REMOTE_FORMAT if fim == 'auto' else fim} prompt")
         return self.label + (f" ({', '.join(details)})" if details else "")
 
+    def count_tokens(self, text: str) -> int | None:
+        """The server's tokenizer is a round trip away: windows are counted at the default
+        estimate."""
+        return None
+
     def load(self) -> None:
         """Open the connection and check the server once (reachable, key accepted, model
         known); raises EngineError with a message for the user."""
