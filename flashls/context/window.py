@@ -274,7 +274,8 @@ def _window_head(text: str, line_start: int, line_prefix: str, language_id: str,
                  tree: tree_sitter.Tree | None, cursor_byte: int,
                  prefix_budget: int, density: float) -> WindowHead:
     """Whole lines before the cursor's within the budget, anchored; the enclosing scopes'
-    headers before them when the window starts below them (a quarter of the budget)."""
+    headers before them when the window starts below them (at most a quarter of the
+    budget: what they leave of it goes to the window)."""
     outer_budget = prefix_budget // 4
     window_budget = prefix_budget - estimate_tokens(line_prefix, density)
     start = _anchored_prefix_start(text, line_start, max(window_budget - outer_budget, 0),
@@ -283,6 +284,14 @@ def _window_head(text: str, line_start: int, line_prefix: str, language_id: str,
     if tree is not None and start > 0:
         outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
                                outer_budget, density)
+        spent = sum(estimate_tokens(line, density) + 1 for line in outer.splitlines())
+        if outer and spent < outer_budget:
+            start = _anchored_prefix_start(text, line_start, max(window_budget - spent, 0),
+                                           density)
+            # The lines the window now holds leave the outer context, which keeps within
+            # what it spent: the two stay within the budget.
+            outer = _outer_context(tree, language_id, cursor_byte,
+                                   text.count("\n", 0, start), spent, density)
     if not outer:
         start = _anchored_prefix_start(text, line_start, max(window_budget, 0), density)
     return WindowHead(start, outer)
