@@ -296,7 +296,12 @@
                        (cl-find-if (lambda (status)
                                      (and (equal (alist-get 'state status) state)
                                           (equal (alist-get 'file status) file)
-                                          (>= (alist-get 't_ms status) since)))
+                                          (>= (alist-get 't_ms status) since)
+                                          ;; Noted in the millisecond the step
+                                          ;; began, it may be the last wait's.
+                                          (not (memq status
+                                                     (alist-get 'waited_statuses
+                                                                drive--report)))))
                                    drive--statuses)))))
     (unless status
       (drive--fail "no %s status for %s within %d ms" state file ms))
