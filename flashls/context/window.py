@@ -190,6 +190,12 @@ def _lines_of(source: bytes, first_row: int, last_row: int) -> list[str]:
     return [line.decode("utf-8", errors="replace") for line in lines]
 
 
+def _outer_line_cost(line: str, density: float) -> int:
+    """Tokens a line of the outer context costs: its text and its newline. The window's
+    refund (`_window_head`) counts what the outer context spent with it too."""
+    return estimate_tokens(line, density) + 1
+
+
 def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
                    window_row: int, budget: int, density: float) -> str:
     """Imports and enclosing headers that lie above the window, as far as `budget` allows."""
@@ -214,7 +220,7 @@ def _outer_context(tree: tree_sitter.Tree, language_id: str, cursor_byte: int,
     kept: list[str] = []
     used = 0
     for line in headers[::-1] + pieces[::-1]:
-        used += estimate_tokens(line, density) + 1
+        used += _outer_line_cost(line, density)
         if used > budget:
             break
         kept.append(line)
@@ -284,7 +290,7 @@ def _window_head(text: str, line_start: int, line_prefix: str, language_id: str,
     if tree is not None and start > 0:
         outer = _outer_context(tree, language_id, cursor_byte, text.count("\n", 0, start),
                                outer_budget, density)
-        spent = sum(estimate_tokens(line, density) + 1 for line in outer.splitlines())
+        spent = sum(_outer_line_cost(line, density) for line in outer.splitlines())
         if outer and spent < outer_budget:
             start = _anchored_prefix_start(text, line_start, max(window_budget - spent, 0),
                                            density)
