@@ -412,11 +412,16 @@ class CompletionService:
     def short_context(self, request: CompletionRequest, cursor: int,
                        context: CompletionContext) -> CompletionContext | None:
         """The smaller window the engine answers from while the full one is not evaluated
-        (`cold_window_tokens`); None when it is off or the full window is no larger."""
+        (`cold_window_tokens` before the cursor, and the rest of its line); None when it is
+        off or the full window is no larger.
+
+        No lines after the cursor's: an edit there (the user rewrites the line) leaves a
+        suffix whose every token must be evaluated again before the first word (about 12 ms
+        a token on 2 cores, 330 ms for 27), while the prefix stays cached."""
         tokens = self.settings.cold_window_tokens
         if not tokens:
             return None
-        short = self._context(request, cursor, tokens - tokens // 4, tokens // 4)
+        short = self._context(request, cursor, tokens, 0)
         if len(short.prefix) >= len(context.prefix) and len(short.suffix) >= len(context.suffix):
             return None
         return short

@@ -103,10 +103,10 @@ class Settings:
         512, "Most tokens of text after the cursor put into the prompt, counted as "
         "`prefix_budget_tokens`.", minimum=0, maximum=65536)
     cold_window_tokens: int = _setting(
-        144, "At a place whose prompt cannot be evaluated within `time_budget_ms`, answer "
-        "first from a window of this many tokens around the cursor (three quarters before "
-        "it), then evaluate the full window in the background for the next keystrokes; 0 "
-        "turns this off.", minimum=0, maximum=65536)
+        112, "At a place whose prompt cannot be evaluated within `time_budget_ms`, answer "
+        "first from this many tokens before the cursor and the rest of its line, then "
+        "evaluate the full window in the background for the next keystrokes; 0 turns this "
+        "off.", minimum=0, maximum=65536)
     context_sources: str = _setting(
         "none", "Context from other files, put before the current file in the prompt (in "
         "the model's repository layout, for models that have one): `definitions` of the "

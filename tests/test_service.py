@@ -186,7 +186,7 @@ class WindowEngine(FakeEngine):
 
 async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> None:
     lines = [f"value_{index} = {index}" for index in range(400)]
-    text = "\n".join(lines) + "\ntotal = comp\n"
+    text = "\n".join(lines) + "\ntotal = comp  # sum\nprint(total)\n"
     request = CompletionRequest(URI, "python", text, 400, len("total = comp"))
     engine = WindowEngine()
     pipeline = CompletionService(Settings(cold_window_tokens=64), engine)
@@ -197,8 +197,9 @@ async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> 
     (prefix, short), = engine.prefilled
     assert short is not None and prefix.endswith(short[0]) and len(short[0]) < len(prefix)
     assert len(short[0]) < 64 * 4 < len(prefix)
+    assert short[1] == "  # sum"  # the rest of the line: no line below it to evaluate again
     # Small documents have no short window: the full one is no larger.
-    small = CompletionRequest("file:///work/b.py", "python", "total = comp\n", 0, 12)
+    small = CompletionRequest("file:///work/b.py", "python", "total = comp", 0, 12)
     context, cursor = pipeline.prepare(small)
     assert pipeline.short_context(small, cursor, context) is None
     off = CompletionService(Settings(cold_window_tokens=0), WindowEngine())
@@ -490,9 +491,9 @@ async def test_a_request_lets_a_warm_up_of_its_own_prompt_finish_its_chunk() -> 
     engine = HeldPrefill()
     pipeline = CompletionService(Settings(), engine)
     body = "".join(f"value_{index} = {index}\n" for index in range(8))  # no short window
-    rested = CompletionRequest(URI, "python", body + "total = \n", 8, 8)
-    typed = CompletionRequest(URI, "python", body + "total = c\n", 8, 9)
-    elsewhere = CompletionRequest(URI, "python", body + "total = c\n", 2, 0)
+    rested = CompletionRequest(URI, "python", body + "total = ", 8, 8)
+    typed = CompletionRequest(URI, "python", body + "total = c", 8, 9)
+    elsewhere = CompletionRequest(URI, "python", body + "total = c", 2, 0)
     far = "".join(f"entry_{index} = {index}\n" for index in range(800))
     for warm, request, finishes in ((rested, typed, True), (rested, elsewhere, False),
                                     (CompletionRequest(URI, "python", far, 700, 0),
