@@ -661,6 +661,9 @@ def test_a_fast_server_gets_the_full_window_once_its_rate_is_measured() -> None:
         prompts.evaluated("z", Timings(prompt_ms=100, evaluated_tokens=5000))
     assert not prompts.cold(full, short, 1.5)
     assert not ServerPrompts().cold(full, "y" * 30_000, 1.5)  # the short one saves too little
+    # A third of the full cost: the full window's answer, a few times later, is the one to
+    # finish (SHORT_WINDOW_RATIO).
+    assert not ServerPrompts().cold(full, "y" * 12_000, 1.5)
 
 
 def test_an_html_error_page_is_one_plain_line() -> None:

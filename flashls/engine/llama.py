@@ -25,6 +25,7 @@ import llama_cpp
 import numpy as np
 
 from flashls.engine.base import (
+    SHORT_WINDOW_RATIO,
     CancelToken,
     EngineError,
     GenerationRequest,
@@ -544,7 +545,7 @@ class LlamaEngine:
                 ) -> tuple[GenerationRequest, tuple[list[int], list[int], bytes]]:
         """The request to answer and its prompt: the full window, unless what it still
         needs evaluated cannot be done before `deadline` at the measured rate and the
-        short window needs at most half as much (a cold place)."""
+        short window needs at most a SHORT_WINDOW_RATIO-th as much (a cold place)."""
         prompt = self._prompt(request)
         if request.short is None or deadline is None:
             return request, prompt
@@ -555,7 +556,7 @@ class LlamaEngine:
             return request, prompt
         short = request.shortened()
         short_prompt = self._prompt(short)
-        if 2 * self._kv.cost(short_prompt[0], short_prompt[1]) > full_cost:
+        if SHORT_WINDOW_RATIO * self._kv.cost(short_prompt[0], short_prompt[1]) > full_cost:
             return request, prompt  # not worth the context it loses (a short file)
         return short, short_prompt
 

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from flashls.engine.base import Timings
+from flashls.engine.base import SHORT_WINDOW_RATIO, Timings
 
 REMEMBERED_PROMPTS = 4  # a few places, as a slot or two of the server holds them
 CHARS_PER_TOKEN = 3.5  # source code in the FIM models' tokenizers, roughly
@@ -65,8 +65,9 @@ class ServerPrompts:
 
     def cold(self, full: str, short: str, seconds: float) -> bool:
         """Whether to answer from the short window: the full prompt does not fit in
-        `seconds` (less a reserve to generate) and the short one costs at most half."""
+        `seconds` (less a reserve to generate) and the short one costs at most a
+        SHORT_WINDOW_RATIO-th of it."""
         full_cost = self.cost_s(full)
         if full_cost <= seconds - GENERATION_RESERVE_S:
             return False
-        return 2 * self.cost_s(short) <= full_cost
+        return SHORT_WINDOW_RATIO * self.cost_s(short) <= full_cost
