@@ -58,7 +58,8 @@ FINISHED_NOTIFICATION = "flashls/suggestionFinished"
 UINTEGER_MAX = 2**31 - 1
 # Settings that need a new engine (a reload of the model) when they change.
 ENGINE_SETTINGS = ("model", "fim_format", "n_threads", "n_gpu_layers", "n_ctx",
-                   "reuse_kv_prefix", "reuse_suffix", "snapshot_mb", "token_healing",
+                   "reuse_kv_prefix", "reuse_suffix", "typed_into_middle", "snapshot_mb",
+                   "token_healing",
                    "engine", "endpoint", "api_key_env", "api_key_file", "remote_model",
                    "remote_timeout_ms")
 

@@ -170,6 +170,11 @@ class Settings:
     reuse_suffix: bool = _setting(
         True, "After an edit, shift the cached text after the cursor into place instead of "
         "evaluating it again (much faster; its cache is slightly stale).")
+    typed_into_middle: bool = _setting(
+        True, "While you type on a line, keep the prompt evaluated where the typing began "
+        "and put the typed text after it as the start of the answer: a keystroke the "
+        "suggestion did not foresee costs one or two tokens before the new suggestion "
+        "starts, instead of the prompt's end evaluated again.")
     snapshot_mb: int = _setting(
         256, "Host memory for saved prompts (about 12 KB a token for the default model): "
         "going back to a file or place evaluated earlier restores its prompt instead of "

@@ -175,9 +175,11 @@ def test_alternatives_start_with_other_tokens_and_leave_the_cache_sound(
 
 def test_reuse_evaluates_only_the_edit_and_keeps_sure_tokens(engine: LlamaEngine,
                                                              model_path: Path) -> None:
-    engine.generate(GenerationRequest(PREFIX, SUFFIX, 4, first_line), CancelToken())
+    at_cursor = LlamaEngine(Settings(model=str(model_path), n_threads=2,
+                                     typed_into_middle=False))
+    at_cursor.generate(GenerationRequest(PREFIX, SUFFIX, 4, first_line), CancelToken())
     typed = GenerationRequest(PREFIX + "jo", SUFFIX, 16, first_line)
-    reused = engine.generate(typed, CancelToken())
+    reused = at_cursor.generate(typed, CancelToken())
     fresh_engine = LlamaEngine(Settings(model=str(model_path), n_threads=2,
                                         reuse_kv_prefix=False))
     fresh = fresh_engine.generate(typed, CancelToken())
@@ -194,6 +196,34 @@ def test_reuse_evaluates_only_the_edit_and_keeps_sure_tokens(engine: LlamaEngine
     if best_logit - runner_up_logit >= SURE_MARGIN:
         assert fresh.text.startswith(best), (best, fresh.text)
         assert reused.text.startswith(best), (best, reused.text)
+
+
+def test_typing_on_a_line_puts_the_typed_text_after_the_middle_marker(
+        engine: LlamaEngine, model_path: Path) -> None:
+    line_start = PREFIX[:-len("found.append(os.path.")]
+    line = "found.append(os.path.jo"
+    at_cursor = LlamaEngine(Settings(model=str(model_path), n_threads=2,
+                                     typed_into_middle=False))
+    evaluated: dict[LlamaEngine, list[int]] = {engine: [], at_cursor: []}
+    results = {}
+    for each in evaluated:
+        each.prefill(GenerationRequest(line_start, SUFFIX, 2, first_line), CancelToken())
+        for count in range(1, len(line) + 1):
+            request = GenerationRequest(line_start + line[:count], SUFFIX,
+                                        16 if count == len(line) else 2, first_line)
+            results[each] = each.generate(request, CancelToken())
+            evaluated[each].append(results[each].timings.evaluated_tokens)
+    # A keystroke costs the typed text's new tokens (one, or two where a token splits),
+    # not the prompt's last tokens and both markers.
+    assert max(evaluated[engine]) <= 3, evaluated[engine]
+    assert sum(evaluated[engine]) <= 0.6 * sum(evaluated[at_cursor]), evaluated
+    assert_parses_in_place(line_start + line, results[engine].text)
+    # A line break ends the line: the prompt ends at the cursor again, with the whole
+    # typed line evaluated into its head.
+    broken = line_start + "found.append(name)\n" + line_start.rsplit("\n", 1)[1]
+    result = engine.generate(GenerationRequest(broken, SUFFIX, 2, first_line), CancelToken())
+    assert result.timings.evaluated_tokens >= 6
+    at_cursor.close()
 
 
 def test_token_healing_completes_a_half_typed_word(engine: LlamaEngine) -> None:

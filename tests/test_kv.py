@@ -13,6 +13,7 @@ class SimulatedCache:
     def __init__(self) -> None:
         self.cells: dict[tuple[int, int], int] = {}
         self.decoded = 0
+        self.last_decoded: tuple[int, int] | None = None  # whose logits llama.cpp holds
 
     def last(self, sequence: int) -> int:
         return max((pos for seq, pos in self.cells if seq == sequence), default=-1)
@@ -22,6 +23,7 @@ class SimulatedCache:
         for offset, token in enumerate(tokens):
             self.cells[(sequence, position + offset)] = token
         self.decoded += len(tokens)
+        self.last_decoded = (sequence, position + len(tokens) - 1)
 
     def remove(self, sequence: int, start: int, end: int) -> None:
         end = end if end >= 0 else 1 << 30
@@ -135,6 +137,7 @@ class AbortingCache(SimulatedCache):
 
 def _consistent(cache: SimulatedCache, kv: KvLayout) -> None:
     assert cache.sequence(0)[:len(kv.head) + len(kv.tail)] == kv.head + kv.tail
+    assert cache.sequence(0)[len(kv.head) + len(kv.tail):] == kv.generated_ids
     assert len(cache.sequence(0)) == kv.end
     assert cache.sequence(1) == kv.head
 
@@ -206,6 +209,49 @@ def test_an_aborted_generated_token_is_not_counted() -> None:
     cache.abort_at = None
     kv.append_generated(8)
     assert cache.sequence(0) == [*HEAD, *TAIL, 8]
+
+
+def test_typed_text_after_the_middle_marker_keeps_the_cells_that_hold_it() -> None:
+    cache = SimulatedCache()
+    kv = layout(cache)
+    kv.prepare(HEAD, TAIL, lambda: False)
+    for token in (7, 8, 9):
+        kv.append_generated(token)
+    assert kv.holds(HEAD, TAIL) and not kv.holds([*HEAD, 14], TAIL)
+    # Typed: what the model wrote first (7), then something else (5).
+    assert kv.extend_middle([7, 5]) == 1
+    assert cache.sequence(0) == [*HEAD, *TAIL, 7, 5] and kv.generated_ids == [7, 5]
+    assert cache.last_decoded == (0, kv.end - 1)
+    # All of it there already: the last token again, for its logits.
+    assert kv.extend_middle([7, 5]) == 1
+    assert cache.sequence(0) == [*HEAD, *TAIL, 7, 5] and cache.last_decoded == (0, kv.end - 1)
+    # Nothing to put there (all taken back for token healing): the middle marker's logits.
+    assert kv.extend_middle([]) == 1
+    assert cache.sequence(0) == HEAD + TAIL and cache.last_decoded == (0, kv.end - 1)
+    _consistent(cache, kv)
+    kv.extend_middle([7, 5])
+    # The prompt ending at the cursor again: the middle's cells go, the tail is shifted.
+    assert kv.prepare([*HEAD, 14], TAIL, lambda: False) == 1 + 1 + 1
+    assert cache.sequence(0) == [*HEAD, 14, *TAIL] and kv.generated_ids == []
+    _consistent(cache, kv)
+
+
+@pytest.mark.parametrize("typed", [[7, 5], [], [6]])
+def test_an_aborted_extension_of_the_middle_leaves_a_consistent_cache(typed: list[int]) -> None:
+    cache = AbortingCache()
+    kv = layout(cache)
+    kv.prepare(HEAD, TAIL, lambda: False)
+    kv.append_generated(7)
+    kv.append_generated(8)
+    cache.abort_at = cache.calls + 1
+    with pytest.raises(Cancelled):
+        kv.extend_middle(typed)
+    _consistent(cache, kv)
+    cache.abort_at = None
+    kv.prepare(HEAD, TAIL, lambda: False)
+    kv.extend_middle(typed)
+    assert cache.sequence(0) == [*HEAD, *TAIL, *typed] and kv.generated_ids == typed
+    _consistent(cache, kv)
 
 
 class SavingCache(SimulatedCache):

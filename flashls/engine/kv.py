@@ -18,6 +18,10 @@ re-evaluation. They are kept most recent first within `snapshot_bytes`; even a s
 prompt is worth keeping (a cold place's short window, displaced by its full window's
 warm-up, is what the next keystroke there needs).
 
+After the tail, sequence 0 holds the generated tokens' cells; typed text can stand there
+too, as if generated (`extend_middle`): the next keystroke's tokens are evaluated there
+instead of the edited head's end and the tail's markers.
+
 A decode can be aborted midway (llama.cpp's abort callback, when the job's token is
 cancelled): `Memory.decode` then raises Cancelled with that call's cells already gone, and
 the layout is left as consistent as after a cancel between chunks.
@@ -113,9 +117,16 @@ class KvLayout:
         self._refresh = refresh_tokens
         self.head: list[int] = []
         self.tail: list[int] = []
-        self.generated = 0
+        # The tokens whose cells follow the tail in sequence 0 (generated, or typed text
+        # put after the middle marker: see `extend_middle`).
+        self.generated_ids: list[int] = []
         # Tokens the last `prepare` evaluated so far (also when it was cancelled midway).
         self.evaluated = 0
+
+    @property
+    def generated(self) -> int:
+        """How many cells follow the tail."""
+        return len(self.generated_ids)
 
     @property
     def end(self) -> int:
@@ -193,7 +204,7 @@ class KvLayout:
         first = old_head + reuse.fresh + reuse.offset
         end = old_head + reuse.reusable + reuse.offset
         memory.remove(0, end, -1)  # the rest of the old tail, the middle marker, generated
-        self.tail, self.generated = self.tail[:end - old_head], 0
+        self.tail, self.generated_ids = self.tail[:end - old_head], []
         memory.remove(1, keep, -1)
         fresh = head[keep:] + tail[:reuse.fresh]
         if fresh:
@@ -211,7 +222,7 @@ class KvLayout:
         if fresh:
             memory.copy(1, 0, keep, len(head) + reuse.fresh)
             memory.remove(1, len(head), -1)
-        self.head, self.tail, self.generated = list(head), tail[:reuse.reusable], 0
+        self.head, self.tail, self.generated_ids = list(head), tail[:reuse.reusable], []
         self.evaluated = len(fresh)
         return len(fresh) + self._extend_tail(tail, cancel)
 
@@ -233,7 +244,7 @@ class KvLayout:
         memory = self._memory
         for sequence in HEAD_SEQUENCES:
             memory.remove(sequence, keep, -1)
-        self.head, self.tail, self.generated = self.head[:keep], [], 0
+        self.head, self.tail, self.generated_ids = self.head[:keep], [], []
         evaluated = 0
         for start in range(keep, len(head), self._chunk):
             if cancel():
@@ -265,7 +276,7 @@ class KvLayout:
             self._memory.remove(sequence, 0, -1)
         self._memory.load(best.state)
         self._memory.copy(0, 1, 0, len(best.head))
-        self.head, self.tail, self.generated = list(best.head), list(best.tail), 0
+        self.head, self.tail, self.generated_ids = list(best.head), list(best.tail), []
         return shared
 
     def _snapshot_for(self, head: list[int], keep: int) -> tuple[int, Snapshot | None]:
@@ -285,7 +296,7 @@ class KvLayout:
         if len(self.head) <= self._snapshot_min:
             return
         self._memory.remove(0, len(self.head) + len(self.tail), -1)
-        self.generated = 0
+        self.generated_ids = []
         head = tuple(self.head)
         # An earlier save of a prompt this one only extends is superseded by it.
         self.snapshots = [snapshot for snapshot in self.snapshots
@@ -303,17 +314,50 @@ class KvLayout:
         """Decode one generated token after the prompt, in sequence 0 (raises Cancelled
         when aborted, with nothing appended)."""
         self._memory.decode([token], self.end, 0)
-        self.generated += 1
+        self.generated_ids.append(token)
 
-    def drop_generated(self) -> None:
-        """Take the generated cells back out: the cache holds the prompt alone again (its
-        last token's logits are gone until the next decode)."""
-        self._memory.remove(0, len(self.head) + len(self.tail), -1)
-        self.generated = 0
+    def drop_generated(self, keep: int = 0) -> None:
+        """Take the generated cells after the first `keep` back out (with none kept, the
+        cache holds the prompt alone again); the last kept token's logits are gone until
+        the next decode."""
+        self._memory.remove(0, len(self.head) + len(self.tail) + keep, -1)
+        del self.generated_ids[keep:]
+
+    def holds(self, head: list[int], tail: list[int]) -> bool:
+        """Whether the cache holds the whole prompt `head + tail` (and maybe cells after)."""
+        return self.head == head and self.tail == tail
+
+    def extend_middle(self, tokens: list[int]) -> int:
+        """Make the cells after the cached prompt (which must be whole: `holds`) hold
+        `tokens`, with logits for the last one (for no tokens, the middle marker's);
+        returns how many tokens were evaluated. Cells already holding the first ones are
+        kept. Raises Cancelled when aborted, the cache consistent (and shorter)."""
+        assert self.tail, "no prompt is cached"
+        self.evaluated = 0
+        keep = common_prefix_length(self.generated_ids, tokens)
+        if keep == len(tokens):  # everything is there: only the last logits are wanted
+            keep -= 1
+        if keep < 0:  # the middle marker itself, for its logits
+            marker = len(self.head) + len(self.tail) - 1
+            self.drop_generated()
+            self._memory.remove(0, marker, -1)
+            try:
+                self._memory.decode([self.tail[-1]], marker, 0)
+            except Cancelled:
+                self.tail.pop()
+                raise
+            self.evaluated = 1
+            return 1
+        self.drop_generated(keep)
+        piece = tokens[keep:]
+        self._memory.decode(piece, self.end, 0)
+        self.generated_ids.extend(piece)
+        self.evaluated = len(piece)
+        return len(piece)
 
     def forget(self) -> None:
         """Empty the cache and the snapshots (after a llama.cpp error)."""
         for sequence in HEAD_SEQUENCES:
             self._memory.remove(sequence, 0, -1)
-        self.head, self.tail, self.generated = [], [], 0
+        self.head, self.tail, self.generated_ids = [], [], []
         self.snapshots.clear()

@@ -90,6 +90,9 @@ INITIAL_PROMPT_RATE = 100.0
 RULE_NEAR_TOP = 64
 # The most tokens `name_lookahead` writes of one candidate name (with the one ending it).
 MAX_NAME_TOKENS = 12
+# Typed text put after the middle marker (`typed_into_middle`) at most: past it, or at a
+# line break, the prompt ends at the cursor again (an edit of about as many tokens).
+MAX_TYPED_TOKENS = 32
 GENERATION_RESERVE_S = 0.3
 MAX_CHUNK_LOOKAHEAD_S = 0.35
 DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
@@ -132,6 +135,19 @@ class _Decoding:
             self.rule = NameRule(self.request.names)
 
 
+@dataclass(frozen=True)
+class _Anchor:
+    """The request whose whole prompt the cache holds (`head + tail`, `healed` taken back
+    from the prefix): a later request at the same place, with text typed after its cursor
+    and nothing else changed, is continued from it with the typed text after the middle
+    marker (`typed_into_middle`)."""
+
+    request: GenerationRequest
+    head: list[int]
+    tail: list[int]
+    healed: bytes
+
+
 class _AbortHook:
     """llama.cpp's abort callback for one context: a decode stops within one graph node
     (milliseconds, not the rest of a prompt chunk) once the running job's cancel token is
@@ -170,6 +186,7 @@ class LlamaEngine:
         self._format: FimFormat | None = None
         self._kv: KvLayout | None = None
         self._suspended: _Decoding | None = None
+        self._anchor: _Anchor | None = None  # valid only while the cache `holds` its prompt
         self._abort: _AbortHook | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
@@ -327,12 +344,7 @@ class LlamaEngine:
         fmt = self._format
         prefix_ids = self._tokenize(fmt.prefix_spacing + request.prefix)
         suffix_ids = self._tokenize(request.suffix)
-        healed = b""
-        if self._settings.token_healing and prefix_ids:
-            piece = self._pieces[prefix_ids[-1]]
-            if piece.strip() and b"\n" not in piece:
-                prefix_ids.pop()
-                healed = piece
+        healed = self._take_back(prefix_ids)
         room = self._settings.n_ctx - request.max_tokens - PROMPT_MARKER_TOKENS
         if len(prefix_ids) + len(suffix_ids) > room:
             suffix_ids = suffix_ids[:max(room // 4, room - len(prefix_ids))]
@@ -346,6 +358,17 @@ class LlamaEngine:
         if fmt.order == "spm":
             return [*bos, hole, *suffix_ids, start, *prefix_ids], [middle], healed
         return [*bos, start, *prefix_ids], [hole, *suffix_ids, middle], healed
+
+    def _take_back(self, tokens: list[int]) -> bytes:
+        """Token healing: take the last of `tokens` off when it is part of a word (not
+        whitespace, no line break) and return its text, which the first generated token
+        must start with; b"" when it stays."""
+        if self._settings.token_healing and tokens:
+            piece = self._pieces[tokens[-1]]
+            if piece.strip() and b"\n" not in piece:
+                tokens.pop()
+                return piece
+        return b""
 
     def _repo_tokens(self, request: GenerationRequest) -> list[int]:
         """The repository part that goes before the prefix marker, or nothing."""
@@ -390,6 +413,7 @@ class LlamaEngine:
         best: list[int] = []
         best_score = -np.inf
         scores = _log_softmax(self._logits())
+        base = self._kv.generated  # typed text's cells, kept
         for token in ranked:
             path, score = [token], float(scores[token])
             output = bytearray(self._pieces[token][len(healed):])
@@ -414,8 +438,8 @@ class LlamaEngine:
                 self._forget_cache()
                 raise EngineError(f"llama.cpp failed while generating: {error}") from error
             finally:
-                if self._kv.generated:  # zero after `_forget_cache` too
-                    self._kv.drop_generated()
+                if self._kv.generated > base:  # zero after `_forget_cache` too
+                    self._kv.drop_generated(base)
             if cut:  # a later candidate, cut short, would be overrated
                 return best or path
             if score > best_score:
@@ -491,9 +515,16 @@ class LlamaEngine:
         self._suspended = None  # the cache is about to change under it
         timings = Timings()
         started = time.perf_counter()
-        request, (head, tail, healed) = self._window(request, cancel.deadline)
+        # Typing on from the cached prompt needs neither the window chosen nor the prompt
+        # tokenized: the anchor is the full window, or the short one where it still answers.
+        typed = self._typed_after_anchor(request)
+        if typed is None:
+            request, (head, tail, healed) = self._window(request, cancel.deadline)
+            typed = None if request is original else self._typed_after_anchor(request)
         timings.short_window = request is not original
         timings.tokenize_ms = (time.perf_counter() - started) * 1000
+        if typed is not None:
+            return self._generate_typed(request, typed, timings, started, cancel)
         timings.prompt_tokens = len(head) + len(tail)
         assert self._kv is not None
         decoding = _Decoding(request, healed, short_window=timings.short_window)
@@ -505,6 +536,7 @@ class LlamaEngine:
             chunk_s = min(self._chunk / self.prompt_rate, MAX_CHUNK_LOOKAHEAD_S)
             timings.evaluated_tokens = self._evaluate_prompt(
                 head, tail, lambda: cancel.cancelled or cancel.expired(ahead_s=chunk_s))
+            self._anchor = _Anchor(request, head, tail, healed)
         except Cancelled:
             timings.prompt_ms = (time.perf_counter() - started) * 1000 - timings.tokenize_ms
             timings.evaluated_tokens = self._kv.evaluated
@@ -520,6 +552,51 @@ class LlamaEngine:
         timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
         return GenerationResult(text, finish, timings)
 
+    def _generate_typed(self, request: GenerationRequest, typed: tuple[list[int], bytes],
+                        timings: Timings, started: float,
+                        cancel: CancelToken) -> GenerationResult:
+        """Generate for `request` from the anchor's prompt with `typed` (its tokens, and
+        the bytes taken back from them for healing) after the middle marker."""
+        assert self._kv is not None
+        tokens, healed = typed
+        timings.prompt_tokens = len(self._kv.head) + len(self._kv.tail) + len(tokens)
+        decoding = _Decoding(request, healed, short_window=timings.short_window)
+        try:
+            timings.evaluated_tokens = self._kv.extend_middle(tokens)
+        except Cancelled:
+            return GenerationResult("", "cancelled", timings)
+        except RuntimeError as error:
+            self._forget_cache()
+            raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
+        prompt_done = time.perf_counter()
+        timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
+        text, finish = self._decode_tokens(decoding, cancel)
+        timings.generated_tokens = decoding.steps
+        timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
+        return GenerationResult(text, finish, timings)
+
+    def _typed_after_anchor(self, request: GenerationRequest) -> tuple[list[int], bytes] | None:
+        """With `typed_into_middle`, where `request` differs from the anchor's only by text
+        typed after its cursor on the same line: that text's tokens to put after the middle
+        marker (the anchor's healed bytes first), and the bytes taken back from their last
+        token for healing. None where the prompt is to end at the cursor."""
+        anchor, kv = self._anchor, self._kv
+        if (not self._settings.typed_into_middle or anchor is None or kv is None
+                or request.names is not None or request.suffix != anchor.request.suffix
+                or request.repo != anchor.request.repo
+                or not request.prefix.startswith(anchor.request.prefix)):
+            return None
+        typed = request.prefix[len(anchor.request.prefix):]
+        if not typed or "\n" in typed or not kv.holds(anchor.head, anchor.tail):
+            return None
+        tokens = list(self._llm.tokenize(anchor.healed + typed.encode("utf-8", errors="replace"),
+                                         add_bos=False, special=False))
+        healed = self._take_back(tokens)
+        room = self._settings.n_ctx - len(kv.head) - len(kv.tail) - request.max_tokens
+        if len(tokens) > min(MAX_TYPED_TOKENS, room):
+            return None
+        return tokens, healed
+
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         """Evaluate `request`'s prompt into the cache without generating; tokens evaluated.
         With a short window, that one first (the next keystroke can be answered from it
@@ -533,9 +610,10 @@ class LlamaEngine:
         parts = [request] if request.short is None else [request.shortened(), request]
         evaluated = 0
         for part in parts:
-            head, tail, _ = self._prompt(part)
+            head, tail, healed = self._prompt(part)
             try:
                 evaluated += self._evaluate_prompt(head, tail, lambda: cancel.cancelled)
+                self._anchor = _Anchor(part, head, tail, healed)
             except Cancelled:
                 assert self._kv is not None
                 return evaluated + self._kv.evaluated
@@ -607,6 +685,7 @@ class LlamaEngine:
                     head, tail, lambda: cancel.cancelled)
             except Cancelled:
                 return GenerationResult("", "cancelled", timings)
+            self._anchor = _Anchor(decoding.request, head, tail, decoding.healed)
             decoding.unevaluated = None
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000
@@ -700,6 +779,7 @@ class LlamaEngine:
             return results  # a cold place: the full prompt would outlast the deadline
         try:
             self._evaluate_prompt(head, tail, stop)
+            self._anchor = _Anchor(request, head, tail, healed)
             rule = None if request.names is None else NameRule(request.names)
             # With `name_lookahead`, the usual answer may start with another token than
             # the likeliest: keep that one too (the caller drops the usual answer's text).
