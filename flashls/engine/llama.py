@@ -545,6 +545,12 @@ class LlamaEngine:
             decoding.unevaluated = (head, tail)
             self._suspended = decoding
             return GenerationResult("", "deadline", timings)
+        return self._generate_after_prompt(decoding, timings, started, cancel)
+
+    def _generate_after_prompt(self, decoding: _Decoding, timings: Timings, started: float,
+                               cancel: CancelToken) -> GenerationResult:
+        """Generate `decoding`'s tokens, its prompt now cached; `timings` get the prompt's
+        time since `started` (less tokenizing) and the generation's."""
         prompt_done = time.perf_counter()
         timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
         text, finish = self._decode_tokens(decoding, cancel)
@@ -568,12 +574,7 @@ class LlamaEngine:
         except RuntimeError as error:
             self._forget_cache()
             raise EngineError(f"llama.cpp failed to evaluate the prompt: {error}") from error
-        prompt_done = time.perf_counter()
-        timings.prompt_ms = (prompt_done - started) * 1000 - timings.tokenize_ms
-        text, finish = self._decode_tokens(decoding, cancel)
-        timings.generated_tokens = decoding.steps
-        timings.generate_ms = (time.perf_counter() - prompt_done) * 1000
-        return GenerationResult(text, finish, timings)
+        return self._generate_after_prompt(decoding, timings, started, cancel)
 
     def _typed_after_anchor(self, request: GenerationRequest) -> tuple[list[int], bytes] | None:
         """With `typed_into_middle`, where `request` differs from the anchor's only by text
