@@ -316,6 +316,41 @@ def test_a_cold_place_answers_from_its_short_window_then_the_full_one(
     assert not engine.generate(cold, CancelToken()).timings.short_window
 
 
+class _CancelledAtCheck(CancelToken):
+    """Turns cancelled at its `checks`-th look: a warm-up the next keystroke interrupts
+    between two prompt chunks."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__()
+        self._left = checks
+
+    @property
+    def cancelled(self) -> bool:
+        self._left -= 1
+        return self._left < 0
+
+
+def test_typing_after_a_warm_up_cut_in_the_full_window_goes_on_from_the_short_one(
+        engine: LlamaEngine) -> None:
+    """After a short-window answer the full window is warmed up, displacing the short
+    one's prompt; a keystroke that interrupts it brings that prompt back from the snapshots
+    and evaluates only what was typed, as when nothing ran in between."""
+    helpers = "".join(f"def scale_{index}(value):\n    return value * {index} - {index}\n\n\n"
+                      for index in range(40))  # about 800 prompt tokens: seconds here
+    prefix = helpers + PREFIX
+    short = (PREFIX[-160:], SUFFIX[:40])
+    cold = GenerationRequest(prefix, SUFFIX, 16, first_line, short=short)
+    assert engine.generate(cold, CancelToken(time.monotonic() + 1.0)).timings.short_window
+    evaluated = engine.prefill(cold, _CancelledAtCheck(8))
+    assert 64 <= evaluated < 600, evaluated  # cut after some chunks of the full window
+    typed = GenerationRequest(prefix + "jo", SUFFIX, 16, first_line,
+                              short=(short[0] + "jo", short[1]))
+    answer = engine.generate(typed, CancelToken(time.monotonic() + 1.0))
+    assert answer.timings.short_window
+    assert answer.timings.evaluated_tokens <= 2, answer.timings
+    assert_parses_in_place(typed.prefix, answer.text)
+
+
 def test_moving_the_cursor_over_a_suffix_token_reuses_the_suffix(engine: LlamaEngine) -> None:
     """Warmed with the cursor before `)` (Neovim's normal-mode cursor), asked after it: the
     suffix now starts inside what was the token `)\\n`, and the rest of its cells are

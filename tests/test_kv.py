@@ -288,6 +288,35 @@ def test_returning_to_an_earlier_prompt_restores_it_instead_of_evaluating() -> N
     assert [snapshot.head for snapshot in kv.snapshots] == [tuple(file_b)]
 
 
+def test_recall_brings_back_a_displaced_prompt_and_keeps_the_displacing_one() -> None:
+    cache = SavingCache()
+    kv = KvLayout(cache.memory(), 4, reuse_prefix=True, reuse_suffix=True, refresh_tokens=1,
+                  snapshot_bytes=1 << 20, snapshot_min_tokens=4)
+    short = [1, *range(100, 110)]
+    full = [1, *range(200, 230), *range(100, 110)]
+    kv.prepare(short, TAIL, lambda: False)
+    kv.append_generated(7)
+    assert kv.recall(short, TAIL)  # held already: nothing changes
+    assert cache.sequence(0) == [*short, *TAIL, 7]
+    # A warm-up of the full window, cancelled after two chunks, displaced it.
+    checks = iter([False, False, False, True])
+    with pytest.raises(Cancelled):
+        kv.prepare(full, TAIL, lambda: next(checks))
+    assert not kv.holds(short, TAIL)
+    decoded = cache.decoded
+    assert not kv.recall(short, [*TAIL, 4])  # no snapshot holds that prompt
+    assert not kv.recall(full, TAIL)  # nor the one cut short
+    assert kv.head == full[:9] and cache.decoded == decoded  # the shared 1, two chunks
+    assert kv.recall(short, TAIL)
+    assert cache.decoded == decoded  # a copy, nothing evaluated
+    assert kv.holds(short, TAIL) and kv.generated_ids == []
+    assert cache.sequence(0) == short + TAIL and cache.sequence(1) == short
+    # The warm-up's cells are saved: going on with it evaluates the rest only.
+    assert [snapshot.head for snapshot in kv.snapshots] == [tuple(full[:9])]
+    assert kv.prepare(full, TAIL, lambda: False) == len(full) - 9 + len(TAIL)
+    _consistent(cache, kv)
+
+
 def test_snapshots_stay_within_their_budget_and_off_means_off() -> None:
     cache = SavingCache()
     prompts = [[1, *range(base, base + 12)] for base in (100, 200, 300, 400)]

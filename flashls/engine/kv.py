@@ -270,14 +270,18 @@ class KvLayout:
             if len(self.head) - keep > self._snapshot_min:
                 self._save()
             return keep
-        self.snapshots.remove(best)
+        self._restore(best)
+        return shared
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """Bring `snapshot`'s prompt back into the cache, the cached one saved in its place."""
+        self.snapshots.remove(snapshot)
         self._save()
         for sequence in HEAD_SEQUENCES:
             self._memory.remove(sequence, 0, -1)
-        self._memory.load(best.state)
-        self._memory.copy(0, 1, 0, len(best.head))
-        self.head, self.tail, self.generated_ids = list(best.head), list(best.tail), []
-        return shared
+        self._memory.load(snapshot.state)
+        self._memory.copy(0, 1, 0, len(snapshot.head))
+        self.head, self.tail, self.generated_ids = list(snapshot.head), list(snapshot.tail), []
 
     def _snapshot_for(self, head: list[int], keep: int) -> tuple[int, Snapshot | None]:
         """The saved prompt sharing the most with `head`, and how much, when that beats
@@ -326,6 +330,18 @@ class KvLayout:
     def holds(self, head: list[int], tail: list[int]) -> bool:
         """Whether the cache holds the whole prompt `head + tail` (and maybe cells after)."""
         return self.head == head and self.tail == tail
+
+    def recall(self, head: list[int], tail: list[int]) -> bool:
+        """Whether the cache holds the whole prompt `head + tail`, after restoring the
+        snapshot that holds exactly it when the cache does not (a warm-up of another
+        window displaced it). False, with nothing changed, when neither holds it."""
+        if self.holds(head, tail):
+            return True
+        for snapshot in self.snapshots:
+            if list(snapshot.head) == head and list(snapshot.tail) == tail:
+                self._restore(snapshot)
+                return True
+        return False
 
     def extend_middle(self, tokens: list[int]) -> int:
         """Make the cells after the cached prompt (which must be whole: `holds`) hold

@@ -137,10 +137,10 @@ class _Decoding:
 
 @dataclass(frozen=True)
 class _Anchor:
-    """The request whose whole prompt the cache holds (`head + tail`, `healed` taken back
-    from the prefix): a later request at the same place, with text typed after its cursor
-    and nothing else changed, is continued from it with the typed text after the middle
-    marker (`typed_into_middle`)."""
+    """The request whose whole prompt the cache, or a snapshot, holds (`head + tail`,
+    `healed` taken back from the prefix): a later request at the same place, with text
+    typed after its cursor and nothing else changed, is continued from it with the typed
+    text after the middle marker (`typed_into_middle`)."""
 
     request: GenerationRequest
     head: list[int]
@@ -186,7 +186,8 @@ class LlamaEngine:
         self._format: FimFormat | None = None
         self._kv: KvLayout | None = None
         self._suspended: _Decoding | None = None
-        self._anchor: _Anchor | None = None  # valid only while the cache `holds` its prompt
+        # Valid only while the cache or one of its snapshots holds its prompt (`recall`).
+        self._anchor: _Anchor | None = None
         self._abort: _AbortHook | None = None
         self._stop_ids: frozenset[int] = frozenset()
         self._markers: tuple[int, int, int] = (0, 0, 0)
@@ -588,13 +589,15 @@ class LlamaEngine:
                 or not request.prefix.startswith(anchor.request.prefix)):
             return None
         typed = request.prefix[len(anchor.request.prefix):]
-        if not typed or "\n" in typed or not kv.holds(anchor.head, anchor.tail):
+        if not typed or "\n" in typed:
             return None
         tokens = list(self._llm.tokenize(anchor.healed + typed.encode("utf-8", errors="replace"),
                                          add_bos=False, special=False))
         healed = self._take_back(tokens)
-        room = self._settings.n_ctx - len(kv.head) - len(kv.tail) - request.max_tokens
-        if len(tokens) > min(MAX_TYPED_TOKENS, room):
+        room = self._settings.n_ctx - len(anchor.head) - len(anchor.tail) - request.max_tokens
+        # Last: a warm-up of the full window may have displaced the anchor's prompt into
+        # the snapshots, and bringing it back is a copy (the warm-up's cells are saved).
+        if len(tokens) > min(MAX_TYPED_TOKENS, room) or not kv.recall(anchor.head, anchor.tail):
             return None
         return tokens, healed
 
