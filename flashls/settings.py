@@ -107,6 +107,11 @@ class Settings:
         "first from this many tokens before the cursor and the rest of its line, then "
         "evaluate the full window in the background for the next keystrokes; 0 turns this "
         "off.", minimum=0, maximum=65536)
+    medium_window_tokens: int = _setting(
+        256, "At such a place the local engine evaluates next, before the full window, this "
+        "many tokens before the cursor and the rest of its line, and answers from them once "
+        "they are evaluated; at most `cold_window_tokens` turns this off.", minimum=0,
+        maximum=65536)
     context_sources: str = _setting(
         "none", "Context from other files, put before the current file in the prompt (in "
         "the model's repository layout, for models that have one): `definitions` of the "

@@ -351,6 +351,31 @@ def test_typing_after_a_warm_up_cut_in_the_full_window_goes_on_from_the_short_on
     assert_parses_in_place(typed.prefix, answer.text)
 
 
+def test_a_warm_up_evaluates_the_medium_window_next_and_typing_goes_on_from_it(
+        engine: LlamaEngine) -> None:
+    """At a cold place the short window answers first; the warm-up after it evaluates the
+    medium window before the full one, and the next keystroke is answered from the medium
+    window (more of the file before the cursor) for only what was typed."""
+    helpers = "".join(f"def offset_{index}(value):\n    return value + {index} * {index}\n\n\n"
+                      for index in range(40))  # about 800 prompt tokens: seconds here
+    prefix = helpers + PREFIX
+    short = (PREFIX[-160:], SUFFIX[:40])
+    medium = (prefix[-640:], SUFFIX[:40])
+    cold = GenerationRequest(prefix, SUFFIX, 16, first_line, short=short, medium=medium)
+    first = engine.generate(cold, CancelToken(time.monotonic() + 1.0))
+    assert first.timings.short_window and first.timings.prompt_tokens < 100  # the short one
+    evaluated = engine.prefill(cold, _CancelledAtCheck(12))
+    assert 150 <= evaluated < 700, evaluated  # the medium window, then part of the full one
+    typed = GenerationRequest(prefix + "jo", SUFFIX, 16, first_line,
+                              short=(short[0] + "jo", short[1]),
+                              medium=(medium[0] + "jo", medium[1]))
+    answer = engine.generate(typed, CancelToken(time.monotonic() + 1.0))
+    assert answer.timings.short_window  # not the full window
+    assert answer.timings.prompt_tokens > 150  # the medium one
+    assert answer.timings.evaluated_tokens <= 2, answer.timings
+    assert_parses_in_place(typed.prefix, answer.text)
+
+
 def test_moving_the_cursor_over_a_suffix_token_reuses_the_suffix(engine: LlamaEngine) -> None:
     """Warmed with the cursor before `)` (Neovim's normal-mode cursor), asked after it: the
     suffix now starts inside what was the token `)\\n`, and the rest of its cells are

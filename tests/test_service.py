@@ -170,7 +170,7 @@ class WindowEngine(FakeEngine):
 
     def __init__(self) -> None:
         super().__init__(token_ms=1)
-        self.prefilled: list[tuple[str, tuple[str, str] | None]] = []
+        self.prefilled: list[tuple[str, tuple[str, str] | None, tuple[str, str] | None]] = []
         self.prefill_done = threading.Event()
 
     def generate(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
@@ -179,7 +179,7 @@ class WindowEngine(FakeEngine):
         return result
 
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
-        self.prefilled.append((request.prefix, request.short))
+        self.prefilled.append((request.prefix, request.short, request.medium))
         self.prefill_done.set()
         return super().prefill(request, cancel)
 
@@ -194,19 +194,29 @@ async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> 
     assert answer.text == "_done(1)" and answer.timings["short_window"] == 1.0
     # Nobody asked yet, so the full window is evaluated in the background.
     assert await asyncio.to_thread(engine.prefill_done.wait, 10)
-    (prefix, short), = engine.prefilled
+    (prefix, short, medium), = engine.prefilled
     assert short is not None and prefix.endswith(short[0]) and len(short[0]) < len(prefix)
     assert len(short[0]) < 64 * 4 < len(prefix)
     assert short[1] == "  # sum"  # the rest of the line: no line below it to evaluate again
+    # The medium window (256 tokens by default): more lines before the cursor, no more after.
+    assert medium is not None and medium[0].endswith(short[0]) and medium[1] == short[1]
+    assert 64 * 4 < len(medium[0]) < 256 * 4 < len(prefix)
     # Small documents have no short window: the full one is no larger.
     small = CompletionRequest("file:///work/b.py", "python", "total = comp", 0, 12)
     context, cursor = pipeline.prepare(small)
-    assert pipeline.short_context(small, cursor, context) is None
+    assert pipeline.cold_windows(small, cursor, context) == ()
     off = CompletionService(Settings(cold_window_tokens=0), WindowEngine())
     context, cursor = off.prepare(request)
-    assert off.short_context(request, cursor, context) is None
+    assert off.cold_windows(request, cursor, context) == ()
+    # A medium window no larger than the short one is none.
+    short_only = CompletionService(Settings(cold_window_tokens=64, medium_window_tokens=64),
+                                   WindowEngine())
+    context, cursor = short_only.prepare(request)
+    assert [window.prefix for window in short_only.cold_windows(request, cursor, context)] == [
+        short[0]]
     pipeline.close()
     off.close()
+    short_only.close()
 
 
 class CountingEngine(WindowEngine):

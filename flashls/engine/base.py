@@ -93,6 +93,9 @@ class GenerationRequest:
     # A smaller (prefix, suffix) window around the same cursor: the engine answers from
     # it when the full prompt cannot be evaluated before the deadline (a cold place).
     short: tuple[str, str] | None = None
+    # A window between the short one and the full one (local engine): a warm-up
+    # evaluates it after the short one, and once it is evaluated it answers instead.
+    medium: tuple[str, str] | None = None
     # Context from other files; left out where the model has no repository layout or the
     # context window cannot hold it. The short window never carries it.
     repo: RepoContext | None = None
@@ -102,8 +105,16 @@ class GenerationRequest:
     def shortened(self) -> GenerationRequest:
         """The same request over its short window (which has no other files' context)."""
         assert self.short is not None
-        prefix, suffix = self.short
-        return replace(self, prefix=prefix, suffix=suffix, short=None, repo=None)
+        return self._over(self.short)
+
+    def at_medium(self) -> GenerationRequest:
+        """The same request over its medium window (no other files' context either)."""
+        assert self.medium is not None
+        return self._over(self.medium)
+
+    def _over(self, window: tuple[str, str]) -> GenerationRequest:
+        prefix, suffix = window
+        return replace(self, prefix=prefix, suffix=suffix, short=None, medium=None, repo=None)
 
 
 @dataclass

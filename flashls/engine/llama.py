@@ -95,6 +95,9 @@ MAX_NAME_TOKENS = 12
 MAX_TYPED_TOKENS = 32
 GENERATION_RESERVE_S = 0.3
 MAX_CHUNK_LOOKAHEAD_S = 0.35
+# At a cold place the medium window answers instead of the short one when it costs at most
+# this many tokens more (about a keystroke's: it was evaluated ahead, the short one not).
+WINDOW_SLACK_TOKENS = 4
 DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
 
 
@@ -604,14 +607,16 @@ class LlamaEngine:
     def prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         """Evaluate `request`'s prompt into the cache without generating; tokens evaluated.
         With a short window, that one first (the next keystroke can be answered from it
-        soon), then the full one; the short one stays among the snapshots."""
+        soon), then the medium one, then the full one; the smaller ones stay among the
+        snapshots."""
         self.load()
         with self._watching(cancel):
             return self._prefill(request, cancel)
 
     def _prefill(self, request: GenerationRequest, cancel: CancelToken) -> int:
         self._suspended = None
-        parts = [request] if request.short is None else [request.shortened(), request]
+        parts = ([request.shortened()] if request.short is not None else []) + (
+            [request.at_medium()] if request.medium is not None else []) + [request]
         evaluated = 0
         for part in parts:
             head, tail, healed = self._prompt(part)
@@ -627,19 +632,28 @@ class LlamaEngine:
                 ) -> tuple[GenerationRequest, tuple[list[int], list[int], bytes]]:
         """The request to answer and its prompt: the full window, unless what it still
         needs evaluated cannot be done before `deadline` at the measured rate and the
-        short window needs at most a SHORT_WINDOW_RATIO-th as much (a cold place)."""
+        short window needs at most a SHORT_WINDOW_RATIO-th as much (a cold place). There
+        the medium window answers instead of the short one once it costs about as little
+        (a warm-up evaluated it)."""
         prompt = self._prompt(request)
         if request.short is None or deadline is None:
             return request, prompt
-        assert self._kv is not None
-        full_cost = self._kv.cost(prompt[0], prompt[1])
+        kv = self._kv
+        assert kv is not None
+        full_cost = kv.cost(prompt[0], prompt[1])
         seconds = deadline - time.monotonic() - GENERATION_RESERVE_S
         if full_cost <= self.prompt_rate * seconds:
             return request, prompt
         short = request.shortened()
         short_prompt = self._prompt(short)
-        if SHORT_WINDOW_RATIO * self._kv.cost(short_prompt[0], short_prompt[1]) > full_cost:
+        short_cost = kv.cost(short_prompt[0], short_prompt[1])
+        if SHORT_WINDOW_RATIO * short_cost > full_cost:
             return request, prompt  # not worth the context it loses (a short file)
+        if request.medium is not None:
+            medium = request.at_medium()
+            medium_prompt = self._prompt(medium)
+            if kv.cost(medium_prompt[0], medium_prompt[1]) <= short_cost + WINDOW_SLACK_TOKENS:
+                return medium, medium_prompt
         return short, short_prompt
 
     def _measure(self, tokens: int, milliseconds: float) -> None:
@@ -766,7 +780,8 @@ class LlamaEngine:
         when the full prompt is not cached enough to be evaluated before the deadline."""
         self.load()
         with self._watching(cancel):
-            return self._alternatives(replace(request, short=None), count, cancel)
+            return self._alternatives(replace(request, short=None, medium=None), count,
+                                      cancel)
 
     def _alternatives(self, request: GenerationRequest, count: int,
                       cancel: CancelToken) -> list[GenerationResult]:
