@@ -414,8 +414,9 @@ class CompletionService:
                      context: CompletionContext) -> tuple[CompletionContext, ...]:
         """The smaller windows the engine answers from while the full one is not evaluated,
         smallest first: the short one (`cold_window_tokens` before the cursor, and the rest
-        of its line), then the medium one (`medium_window_tokens`, likewise), each only
-        where it is smaller than the next. Empty when `cold_window_tokens` is 0.
+        of its line), then the medium one (`medium_window_tokens`, likewise) where its
+        prefix is longer than the short one's and shorter than the full one's. Empty when
+        `cold_window_tokens` is 0 or the full window is no larger than the short one.
 
         No lines after the cursor's: an edit there (the user rewrites the line) leaves a
         suffix whose every token must be evaluated again before the first word (about 12 ms
@@ -429,8 +430,9 @@ class CompletionService:
             if len(window.prefix) >= len(context.prefix) and len(window.suffix) >= len(
                     context.suffix):
                 break  # the full window is no larger
-            if windows and len(window.prefix) <= len(windows[-1].prefix):
-                break  # nor the short one (the document starts within it)
+            if windows and not len(windows[-1].prefix) < len(window.prefix) < len(
+                    context.prefix):
+                break  # the document starts within the short one, or the full one's limit
             windows.append(window)
         return tuple(windows)
 
@@ -523,7 +525,8 @@ class CompletionService:
     def _settle(self, job: _Job) -> None:
         """Take a finished job's result, once: cache what a generation produced, whoever
         still waits for it; when its deadline cut it, go on generating it in the background
-        (progressive answers); after an answer from the short window, evaluate the full one."""
+        (progressive answers); after an answer from a smaller window, evaluate the larger
+        ones."""
         if job.settled or not job.future.done():
             return
         job.settled = True

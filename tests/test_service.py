@@ -208,15 +208,16 @@ async def test_an_answer_from_the_short_window_is_followed_by_the_full_one() -> 
     off = CompletionService(Settings(cold_window_tokens=0), WindowEngine())
     context, cursor = off.prepare(request)
     assert off.cold_windows(request, cursor, context) == ()
-    # A medium window no larger than the short one is none.
-    short_only = CompletionService(Settings(cold_window_tokens=64, medium_window_tokens=64),
-                                   WindowEngine())
-    context, cursor = short_only.prepare(request)
-    assert [window.prefix for window in short_only.cold_windows(request, cursor, context)] == [
-        short[0]]
+    # A medium window no larger than the short one, or no smaller than the full one, is none.
+    for medium_tokens in (64, 4000):
+        short_only = CompletionService(
+            Settings(cold_window_tokens=64, medium_window_tokens=medium_tokens), WindowEngine())
+        context, cursor = short_only.prepare(request)
+        assert [window.prefix for window in short_only.cold_windows(
+            request, cursor, context)] == [short[0]], medium_tokens
+        short_only.close()
     pipeline.close()
     off.close()
-    short_only.close()
 
 
 class CountingEngine(WindowEngine):
