@@ -291,15 +291,21 @@ def test_returning_to_a_file_restores_its_prompt(engine: LlamaEngine,
     fresh_engine.close()
 
 
+def _cold_place(name: str, body: str) -> tuple[str, tuple[str, str]]:
+    """A prefix whose prompt takes seconds to evaluate here (PREFIX after 40 functions,
+    about 800 tokens; `name` and `body` make it one no other test has cached), and its
+    short window."""
+    functions = "".join(f"def {name}_{index}(value):\n    return {body.format(index=index)}"
+                        "\n\n\n" for index in range(40))
+    return functions + PREFIX, (PREFIX[-160:], SUFFIX[:40])
+
+
 def test_a_cold_place_answers_from_its_short_window_then_the_full_one(
         engine: LlamaEngine) -> None:
     """A prompt that cannot be evaluated before the deadline is answered from the short
     window; once the full one is evaluated ahead (the warm-up the server queues), the next
     keystroke is answered from the full window and evaluates only what was typed."""
-    helpers = "".join(f"def helper_{index}(value):\n    return value * {index} + {index}\n\n\n"
-                      for index in range(40))  # about 800 prompt tokens: seconds here
-    prefix = helpers + PREFIX
-    short = (PREFIX[-160:], SUFFIX[:40])
+    prefix, short = _cold_place("helper", "value * {index} + {index}")
     cold = GenerationRequest(prefix, SUFFIX, 16, first_line, short=short)
     answer = engine.generate(cold, CancelToken(time.monotonic() + 1.0))
     assert answer.timings.short_window
@@ -335,10 +341,7 @@ def test_typing_after_a_warm_up_cut_in_the_full_window_goes_on_from_the_short_on
     """After a short-window answer the full window is warmed up, displacing the short
     one's prompt; a keystroke that interrupts it brings that prompt back from the snapshots
     and evaluates only what was typed, as when nothing ran in between."""
-    helpers = "".join(f"def scale_{index}(value):\n    return value * {index} - {index}\n\n\n"
-                      for index in range(40))  # about 800 prompt tokens: seconds here
-    prefix = helpers + PREFIX
-    short = (PREFIX[-160:], SUFFIX[:40])
+    prefix, short = _cold_place("scale", "value * {index} - {index}")
     cold = GenerationRequest(prefix, SUFFIX, 16, first_line, short=short)
     assert engine.generate(cold, CancelToken(time.monotonic() + 1.0)).timings.short_window
     evaluated = engine.prefill(cold, _CancelledAtCheck(8))
@@ -356,10 +359,7 @@ def test_a_warm_up_evaluates_the_medium_window_next_and_typing_goes_on_from_it(
     """At a cold place the short window answers first; the warm-up after it evaluates the
     medium window before the full one, and the next keystroke is answered from the medium
     window (more of the file before the cursor) for only what was typed."""
-    helpers = "".join(f"def offset_{index}(value):\n    return value + {index} * {index}\n\n\n"
-                      for index in range(40))  # about 800 prompt tokens: seconds here
-    prefix = helpers + PREFIX
-    short = (PREFIX[-160:], SUFFIX[:40])
+    prefix, short = _cold_place("offset", "value + {index} * {index}")
     medium = (prefix[-640:], SUFFIX[:40])
     cold = GenerationRequest(prefix, SUFFIX, 16, first_line, short=short, medium=medium)
     first = engine.generate(cold, CancelToken(time.monotonic() + 1.0))
